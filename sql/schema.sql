@@ -1,0 +1,93 @@
+-- citelink schema: tables and indexes.
+-- This file and sql/triggers.sql are the readable source of truth;
+-- migrations/ must build exactly the same database (tests/test_migrations.py).
+
+-- Tables ---------------------------------------------------------------------
+
+CREATE TABLE users (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    username      text        NOT NULL CHECK (username ~ '^[A-Za-z0-9_.@+-]{1,150}$'),
+    password_hash text        NOT NULL,
+    is_staff      boolean     NOT NULL DEFAULT false,
+    is_active     boolean     NOT NULL DEFAULT true,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE tag (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name       text        NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 100),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE subscription (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id    bigint      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    tag_id     bigint      NOT NULL REFERENCES tag (id) ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (user_id, tag_id)
+);
+
+-- A tag that has notifications cannot be deleted (RESTRICT): inboxes keep
+-- their history.
+CREATE TABLE notification (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tag_id     bigint      NOT NULL REFERENCES tag (id) ON DELETE RESTRICT,
+    message    text        NOT NULL,
+    data       jsonb       NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(data) = 'object'),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    created_by bigint      REFERENCES users (id) ON DELETE SET NULL
+);
+
+-- One row per recipient of a notification. The id is the inbox item id and,
+-- because inserts are serialised until commit (see triggers.sql), id order
+-- is commit order: "every item after id N" is a gapless resume cursor.
+CREATE TABLE user_notification (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id         bigint      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    notification_id bigint      NOT NULL REFERENCES notification (id) ON DELETE CASCADE,
+    is_read         boolean     NOT NULL DEFAULT false,
+    read_at         timestamptz,
+    is_deleted      boolean     NOT NULL DEFAULT false,
+    deleted_at      timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (user_id, notification_id)
+);
+
+-- Per-user counters kept by triggers, so the unread count stays O(1) at
+-- millions of inbox rows. `total` counts non-deleted items.
+CREATE TABLE inbox_count (
+    user_id bigint PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    unread  bigint NOT NULL DEFAULT 0,
+    total   bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE audit_log (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    resource   text        NOT NULL,
+    object_id  bigint      NOT NULL,
+    action     text        NOT NULL CHECK (action IN ('create', 'update', 'delete')),
+    changes    jsonb       NOT NULL,
+    actor_id   bigint
+);
+
+-- Indexes --------------------------------------------------------------------
+
+CREATE UNIQUE INDEX users_username_lower_key ON users (lower(username));
+
+-- Fan-out reads every subscriber of one tag.
+CREATE INDEX subscription_tag_user_idx ON subscription (tag_id, user_id);
+
+CREATE INDEX notification_tag_idx ON notification (tag_id, id);
+
+-- Inbox keyset pages (newest first) and resume (oldest first), by status.
+CREATE INDEX user_notification_inbox_idx
+    ON user_notification (user_id, id) WHERE NOT is_deleted;
+CREATE INDEX user_notification_unread_idx
+    ON user_notification (user_id, id) WHERE NOT is_deleted AND NOT is_read;
+CREATE INDEX user_notification_read_idx
+    ON user_notification (user_id, id) WHERE NOT is_deleted AND is_read;
+CREATE INDEX user_notification_notification_idx ON user_notification (notification_id);
+
+CREATE INDEX audit_log_object_idx ON audit_log (resource, object_id, id);
+CREATE INDEX audit_log_actor_idx ON audit_log (actor_id, id);

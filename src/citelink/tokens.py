@@ -1,0 +1,50 @@
+"""JWT access and refresh tokens (HS256, pyjwt).
+
+Claims: token_type (access | refresh), user_id, exp, iat, jti, as the seed's
+djangorestframework-simplejwt issues them. Decoding always names the
+algorithm, requires every claim and checks the type, so a refresh token is
+never accepted where an access token is expected.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Literal
+
+import jwt
+
+ALGORITHM = "HS256"
+TokenType = Literal["access", "refresh"]
+_REQUIRED = ["token_type", "user_id", "exp", "iat", "jti"]
+
+
+class InvalidToken(Exception):
+    """The token is malformed, expired, badly signed or of the wrong type."""
+
+
+def issue(secret_key: str, user_id: int, token_type: TokenType, lifetime_minutes: int) -> str:
+    now = int(time.time())
+    claims = {
+        "token_type": token_type,
+        "user_id": user_id,
+        "iat": now,
+        "exp": now + lifetime_minutes * 60,
+        "jti": secrets.token_hex(16),
+    }
+    return jwt.encode(claims, secret_key, algorithm=ALGORITHM)
+
+
+def decode(secret_key: str, token: str, token_type: TokenType) -> dict:
+    """The verified claims of `token`, or InvalidToken."""
+    try:
+        claims = jwt.decode(
+            token, secret_key, algorithms=[ALGORITHM], options={"require": _REQUIRED}
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from None
+    if claims["token_type"] != token_type:
+        raise InvalidToken(f"expected a {token_type} token")
+    if not isinstance(claims["user_id"], int) or isinstance(claims["user_id"], bool):
+        raise InvalidToken("user_id must be an integer")
+    return claims

@@ -1,0 +1,166 @@
+"""Shared fixtures: one PostgreSQL per session, a migrated template database,
+a fresh clone of it per test, and a real uvicorn server on a free port.
+
+PostgreSQL is the embedded server (started in a temporary directory and
+deleted afterwards) unless CITELINK_TEST_DATABASE_URL names a server whose
+user may create databases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from citelink import database, embedded, passwords, tokens
+from citelink.app import create_app
+from citelink.migrations import migrate
+from citelink.settings import Settings
+
+TEMPLATE = "citelink_template"
+SECRET_KEY = "test-secret-key-of-sufficient-length-for-hs256"
+_numbers = itertools.count()
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` pointing at database `name` instead."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """URL of a maintenance database on the test PostgreSQL server."""
+    external = os.environ.get("CITELINK_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    with tempfile.TemporaryDirectory(prefix="citelink-test-") as tmp:
+        url = embedded.start(Path(tmp), cleanup_mode="delete")
+        yield with_database(url, "postgres")
+
+
+@pytest.fixture(scope="session")
+def template_url(server_url: str) -> str:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    url = with_database(server_url, TEMPLATE)
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def db_url(server_url: str, template_url: str) -> Iterator[str]:
+    """A database of its own for this test, cloned from the migrated template."""
+    name = f"citelink_test_{os.getpid()}_{next(_numbers)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+    yield with_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=db_url, secret_key=SECRET_KEY, data_dir=tmp_path)
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain SQL connection to the test database (no actor set)."""
+    connection = await database.connect(db_url)
+    yield connection
+    await connection.close()
+
+
+class User:
+    """A test user with a valid access token."""
+
+    def __init__(self, id: int, username: str, password: str, is_staff: bool, token: str):
+        self.id, self.username, self.password = id, username, password
+        self.is_staff, self.token = is_staff, token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def make_user(conn: asyncpg.Connection, settings: Settings):
+    """`await make_user("alice", staff=False)` → User, created by plain SQL."""
+
+    async def make(username: str, *, staff: bool = False, password: str = "secret-pw") -> User:
+        user_id = await conn.fetchval(
+            "INSERT INTO users (username, password_hash, is_staff) VALUES ($1, $2, $3) "
+            "RETURNING id",
+            username, passwords.hash_password(password), staff,
+        )
+        token = tokens.issue(settings.secret_key, user_id, "access", 60)
+        return User(user_id, username, password, staff, token)
+
+    return make
+
+
+async def subscribe(conn: asyncpg.Connection, user_id: int, tag: str) -> int:
+    """Subscribe by plain SQL, creating the tag if needed; returns the tag id."""
+    tag_id = await conn.fetchval(
+        "INSERT INTO tag (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = excluded.name "
+        "RETURNING id",
+        tag,
+    )
+    await conn.execute(
+        "INSERT INTO subscription (user_id, tag_id) VALUES ($1, $2)", user_id, tag_id
+    )
+    return tag_id
+
+
+class RunningServer:
+    """A real uvicorn serving the app in this event loop."""
+
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task, port: int):
+        self.server, self.task, self.port = server, task, port
+        self.http = f"http://127.0.0.1:{port}"
+        self.ws = f"ws://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+async def start_server(settings: Settings) -> RunningServer:
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=0, log_level="warning",
+        ws_max_size=settings.ws_max_frame_bytes, timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return RunningServer(server, task, port)
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[RunningServer]:
+    running = await start_server(settings)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
+        yield http

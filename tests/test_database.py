@@ -1,0 +1,282 @@
+"""The database does the work: fan-out, counters, events and audit, by plain SQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from citelink import database
+
+from .conftest import subscribe
+
+
+class Events:
+    """LISTEN on the events channel from a connection of its own."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def __call__(self, conn, pid, channel, payload) -> None:
+        self.queue.put_nowait(payload)
+
+    async def take(self, count: int) -> list[str]:
+        return [await asyncio.wait_for(self.queue.get(), 5) for _ in range(count)]
+
+    def pending(self) -> list[str]:
+        items = []
+        while not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        return items
+
+
+@pytest.fixture
+async def events(db_url: str):
+    listener = await database.connect(db_url)
+    received = Events()
+    await listener.add_listener("citelink_events", received)
+    yield received
+    await listener.close()
+
+
+async def users(conn: asyncpg.Connection, *names: str) -> list[int]:
+    rows = await conn.fetch(
+        "INSERT INTO users (username, password_hash) SELECT n, 'x' FROM unnest($1::text[]) n "
+        "RETURNING id",
+        list(names),
+    )
+    return [r["id"] for r in rows]
+
+
+async def publish(conn: asyncpg.Connection, tag_id: int, message: str = "hello") -> int:
+    return await conn.fetchval(
+        "INSERT INTO notification (tag_id, message) VALUES ($1, $2) RETURNING id", tag_id, message
+    )
+
+
+async def inbox(conn: asyncpg.Connection, user_id: int) -> list[int]:
+    return [
+        r["notification_id"]
+        for r in await conn.fetch(
+            "SELECT notification_id FROM user_notification WHERE user_id = $1 ORDER BY id", user_id
+        )
+    ]
+
+
+async def test_fan_out_reaches_only_subscribers(conn, events):
+    alice, bob, carol = await users(conn, "alice", "bob", "carol")
+    sports = await subscribe(conn, alice, "sports")
+    await subscribe(conn, bob, "sports")
+    await subscribe(conn, carol, "news")
+
+    note = await publish(conn, sports)
+
+    assert await inbox(conn, alice) == [note]
+    assert await inbox(conn, bob) == [note]
+    assert await inbox(conn, carol) == []
+    received = await events.take(2)
+    assert sorted(p.split()[:2] for p in received) == [["new", str(alice)], ["new", str(bob)]]
+    assert {p.split()[3] for p in received} == {str(note)}
+    assert events.pending() == []
+
+
+async def test_later_subscriber_gets_nothing_retroactively(conn):
+    alice, bob = await users(conn, "alice", "bob")
+    sports = await subscribe(conn, alice, "sports")
+    first = await publish(conn, sports, "first")
+    await subscribe(conn, bob, "sports")
+    second = await publish(conn, sports, "second")
+
+    assert await inbox(conn, alice) == [first, second]
+    assert await inbox(conn, bob) == [second]
+
+
+async def test_unsubscribed_user_gets_nothing(conn):
+    (alice,) = await users(conn, "alice")
+    sports = await subscribe(conn, alice, "sports")
+    await conn.execute("DELETE FROM subscription WHERE user_id = $1", alice)
+    await publish(conn, sports)
+    assert await inbox(conn, alice) == []
+
+
+async def test_long_message_inserts_and_the_event_stays_small(conn, events):
+    (alice,) = await users(conn, "alice")
+    sports = await subscribe(conn, alice, "sports")
+    message = "é" * 100_000 + "\U0001f600"
+
+    note = await publish(conn, sports, message)
+
+    (payload,) = await events.take(1)
+    assert len(payload.encode()) < 100
+    assert payload.split()[3] == str(note)
+    assert await conn.fetchval("SELECT message FROM notification WHERE id = $1", note) == message
+
+
+async def test_read_unread_delete_emit_events_and_keep_counts(conn, events):
+    (alice,) = await users(conn, "alice")
+    sports = await subscribe(conn, alice, "sports")
+    await publish(conn, sports, "one")
+    await publish(conn, sports, "two")
+    first, second = await conn.fetch("SELECT id FROM user_notification ORDER BY id")
+    await events.take(2)
+
+    async def change(sql: str, item: int) -> str:
+        await conn.execute(sql, item)
+        (payload,) = await events.take(1)
+        return payload
+
+    read = "UPDATE user_notification SET is_read = $2 WHERE id = $1"
+    assert await change(read.replace("$2", "true"), first["id"]) == (
+        f"read {alice} {first['id']} 1 1"
+    )
+    assert await change(read.replace("$2", "false"), first["id"]) == (
+        f"unread {alice} {first['id']} 1 2"
+    )
+    deleted = "UPDATE user_notification SET is_deleted = true WHERE id = $1"
+    assert await change(deleted, second["id"]) == f"delete {alice} {second['id']} 2 1"
+
+    row = await conn.fetchrow(
+        "SELECT is_deleted, deleted_at, read_at FROM user_notification WHERE id = $1",
+        second["id"],
+    )
+    assert row["is_deleted"] and row["deleted_at"] is not None and row["read_at"] is None
+    counts = await conn.fetchrow("SELECT unread, total FROM inbox_count WHERE user_id = $1", alice)
+    assert dict(counts) == {"unread": 1, "total": 1}
+
+    # An update that changes neither flag is silent.
+    await conn.execute("UPDATE user_notification SET is_read = is_read")
+    await conn.execute("SELECT pg_notify('citelink_events', 'marker')")
+    assert await events.take(1) == ["marker"]
+
+
+async def test_hard_delete_fixes_counts_and_tells_the_owner(conn, events):
+    (alice,) = await users(conn, "alice")
+    sports = await subscribe(conn, alice, "sports")
+    await publish(conn, sports)
+    item = await conn.fetchval("SELECT id FROM user_notification")
+    await events.take(1)
+
+    await conn.execute("DELETE FROM user_notification WHERE id = $1", item)
+
+    assert await events.take(1) == [f"delete {alice} {item} 1 0"]
+    counts = await conn.fetchrow("SELECT unread, total FROM inbox_count WHERE user_id = $1", alice)
+    assert dict(counts) == {"unread": 0, "total": 0}
+
+
+async def test_audit_with_and_without_actor(conn):
+    alice, staff = await users(conn, "alice", "staff")
+    sports = await subscribe(conn, alice, "sports")
+
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('citelink.actor_id', $1, true)", str(staff))
+        note = await publish(conn, sports, "audited")
+    item = await conn.fetchval("SELECT id FROM user_notification")
+    await conn.execute("UPDATE user_notification SET is_read = true WHERE id = $1", item)
+
+    rows = await conn.fetch(
+        "SELECT resource, object_id, action, changes, actor_id FROM audit_log ORDER BY id"
+    )
+    by_resource = {(r["resource"], r["action"]): r for r in rows}
+    created = by_resource[("notification", "create")]
+    assert created["object_id"] == note and created["actor_id"] == staff
+    assert created["changes"]["message"] == [None, "audited"]
+    assert created["changes"]["recipients"] == [None, 1]
+    # The fan-out is summarised: no audit row per inbox row created.
+    assert ("user_notification", "create") not in by_resource
+    read = by_resource[("user_notification", "update")]
+    assert read["object_id"] == item and read["actor_id"] is None
+    assert read["changes"]["is_read"] == [False, True]
+    assert read["changes"]["read_at"][0] is None and read["changes"]["read_at"][1]
+    assert by_resource[("tag", "create")]["changes"]["name"] == [None, "sports"]
+    assert by_resource[("subscription", "create")]["changes"]["user_id"] == [None, alice]
+    # The actor setting is per transaction: it does not leak to the next one.
+    assert await conn.fetchval("SELECT citelink_actor_id()") is None
+
+
+async def test_inbox_row_inserted_directly_is_audited_and_delivered(conn, events):
+    (alice,) = await users(conn, "alice")
+    tag = await conn.fetchval("INSERT INTO tag (name) VALUES ('t') RETURNING id")
+    note = await publish(conn, tag)
+    item = await conn.fetchval(
+        "INSERT INTO user_notification (user_id, notification_id) VALUES ($1, $2) RETURNING id",
+        alice, note,
+    )
+    assert await events.take(1) == [f"new {alice} {item} {note} 1"]
+    actions = await conn.fetch(
+        "SELECT action FROM audit_log WHERE resource = 'user_notification' AND object_id = $1",
+        item,
+    )
+    assert [a["action"] for a in actions] == ["create"]
+
+
+async def test_uniqueness_is_enforced(conn):
+    (alice,) = await users(conn, "alice")
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await users(conn, "ALICE")
+    sports = await subscribe(conn, alice, "sports")
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await conn.execute("INSERT INTO subscription (user_id, tag_id) VALUES ($1, $2)", alice, sports)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await conn.execute("INSERT INTO tag (name) VALUES ('sports')")
+    note = await publish(conn, sports)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await conn.execute(
+            "INSERT INTO user_notification (user_id, notification_id) VALUES ($1, $2)", alice, note
+        )
+
+
+async def test_inbox_ids_follow_commit_order(conn, db_url):
+    """Two publishers: the one that takes inbox ids first must commit first, so a
+    client resuming after the highest id it saw can never skip a late commit."""
+    (alice,) = await users(conn, "alice")
+    sports = await subscribe(conn, alice, "sports")
+    first = await database.connect(db_url)
+    second = await database.connect(db_url)
+    try:
+        tx = first.transaction()
+        await tx.start()
+        await publish(first, sports, "first")
+        # The second publisher has to wait for the first to commit.
+        blocked = asyncio.create_task(publish(second, sports, "second"))
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'advisory'",
+            second.get_server_pid(),
+        )
+        while not waiting:
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'advisory'",
+                second.get_server_pid(),
+            )
+        assert not blocked.done()
+        await tx.commit()
+        await blocked
+    finally:
+        await first.close()
+        await second.close()
+    rows = await conn.fetch(
+        "SELECT i.id, n.message FROM user_notification i JOIN notification n "
+        "ON n.id = i.notification_id ORDER BY i.id"
+    )
+    assert [r["message"] for r in rows] == ["first", "second"]
+
+
+async def test_fan_out_to_100000_subscribers_commits(conn, events):
+    await conn.execute(
+        "INSERT INTO users (username, password_hash) SELECT 'u' || g, 'x' "
+        "FROM generate_series(1, 100000) g"
+    )
+    tag = await conn.fetchval("INSERT INTO tag (name) VALUES ('everyone') RETURNING id")
+    await conn.execute("INSERT INTO subscription (user_id, tag_id) SELECT id, $1 FROM users", tag)
+
+    note = await publish(conn, tag, "x" * 10_000)
+
+    assert await conn.fetchval(
+        "SELECT count(*) FROM user_notification WHERE notification_id = $1", note
+    ) == 100_000
+    recipients = await conn.fetchval(
+        "SELECT changes -> 'recipients' ->> 1 FROM audit_log WHERE resource = 'notification'"
+    )
+    assert recipients == "100000"
+    received = await events.take(100_000)
+    assert len({p.split()[1] for p in received}) == 100_000
