@@ -104,7 +104,9 @@ def make_user(conn: asyncpg.Connection, settings: Settings):
         user_id = await conn.fetchval(
             "INSERT INTO users (username, password_hash, is_staff) VALUES ($1, $2, $3) "
             "RETURNING id",
-            username, passwords.hash_password(password), staff,
+            username,
+            passwords.hash_password(password),
+            staff,
         )
         token = tokens.issue(settings.secret_key, user_id, "access", 60)
         return User(user_id, username, password, staff, token)
@@ -140,8 +142,12 @@ class RunningServer:
 
 async def start_server(settings: Settings) -> RunningServer:
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_level="warning",
-        ws_max_size=settings.ws_max_frame_bytes, timeout_graceful_shutdown=5,
+        create_app(settings),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        ws_max_size=settings.ws_max_frame_bytes,
+        timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

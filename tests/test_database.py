@@ -200,7 +200,8 @@ async def test_inbox_row_inserted_directly_is_audited_and_delivered(conn, events
     note = await publish(conn, tag)
     item = await conn.fetchval(
         "INSERT INTO user_notification (user_id, notification_id) VALUES ($1, $2) RETURNING id",
-        alice, note,
+        alice,
+        note,
     )
     assert await events.take(1) == [f"new {alice} {item} {note} 1"]
     actions = await conn.fetch(
@@ -216,7 +217,9 @@ async def test_uniqueness_is_enforced(conn):
         await users(conn, "ALICE")
     sports = await subscribe(conn, alice, "sports")
     with pytest.raises(asyncpg.UniqueViolationError):
-        await conn.execute("INSERT INTO subscription (user_id, tag_id) VALUES ($1, $2)", alice, sports)
+        await conn.execute(
+            "INSERT INTO subscription (user_id, tag_id) VALUES ($1, $2)", alice, sports
+        )
     with pytest.raises(asyncpg.UniqueViolationError):
         await conn.execute("INSERT INTO tag (name) VALUES ('sports')")
     note = await publish(conn, sports)
@@ -271,9 +274,12 @@ async def test_fan_out_to_100000_subscribers_commits(conn, events):
 
     note = await publish(conn, tag, "x" * 10_000)
 
-    assert await conn.fetchval(
-        "SELECT count(*) FROM user_notification WHERE notification_id = $1", note
-    ) == 100_000
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM user_notification WHERE notification_id = $1", note
+        )
+        == 100_000
+    )
     recipients = await conn.fetchval(
         "SELECT changes -> 'recipients' ->> 1 FROM audit_log WHERE resource = 'notification'"
     )

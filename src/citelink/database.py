@@ -47,7 +47,9 @@ def _stored_secret_key(settings: Settings) -> str:
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(
-            name, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(),
+            name,
+            schema="pg_catalog",
+            encoder=lambda v: orjson.dumps(v).decode(),
             decoder=orjson.loads,
         )
 
