@@ -14,6 +14,7 @@ from . import database
 from .errors import exception_handlers
 from .health import healthz, readyz
 from .settings import Settings
+from .web import routes as web_routes
 
 
 class State(TypedDict):
@@ -38,5 +39,6 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        *web_routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)

@@ -1,0 +1,801 @@
+// citelink web inbox: plain DOM, no framework, no build step.
+//
+// REST loads history and makes changes; the WebSocket delivers every change
+// (whoever made it), so all of a user's tabs show the same inbox.
+// Server data is only ever rendered as text (el() and textContent), never as
+// HTML, so a message like <img onerror=...> shows up literally.
+
+const PAGE_SIZE = 20;
+const TOKENS_KEY = "citelink.tokens";
+const HEARTBEAT_MS = 25000; // ping this often; no answer by the next beat means the link is dead
+const MAX_BACKOFF_MS = 15000;
+
+const $ = (selector) => document.querySelector(selector);
+const $$ = (selector) => Array.from(document.querySelectorAll(selector));
+
+const state = {
+  tokens: null, // {access, refresh}, also in sessionStorage so a reload keeps the session
+  me: null, // {id, username, is_staff}
+  items: new Map(), // inbox items on screen, by id
+  next: null, // `before` cursor of the next older page; null when all are loaded
+  filter: { status: "all", tag: "" },
+  loadGeneration: 0, // drops answers to superseded page loads
+  lastSeen: 0, // highest inbox id seen: a reconnecting socket resumes after it
+  tags: new Map(), // id -> name
+  users: new Map(), // id -> username (staff)
+  auditNext: null,
+};
+
+// DOM helpers ----------------------------------------------------------------
+
+/** el("li", {class: "x", onclick: fn}, "text", node): strings become text nodes. */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "class") node.className = value;
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  node.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return node;
+}
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const formatTime = (iso) => (iso ? timeFormat.format(new Date(iso)) : "");
+
+let toastTimer;
+function toast(text, kind = "info") {
+  const box = $("#toast");
+  box.textContent = text;
+  box.dataset.kind = kind;
+  box.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (box.hidden = true), kind === "error" ? 8000 : 4000);
+}
+
+function announce(text) {
+  $("#announcer").textContent = text;
+}
+
+function showError(err) {
+  toast(err instanceof ApiError ? err.message : "The server cannot be reached.", "error");
+}
+
+// REST -------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const fields = body.errors ? Object.entries(body.errors).map(([f, m]) => `${f}: ${m}`) : [];
+    super([body.detail || `HTTP ${status}`, ...fields].join(" — "));
+    this.status = status;
+  }
+}
+
+function request(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (state.tokens) headers.Authorization = `Bearer ${state.tokens.access}`;
+  const init = { method, headers, body: body === undefined ? undefined : JSON.stringify(body) };
+  return fetch(path, init);
+}
+
+/** JSON of a REST call; one transparent token refresh on a 401. */
+async function api(method, path, body) {
+  let res = await request(method, path, body);
+  if (res.status === 401 && state.tokens && (await refreshAccess())) {
+    res = await request(method, path, body);
+  }
+  if (res.status === 204) return null;
+  const data = await res.json().catch(() => ({}));
+  if (!res.ok) throw new ApiError(res.status, data);
+  return data;
+}
+
+/** Every page of a `{results, next}` listing (small lists: tags, users). */
+async function all(path, cap = 1000) {
+  const rows = [];
+  let before = null;
+  do {
+    const sep = path.includes("?") ? "&" : "?";
+    const page = await api("GET", `${path}${sep}limit=100${before ? `&before=${before}` : ""}`);
+    rows.push(...page.results);
+    before = page.next;
+  } while (before && rows.length < cap);
+  return rows;
+}
+
+// Tokens -----------------------------------------------------------------------
+
+/** Expiry (ms) from the JWT's claims; only used to schedule the refresh. */
+function expiry(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload)).exp * 1000;
+  } catch {
+    return 0;
+  }
+}
+
+let refreshTimer;
+let refreshing = null;
+
+function setTokens(tokens) {
+  state.tokens = tokens;
+  sessionStorage.setItem(TOKENS_KEY, JSON.stringify(tokens));
+  // Refresh a minute before expiry (sooner for short-lived tokens).
+  const left = expiry(tokens.access) - Date.now();
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(refreshAccess, Math.max(1000, left - Math.min(60000, left / 5)));
+}
+
+/** A new access token from the refresh token; false (and signed out) when refused. */
+function refreshAccess() {
+  refreshing ??= (async () => {
+    try {
+      const res = await fetch("/api/token/refresh/", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ refresh: state.tokens.refresh }),
+      });
+      if (res.status === 401 || res.status === 400) {
+        signOut("Your session has expired. Sign in again.");
+        return false;
+      }
+      if (!res.ok) return false;
+      setTokens({ ...state.tokens, access: (await res.json()).access });
+      // An open socket would be closed at the old token's expiry without this.
+      sendFrame({ type: "auth", token: state.tokens.access });
+      return true;
+    } catch {
+      return false; // offline: keep the session, try again later
+    } finally {
+      refreshing = null;
+    }
+  })();
+  return refreshing;
+}
+
+// WebSocket ----------------------------------------------------------------------
+
+const socket = { ws: null, attempt: 0, timer: null, heartbeat: null, answered: true, opened: false };
+
+function sendFrame(frame) {
+  if (socket.ws?.readyState === WebSocket.OPEN) socket.ws.send(JSON.stringify(frame));
+}
+
+function setConnection(kind, text) {
+  const conn = $("#conn");
+  conn.dataset.state = kind;
+  conn.textContent = text;
+  $("#retry").hidden = kind !== "waiting";
+}
+
+function connect() {
+  clearTimeout(socket.timer);
+  if (!state.tokens) return;
+  setConnection("connecting", "Connecting…");
+  const url = new URL("/ws/notifications/", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.searchParams.set("token", state.tokens.access);
+  const ws = new WebSocket(url);
+  socket.ws = ws;
+
+  ws.onopen = () => {
+    socket.attempt = 0;
+    setConnection("live", "Live");
+    // Replays, in order, every item that arrived since the last one we saw.
+    ws.send(JSON.stringify({ type: "resume", after: state.lastSeen }));
+    // Reads and deletes made while we were away are not replayed: reload what is shown.
+    if (socket.opened) resync();
+    socket.opened = true;
+    startHeartbeat(ws);
+  };
+  ws.onmessage = (event) => {
+    socket.answered = true;
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    onFrame(frame);
+  };
+  ws.onclose = (event) => {
+    if (socket.ws !== ws) return; // replaced or dropped on purpose
+    socket.ws = null;
+    clearInterval(socket.heartbeat);
+    if (!state.tokens) return;
+    if (event.code === 4401) {
+      // Token refused or expired: get a fresh one, then come back.
+      refreshAccess().then((ok) => ok && reconnectLater());
+      setConnection("connecting", "Signing in again…");
+      return;
+    }
+    reconnectLater();
+  };
+}
+
+/** Exponential backoff with jitter, so a restarted server is not hit by every tab at once. */
+function reconnectLater() {
+  const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** socket.attempt) * (0.5 + Math.random() / 2);
+  socket.attempt += 1;
+  setConnection("waiting", navigator.onLine ? "Reconnecting…" : "Offline");
+  clearTimeout(socket.timer);
+  socket.timer = setTimeout(connect, delay);
+}
+
+/** A half-open connection (laptop asleep, network gone) never fires onclose by itself. */
+function startHeartbeat(ws) {
+  socket.answered = true;
+  clearInterval(socket.heartbeat);
+  socket.heartbeat = setInterval(() => {
+    if (!socket.answered) {
+      dropSocket();
+      reconnectLater();
+      return;
+    }
+    socket.answered = false;
+    ws.send(JSON.stringify({ type: "ping" }));
+  }, HEARTBEAT_MS);
+}
+
+function dropSocket() {
+  const ws = socket.ws;
+  socket.ws = null;
+  clearInterval(socket.heartbeat);
+  clearTimeout(socket.timer);
+  ws?.close();
+}
+
+function onFrame(frame) {
+  switch (frame.type) {
+    case "notification":
+      receive(frame);
+      break;
+    case "read":
+    case "unread":
+      changed(frame.id, { is_read: frame.type === "read" });
+      break;
+    case "delete":
+      forget(frame.id);
+      break;
+    case "counts":
+      setUnread(frame.unread);
+      break;
+    case "error":
+      toast(frame.detail || "The server refused a request.", "error");
+      break;
+    default:
+      break; // pong, and frame types this page does not use
+  }
+}
+
+// Inbox --------------------------------------------------------------------------
+
+function setUnread(count) {
+  const badge = $("#badge");
+  badge.textContent = count > 99 ? "99+" : String(count);
+  badge.dataset.count = String(count);
+  badge.setAttribute("aria-label", `${count} unread`);
+  document.title = count > 0 ? `(${count}) citelink` : "citelink";
+}
+
+const matches = (item) =>
+  (state.filter.status === "all" || (state.filter.status === "read") === item.is_read) &&
+  (!state.filter.tag || String(item.tag) === state.filter.tag);
+
+// Older items than the oldest loaded one belong to a page not fetched yet.
+const inLoadedRange = (id) => state.next === null || id > state.next;
+
+/** A new item from the socket (live or replayed by resume). */
+function receive(frame) {
+  const item = { ...frame, is_read: frame.is_read ?? false, read_at: frame.read_at ?? null };
+  delete item.type;
+  const fresh = item.id > state.lastSeen;
+  state.lastSeen = Math.max(state.lastSeen, item.id);
+  if (!matches(item) || !inLoadedRange(item.id)) return;
+  const row = show(item);
+  if (fresh && row) {
+    row.classList.add("arrived");
+    announce(`New notification${item.tag_name ? ` on ${item.tag_name}` : ""}: ${item.message}`);
+  }
+}
+
+/** A read/unread change for any of the user's items (this tab or another). */
+async function changed(id, fields) {
+  const item = state.items.get(id);
+  if (item) {
+    Object.assign(item, fields);
+    if (matches(item)) paint(item);
+    else forget(id);
+    return;
+  }
+  // Not on screen, but it may belong there now (e.g. the "Read" filter).
+  const status = state.filter.status;
+  if (status === "all" || (status === "read") !== fields.is_read || !inLoadedRange(id)) return;
+  try {
+    const fetched = await api("GET", `/api/inbox/${id}/`);
+    if (matches(fetched) && inLoadedRange(fetched.id)) show(fetched);
+  } catch {
+    // deleted meanwhile, or offline: nothing to show
+  }
+}
+
+function tagName(item) {
+  return item.tag_name ?? state.tags.get(item.tag) ?? `tag ${item.tag}`;
+}
+
+/** Insert or update the row of an item, keeping the list newest first. */
+function show(item) {
+  const existing = state.items.get(item.id);
+  if (existing) {
+    Object.assign(existing, item);
+    paint(existing);
+    return null;
+  }
+  state.items.set(item.id, item);
+  const row = renderItem(item);
+  const list = $("#inbox-list");
+  const older = Array.from(list.children).find((r) => Number(r.dataset.id) < item.id);
+  list.insertBefore(row, older ?? null);
+  paint(item);
+  updateEmpty();
+  return row;
+}
+
+function renderItem(item) {
+  const hasData = item.data && typeof item.data === "object" && Object.keys(item.data).length > 0;
+  return el(
+    "li",
+    { class: "item", "data-id": item.id },
+    el(
+      "div",
+      { class: "meta" },
+      el("span", { class: "tag" }, tagName(item)),
+      el("time", { datetime: item.timestamp, title: item.timestamp }, formatTime(item.timestamp)),
+      el("span", { class: "status" }),
+    ),
+    el("p", { class: "message" }, item.message),
+    hasData
+      ? el(
+          "details",
+          { class: "data" },
+          el("summary", {}, "Data"),
+          el("pre", {}, JSON.stringify(item.data, null, 2)),
+        )
+      : null,
+    el(
+      "div",
+      { class: "actions" },
+      el("button", { type: "button", class: "toggle", onclick: () => toggleRead(item.id) }),
+      el("button", { type: "button", class: "danger", onclick: () => remove(item.id) }, "Delete"),
+    ),
+  );
+}
+
+/** The parts of a row that change: done in place so keyboard focus stays put. */
+function paint(item) {
+  const row = rowOf(item.id);
+  if (!row) return;
+  row.classList.toggle("unread", !item.is_read);
+  row.querySelector(".status").textContent = item.is_read ? "Read" : "Unread";
+  const toggle = row.querySelector(".toggle");
+  toggle.textContent = item.is_read ? "Mark unread" : "Mark read";
+  toggle.setAttribute("aria-label", `${toggle.textContent}: ${item.message.slice(0, 80)}`);
+  row.querySelector(".danger").setAttribute("aria-label", `Delete: ${item.message.slice(0, 80)}`);
+}
+
+const rowOf = (id) => $(`#inbox-list > li[data-id="${Number(id)}"]`);
+
+function forget(id) {
+  state.items.delete(id);
+  const row = rowOf(id);
+  if (!row) return;
+  // Keep keyboard users in the list when the focused row goes away.
+  const hadFocus = row.contains(document.activeElement);
+  const neighbour = row.nextElementSibling ?? row.previousElementSibling;
+  row.remove();
+  if (hadFocus) (neighbour?.querySelector("button") ?? $("#inbox-list")).focus();
+  updateEmpty();
+}
+
+function updateEmpty() {
+  $("#inbox-empty").hidden = state.items.size > 0 || state.next !== null;
+  $("#load-more").hidden = state.next === null;
+}
+
+/** The first page of the current filter (reset) or the next older one. */
+async function loadPage(reset, limit = PAGE_SIZE) {
+  const generation = reset ? ++state.loadGeneration : state.loadGeneration;
+  const params = new URLSearchParams({ limit: String(limit) });
+  if (state.filter.status !== "all") params.set("status", state.filter.status);
+  if (state.filter.tag) params.set("tag", state.filter.tag);
+  if (!reset && state.next) params.set("before", String(state.next));
+  if (reset) {
+    // Clear first: live items arriving during the fetch then land in an open range.
+    state.items.clear();
+    $("#inbox-list").replaceChildren();
+    state.next = null;
+  }
+  const page = await api("GET", `/api/inbox/?${params}`);
+  if (generation !== state.loadGeneration) return;
+  state.next = page.next;
+  // lastSeen moves only with the socket: a filtered page says nothing about
+  // the items of other tags or states that the socket may not have sent yet.
+  for (const item of page.results) show(item);
+  updateEmpty();
+}
+
+/** After a reconnect: counts and the rows on screen may have changed meanwhile. */
+async function resync() {
+  try {
+    const counts = await api("GET", "/api/inbox/counts/");
+    setUnread(counts.unread);
+    await loadPage(true, Math.min(100, Math.max(PAGE_SIZE, state.items.size)));
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// The socket brings the result to every tab, this one included; applying the
+// answer here as well keeps this tab right while its socket is reconnecting.
+async function toggleRead(id) {
+  const item = state.items.get(id);
+  if (!item) return;
+  try {
+    const updated = await api("PATCH", `/api/inbox/${id}/`, { is_read: !item.is_read });
+    changed(id, { is_read: updated.is_read, read_at: updated.read_at });
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function remove(id) {
+  try {
+    await api("DELETE", `/api/inbox/${id}/`);
+    forget(id);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) forget(id);
+    else showError(err);
+  }
+}
+
+async function readAll() {
+  try {
+    const params = state.filter.tag ? `?tag=${encodeURIComponent(state.filter.tag)}` : "";
+    const { updated } = await api("POST", `/api/inbox/read-all/${params}`);
+    for (const item of state.items.values()) if (!item.is_read) changed(item.id, { is_read: true });
+    toast(updated === 1 ? "1 notification marked read." : `${updated} notifications marked read.`);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// Tags, subscriptions, publishing, audit -------------------------------------------
+
+async function loadTags() {
+  const tags = await all("/api/tags/");
+  tags.sort((a, b) => a.name.localeCompare(b.name));
+  state.tags = new Map(tags.map((t) => [t.id, t.name]));
+  const options = () => tags.map((t) => el("option", { value: t.id }, t.name));
+  const filter = $("#filter-tag");
+  const chosen = filter.value;
+  filter.replaceChildren(el("option", { value: "" }, "Any tag"), ...options());
+  filter.value = state.tags.has(Number(chosen)) ? chosen : "";
+  $("#pub-tag").replaceChildren(...options());
+  renderTagList(tags);
+}
+
+function renderTagList(tags) {
+  $("#tag-list").replaceChildren(
+    ...tags.map((tag) =>
+      el(
+        "li",
+        {},
+        el("span", { class: "name" }, tag.name),
+        el("span", { class: "muted" }, `#${tag.id}`),
+        el(
+          "button",
+          { type: "button", class: "danger", "aria-label": `Delete tag ${tag.name}`, onclick: () => deleteTag(tag) },
+          "Delete",
+        ),
+      ),
+    ),
+  );
+}
+
+async function createTag(event) {
+  event.preventDefault();
+  const input = $("#tag-name");
+  try {
+    const tag = await api("POST", "/api/tags/", { name: input.value.trim() });
+    input.value = "";
+    toast(`Tag "${tag.name}" created.`);
+    await loadTags();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function deleteTag(tag) {
+  try {
+    await api("DELETE", `/api/tags/${tag.id}/`);
+    toast(`Tag "${tag.name}" deleted.`);
+    await loadTags();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+const subscriptionOwner = () => (state.me.is_staff ? Number($("#sub-user").value) : state.me.id);
+
+async function loadSubscriptions() {
+  const owner = subscriptionOwner();
+  const subs = await all(`/api/subscriptions/?user=${owner}`);
+  const held = new Set(subs.map((s) => s.tag));
+  $("#sub-list").replaceChildren(
+    ...subs.map((sub) =>
+      el(
+        "li",
+        {},
+        el("span", { class: "name" }, state.tags.get(sub.tag) ?? `tag ${sub.tag}`),
+        el(
+          "button",
+          {
+            type: "button",
+            class: "danger",
+            "aria-label": `Unsubscribe from ${state.tags.get(sub.tag) ?? sub.tag}`,
+            onclick: () => unsubscribe(sub.id),
+          },
+          "Unsubscribe",
+        ),
+      ),
+    ),
+  );
+  $("#sub-empty").hidden = subs.length > 0;
+  const free = [...state.tags].filter(([id]) => !held.has(id));
+  $("#sub-tag").replaceChildren(...free.map(([id, name]) => el("option", { value: id }, name)));
+  $("#sub-form button").disabled = free.length === 0;
+}
+
+async function subscribe(event) {
+  event.preventDefault();
+  const body = { tag: Number($("#sub-tag").value) };
+  if (state.me.is_staff) body.user = subscriptionOwner();
+  try {
+    await api("POST", "/api/subscriptions/", body);
+    await loadSubscriptions();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function unsubscribe(id) {
+  try {
+    await api("DELETE", `/api/subscriptions/${id}/`);
+    await loadSubscriptions();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function loadUsers() {
+  const users = await all("/api/users/");
+  users.sort((a, b) => a.username.localeCompare(b.username));
+  state.users = new Map(users.map((u) => [u.id, u.username]));
+  const select = $("#sub-user");
+  const chosen = select.value || String(state.me.id);
+  select.replaceChildren(...users.map((u) => el("option", { value: u.id }, u.username)));
+  select.value = chosen;
+}
+
+async function publish(event) {
+  event.preventDefault();
+  const form = event.target;
+  const body = { tag: Number($("#pub-tag").value), message: $("#pub-message").value };
+  const rawData = $("#pub-data").value.trim();
+  if (rawData) {
+    try {
+      body.data = JSON.parse(rawData);
+    } catch {
+      body.data = null;
+    }
+    if (body.data === null || typeof body.data !== "object" || Array.isArray(body.data)) {
+      toast("Data must be a JSON object, like {\"url\": \"/orders/42\"}.", "error");
+      $("#pub-data").focus();
+      return;
+    }
+  }
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  try {
+    const sent = await api("POST", "/api/notifications/", body);
+    const n = sent.recipients;
+    toast(`Published to ${n} ${n === 1 ? "subscriber" : "subscribers"}.`);
+    $("#pub-message").value = "";
+  } catch (err) {
+    showError(err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** "field: old → new" lines of an audit entry's {field: [old, new]}. */
+function describeChanges(changes) {
+  const short = (v) => {
+    const text = JSON.stringify(v) ?? "null";
+    return text.length > 120 ? `${text.slice(0, 119)}…` : text;
+  };
+  return Object.entries(changes ?? {}).map(([field, change]) => {
+    const [before, after] = Array.isArray(change) ? change : [null, change];
+    const text = before === null ? short(after) : `${short(before)} → ${short(after)}`;
+    return el("div", {}, el("code", {}, field), " ", text);
+  });
+}
+
+async function loadAudit(reset) {
+  const params = new URLSearchParams({ limit: "50" });
+  const resource = $("#audit-resource").value;
+  if (resource) params.set("resource", resource);
+  if (!reset && state.auditNext) params.set("before", String(state.auditNext));
+  try {
+    const page = await api("GET", `/api/audit/?${params}`);
+    const rows = page.results.map((entry) =>
+      el(
+        "tr",
+        {},
+        el("td", { class: "nowrap" }, formatTime(entry.timestamp)),
+        el("td", {}, entry.actor === null ? "SQL" : (state.users.get(entry.actor) ?? `user ${entry.actor}`)),
+        el("td", {}, `${entry.resource} ${entry.object_id}`),
+        el("td", {}, entry.action),
+        el("td", { class: "changes" }, describeChanges(entry.changes)),
+      ),
+    );
+    if (reset) $("#audit-rows").replaceChildren(...rows);
+    else $("#audit-rows").append(...rows);
+    state.auditNext = page.next;
+    $("#audit-more").hidden = page.next === null;
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// Views and session ------------------------------------------------------------------
+
+const viewLoaders = {
+  inbox: () => {},
+  subscriptions: async () => {
+    if (state.me.is_staff) await loadUsers();
+    await loadTags();
+    await loadSubscriptions();
+  },
+  publish: loadTags,
+  tags: loadTags,
+  audit: async () => {
+    await loadUsers();
+    await loadAudit(true);
+  },
+};
+
+async function showView(name) {
+  for (const button of $$(".tabs button")) {
+    if (button.dataset.view === name) button.setAttribute("aria-current", "page");
+    else button.removeAttribute("aria-current");
+  }
+  for (const view of $$(".view")) view.hidden = view.id !== `view-${name}`;
+  try {
+    await viewLoaders[name]();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function start() {
+  state.me = await api("GET", "/api/users/me/");
+  $("#signin-view").hidden = true;
+  $("#app-view").hidden = false;
+  $("#session").hidden = false;
+  $("#whoami").textContent = state.me.is_staff ? `${state.me.username} (staff)` : state.me.username;
+  for (const node of $$("[data-staff]")) node.hidden = !state.me.is_staff;
+  await loadTags();
+  // Where the socket should resume: the newest item whatever the filter.
+  const [counts, newest] = await Promise.all([
+    api("GET", "/api/inbox/counts/"),
+    api("GET", "/api/inbox/?limit=1"),
+  ]);
+  setUnread(counts.unread);
+  state.lastSeen = newest.results[0]?.id ?? 0;
+  connect();
+  await loadPage(true);
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const error = $("#signin-error");
+  const username = $("#username").value.trim();
+  const password = $("#password").value;
+  if (!username || !password) {
+    error.textContent = "Enter your username and password.";
+    return;
+  }
+  error.textContent = "";
+  try {
+    const res = await fetch("/api/token/", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username, password }),
+    });
+    if (res.status === 401) {
+      error.textContent = "Wrong username or password.";
+      return;
+    }
+    if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => ({})));
+    setTokens(await res.json());
+    $("#password").value = "";
+    await start();
+    $("#main").focus();
+  } catch (err) {
+    error.textContent = err instanceof ApiError ? err.message : "The server cannot be reached.";
+  }
+}
+
+function signOut(message) {
+  state.tokens = null;
+  sessionStorage.removeItem(TOKENS_KEY);
+  clearTimeout(refreshTimer);
+  dropSocket();
+  socket.opened = false;
+  Object.assign(state, { me: null, next: null, lastSeen: 0, auditNext: null });
+  state.items.clear();
+  $("#inbox-list").replaceChildren();
+  setUnread(0);
+  $("#app-view").hidden = true;
+  $("#session").hidden = true;
+  $("#signin-view").hidden = false;
+  $("#signin-error").textContent = message ?? "";
+  $("#username").focus();
+}
+
+function wire() {
+  $("#signin-form").addEventListener("submit", signIn);
+  $("#sign-out").addEventListener("click", () => signOut());
+  $("#retry").addEventListener("click", connect);
+  $("#read-all").addEventListener("click", readAll);
+  $("#load-more").addEventListener("click", () => loadPage(false).catch(showError));
+  $("#filter-status").addEventListener("change", (e) => {
+    state.filter.status = e.target.value;
+    loadPage(true).catch(showError);
+  });
+  $("#filter-tag").addEventListener("change", (e) => {
+    state.filter.tag = e.target.value;
+    loadPage(true).catch(showError);
+  });
+  for (const button of $$(".tabs button")) {
+    button.addEventListener("click", () => showView(button.dataset.view));
+  }
+  $("#sub-form").addEventListener("submit", subscribe);
+  $("#sub-user").addEventListener("change", () => loadSubscriptions().catch(showError));
+  $("#publish-form").addEventListener("submit", publish);
+  $("#tag-form").addEventListener("submit", createTag);
+  $("#audit-resource").addEventListener("change", () => loadAudit(true));
+  $("#audit-refresh").addEventListener("click", () => loadAudit(true));
+  $("#audit-more").addEventListener("click", () => loadAudit(false));
+  // Back online: do not wait for the backoff timer.
+  window.addEventListener("online", () => {
+    if (state.tokens && !socket.ws) connect();
+  });
+}
+
+wire();
+const saved = sessionStorage.getItem(TOKENS_KEY);
+if (saved) {
+  try {
+    setTokens(JSON.parse(saved));
+    await start();
+  } catch {
+    signOut();
+  }
+} else {
+  $("#username").focus();
+}
