@@ -170,3 +170,11 @@ async def server(settings: Settings) -> AsyncIterator[RunningServer]:
 async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
         yield http
+
+
+@pytest.fixture
+async def world(conn: asyncpg.Connection):
+    """Staff, two users, tags, inbox items: see tests/api_support.py."""
+    from .api_support import build_world  # here, as api_support imports this module
+
+    return await build_world(conn)

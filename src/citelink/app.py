@@ -10,7 +10,7 @@ import asyncpg
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from . import database
+from . import api, database
 from .errors import exception_handlers
 from .health import healthz, readyz
 from .settings import Settings
@@ -39,6 +39,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        *api.routes,
         *web_routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)

@@ -1,0 +1,31 @@
+"""The audit trail (staff): written by the database's triggers, read here."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from ..queries import Q
+from ..responses import json_response
+from .endpoint import Call, endpoint
+from .validation import PAGE, Choice, Integer, Query, page, page_bounds
+
+# The tables sql/triggers.sql audits.
+RESOURCES = ("tag", "subscription", "notification", "user_notification")
+FILTERS = Query(
+    {
+        **PAGE,
+        "resource": Choice(choices=RESOURCES, description="the table changed"),
+        "object_id": Integer(description="the id of the row changed"),
+        "actor": Integer(description="the id of the user who made the change"),
+    }
+)
+
+
+@endpoint("Audit entries, newest first", access="staff", query=FILTERS, response="Page[AuditEntry]")
+async def list_entries(call: Call) -> Response:
+    q = call.query
+    before, limit = page_bounds(q)
+    rows = await call.pool.fetch(
+        Q.audit_page, q.get("resource"), q.get("object_id"), q.get("actor"), before, limit + 1
+    )
+    return json_response(page([dict(r) for r in rows], limit))

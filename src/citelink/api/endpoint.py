@@ -1,0 +1,134 @@
+"""Declaring a REST operation: who may call it, what it takes, what it answers.
+
+    @endpoint("Create a tag", access="staff", body=TAG, status=201, response="Tag")
+    async def create_tag(call: Call) -> Response: ...
+
+The declaration is enforced before the handler runs (authentication, staff
+check, path id, query and body validation, in that order, so an anonymous
+caller learns nothing about ids or bodies) and is what /openapi.json
+describes, so the document and the behaviour cannot disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import ApiError
+from ..settings import Settings
+from .auth import CurrentUser, authenticate
+from .validation import BIGINT_MAX, NO_QUERY, Body, Query, read_body
+
+Access = Literal["anyone", "user", "staff"]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What /openapi.json says about one method of one path."""
+
+    summary: str
+    access: Access
+    body: Body | None
+    query: Query
+    status: int
+    # Name of a schema in openapi.SCHEMAS, "Page[<name>]" for a page of them,
+    # or None when the answer has no body (204).
+    response: str | None
+    # Statuses beyond those the declaration implies (401, 403, 404, 400, 413, 422).
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One validated request, as a handler sees it."""
+
+    request: Request
+    user: CurrentUser | None
+    path_id: int | None
+    query: dict[str, Any]
+    body: dict[str, Any]
+
+    @property
+    def id(self) -> int:
+        """The `{id}` of the path (routes that have one)."""
+        assert self.path_id is not None
+        return self.path_id
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.request.state.pool
+
+    @property
+    def settings(self) -> Settings:
+        return self.request.state.settings
+
+    @property
+    def me(self) -> CurrentUser:
+        """The authenticated caller (routes that are not `anyone`)."""
+        assert self.user is not None
+        return self.user
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    handler: Handler
+    operation: Operation
+
+    async def __call__(self, request: Request) -> Response:
+        op = self.operation
+        user = None if op.access == "anyone" else await authenticate(request)
+        if op.access == "staff" and not (user and user.is_staff):
+            raise ApiError(403, "only staff may do this")
+        item_id = request.path_params.get("id")
+        # The int convertor takes any digits; beyond bigint nothing can exist.
+        if item_id is not None and item_id > BIGINT_MAX:
+            raise ApiError(404, "not found")
+        settings: Settings = request.state.settings
+        query = op.query.parse(request.query_params, settings)
+        body = {}
+        if op.body is not None:
+            body = op.body.parse(await read_body(request, settings.max_body_bytes), settings)
+        return await self.handler(Call(request, user, item_id, query, body))
+
+
+def endpoint(
+    summary: str,
+    *,
+    access: Access = "user",
+    body: Body | None = None,
+    query: Query = NO_QUERY,
+    status: int = 200,
+    response: str | None = None,
+    errors: dict[int, str] | None = None,
+) -> Callable[[Handler], Endpoint]:
+    """Declare a handler's operation (see the module docstring)."""
+    operation = Operation(summary, access, body, query, status, response, errors or {})
+    return lambda handler: Endpoint(handler, operation)
+
+
+class ApiRoute(Route):
+    """One route for a path, its endpoints by lower-case method name
+    (`ApiRoute("/api/tags/", get=..., post=...)`), so a wrong method answers
+    405 with the complete Allow header."""
+
+    def __init__(self, path: str, **methods: Endpoint) -> None:
+        self.endpoints = {name.upper(): ep for name, ep in methods.items()}
+        by_method = dict(self.endpoints)
+        if "GET" in by_method:
+            by_method["HEAD"] = by_method["GET"]
+
+        async def dispatch(request: Request) -> Response:
+            return await by_method[request.method](request)
+
+        name = re.sub(r"\W+", "_", path).strip("_")
+        super().__init__(path, dispatch, methods=list(by_method), name=name)

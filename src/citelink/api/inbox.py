@@ -1,0 +1,87 @@
+"""The caller's own inbox over REST (citelink.inbox does the work, shared with
+the WebSocket relay). Another user's item is a 404, exactly like a missing one."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from .. import inbox
+from ..errors import ApiError
+from ..responses import json_response
+from .endpoint import Call, endpoint
+from .validation import PAGE, Body, Boolean, Choice, Integer, Query, page, page_bounds
+
+TAG_FILTER = Integer(description="only items of this tag (id)")
+PAGE_FILTERS = Query(
+    {
+        **PAGE,
+        "status": Choice(choices=("all", "unread", "read"), description="default all"),
+        "tag": TAG_FILTER,
+    }
+)
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "no such inbox item")
+
+
+@endpoint(
+    "My inbox: non-deleted items, newest first",
+    query=PAGE_FILTERS,
+    response="Page[InboxItem]",
+)
+async def list_items(call: Call) -> Response:
+    before, limit = page_bounds(call.query)
+    rows = await inbox.page(
+        call.pool,
+        call.me.id,
+        before=before,
+        limit=limit + 1,
+        status=call.query.get("status", "all"),
+        tag=call.query.get("tag"),
+    )
+    return json_response(page(rows, limit))
+
+
+@endpoint("My unread and total (non-deleted) counts", response="InboxCounts")
+async def counts(call: Call) -> Response:
+    return json_response(await inbox.counts(call.pool, call.me.id))
+
+
+@endpoint("One item of my inbox", response="InboxItem")
+async def get_item(call: Call) -> Response:
+    item = await inbox.get(call.pool, call.me.id, call.id)
+    if item is None:
+        raise _not_found()
+    return json_response(item)
+
+
+@endpoint(
+    "Mark one item read or unread",
+    body=Body({"is_read": Boolean()}),
+    response="InboxItem",
+)
+async def update_item(call: Call) -> Response:
+    if not await inbox.set_read(call.pool, call.me.id, call.id, call.body["is_read"]):
+        raise _not_found()
+    item = await inbox.get(call.pool, call.me.id, call.id)
+    if item is None:  # deleted in between
+        raise _not_found()
+    return json_response(item)
+
+
+@endpoint("Delete one item (soft: the row stays, marked deleted)", status=204)
+async def delete_item(call: Call) -> Response:
+    if not await inbox.delete(call.pool, call.me.id, call.id):
+        raise _not_found()
+    return Response(status_code=204)
+
+
+@endpoint(
+    "Mark every unread item (of one tag, if given) read",
+    query=Query({"tag": TAG_FILTER}),
+    response="Updated",
+)
+async def read_all(call: Call) -> Response:
+    updated = await inbox.read_all(call.pool, call.me.id, call.query.get("tag"))
+    return json_response({"updated": updated})

@@ -1,0 +1,76 @@
+"""Notifications: staff publish and read them back.
+
+Publishing is one INSERT; the database fans it out to every subscriber's
+inbox in the same transaction, so the 201 comes after every inbox row is
+committed, with the number of recipients.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from starlette.responses import Response
+
+from ..database import transaction
+from ..errors import ApiError
+from ..queries import Q
+from ..responses import json_response
+from .endpoint import Call, endpoint
+from .validation import PAGE, Body, Integer, JsonObject, Query, String, page, page_bounds
+
+NEW_NOTIFICATION = Body(
+    {
+        "message": String(max_length="max_message_chars"),
+        "tag": Integer(description="tag id"),
+        "data": JsonObject(required=False, description="any JSON object (default {})"),
+    }
+)
+
+
+@endpoint(
+    "Publish a notification to every subscriber of a tag",
+    access="staff",
+    body=NEW_NOTIFICATION,
+    status=201,
+    response="Notification",
+)
+async def publish(call: Call) -> Response:
+    body = call.body
+    try:
+        async with transaction(call.pool, call.me.id) as conn:
+            row = await conn.fetchrow(
+                Q.publish, body["tag"], body["message"], body.get("data", {}), call.me.id
+            )
+            recipients = await conn.fetchval(Q.recipient_count, row["id"])
+    except asyncpg.ForeignKeyViolationError:
+        raise ApiError(422, "invalid request body", {"tag": "no such tag"}) from None
+    return json_response(
+        {
+            "id": row["id"],
+            "tag": row["tag_id"],
+            "message": row["message"],
+            "data": row["data"],
+            "timestamp": row["created_at"],
+            "recipients": recipients,
+        },
+        status=201,
+    )
+
+
+@endpoint(
+    "List published notifications, newest first",
+    access="staff",
+    query=Query({**PAGE, "tag": Integer(description="only this tag's")}),
+    response="Page[Notification]",
+)
+async def list_notifications(call: Call) -> Response:
+    before, limit = page_bounds(call.query)
+    rows = await call.pool.fetch(Q.notifications_page, call.query.get("tag"), before, limit + 1)
+    return json_response(page([dict(r) for r in rows], limit))
+
+
+@endpoint("One published notification", access="staff", response="Notification")
+async def get_notification(call: Call) -> Response:
+    row = await call.pool.fetchrow(Q.notification_by_id, call.id)
+    if row is None:
+        raise ApiError(404, "no such notification")
+    return json_response(dict(row))

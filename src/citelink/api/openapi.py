@@ -1,0 +1,242 @@
+"""/openapi.json: an OpenAPI 3.1 document built from the app's own routes.
+
+Every API route declares its operation (endpoint.py); this module only adds
+the response schemas and the few routes that live outside the API package
+(health probes), so a route cannot exist without being described.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .. import __version__
+from ..responses import json_response
+from ..settings import Settings
+from .endpoint import ApiRoute, Call, Operation, endpoint
+
+_INT = {"type": "integer", "format": "int64"}
+_TEXT = {"type": "string"}
+_TIME = {"type": "string", "format": "date-time"}
+_BOOL = {"type": "boolean"}
+
+
+def _object(properties: dict[str, Any], *, optional: tuple[str, ...] = ()) -> dict:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [name for name in properties if name not in optional],
+    }
+
+
+SCHEMAS: dict[str, dict] = {
+    "Error": _object(
+        {
+            "detail": _TEXT,
+            "errors": {
+                "type": "object",
+                "additionalProperties": _TEXT,
+                "description": "field or parameter → what is wrong with it",
+            },
+        },
+        optional=("errors",),
+    ),
+    "TokenPair": _object({"access": _TEXT, "refresh": _TEXT}),
+    "AccessToken": _object({"access": _TEXT}),
+    "Empty": {"type": "object", "maxProperties": 0},
+    "Me": _object({"id": _INT, "username": _TEXT, "is_staff": _BOOL}),
+    "User": _object(
+        {"id": _INT, "username": _TEXT, "is_staff": _BOOL, "is_active": _BOOL, "created_at": _TIME}
+    ),
+    "Tag": _object({"id": _INT, "name": _TEXT}),
+    "Subscription": _object(
+        {
+            "id": _INT,
+            "user": {**_INT, "description": "user id"},
+            "tag": {**_INT, "description": "tag id"},
+        }
+    ),
+    "Notification": _object(
+        {
+            "id": _INT,
+            "tag": {**_INT, "description": "tag id"},
+            "message": _TEXT,
+            "data": {"type": "object"},
+            "timestamp": _TIME,
+            "recipients": {**_INT, "description": "inbox rows created"},
+        }
+    ),
+    "InboxItem": _object(
+        {
+            "id": {**_INT, "description": "inbox item id (not the notification's)"},
+            "notification_id": _INT,
+            "tag": {**_INT, "description": "tag id"},
+            "tag_name": _TEXT,
+            "message": _TEXT,
+            "data": {"type": "object"},
+            "timestamp": _TIME,
+            "is_read": _BOOL,
+            "read_at": {"type": ["string", "null"], "format": "date-time"},
+        }
+    ),
+    "InboxCounts": _object({"unread": _INT, "total": _INT}),
+    "Updated": _object({"updated": {**_INT, "description": "items marked read"}}),
+    "AuditEntry": _object(
+        {
+            "id": _INT,
+            "timestamp": _TIME,
+            "resource": _TEXT,
+            "object_id": _INT,
+            "action": {"type": "string", "enum": ["create", "update", "delete"]},
+            "changes": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "minItems": 2, "maxItems": 2},
+                "description": "field → [old, new]",
+            },
+            "actor": {"type": ["integer", "null"], "description": "user id; null for plain SQL"},
+        }
+    ),
+    "Health": _object(
+        {"status": {"type": "string", "enum": ["ok", "unavailable"]}, "database": _BOOL},
+        optional=("database",),
+    ),
+    "OpenAPI": {"type": "object", "description": "this document"},
+}
+
+# Routes defined outside the API package.
+_PROBES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "/healthz": ("Liveness: the process serves", (200,)),
+    "/readyz": ("Readiness: the database answers (503 otherwise)", (200, 503)),
+}
+_ERRORS = {
+    400: "malformed request (not JSON, not an object)",
+    401: "no valid access token (missing, expired, refresh token, inactive user)",
+    403: "not allowed (staff only)",
+    404: "not found, or not yours",
+    413: "request body too large",
+    422: "well-formed but invalid: see `errors`",
+}
+
+
+_PAGE = re.compile(r"Page\[(\w+)\]")
+
+
+def _ref(name: str) -> dict:
+    """A reference to SCHEMAS[name], or to the page schema of `Page[<name>]`."""
+    match = _PAGE.fullmatch(name)
+    return {"$ref": f"#/components/schemas/{match[1] + 'Page' if match else name}"}
+
+
+def _page(name: str) -> dict:
+    return _object(
+        {
+            "results": {"type": "array", "items": _ref(name)},
+            "next": {
+                "type": ["integer", "null"],
+                "description": "pass as ?before= for the next page; null on the last",
+            },
+        }
+    )
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _operation(op: Operation, path_params: list[str], settings: Settings) -> dict:
+    responses: dict[str, Any] = {
+        str(op.status): _json(_ref(op.response), "success")
+        if op.response
+        else {"description": "done"}
+    }
+    errors: dict[int, str] = {}
+    if op.access != "anyone":
+        errors[401] = _ERRORS[401]
+    if op.access == "staff":
+        errors[403] = _ERRORS[403]
+    if path_params:
+        errors[404] = _ERRORS[404]
+    if op.body is not None:
+        errors.update({s: _ERRORS[s] for s in (400, 413, 422)})
+    if op.query.fields:
+        errors[422] = _ERRORS[422]
+    errors.update(op.errors)
+    for status, description in sorted(errors.items()):
+        responses[str(status)] = _json(_ref("Error"), description)
+
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {**_INT, "minimum": 0}}
+        for name in path_params
+    ]
+    parameters += [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": field.description,
+            "schema": field.schema(settings),
+        }
+        for name, field in op.query.fields.items()
+    ]
+    document: dict[str, Any] = {
+        "summary": op.summary,
+        "description": f"Who: {op.access}.",
+        "security": [] if op.access == "anyone" else [{"bearer": []}],
+        "responses": responses,
+    }
+    if parameters:
+        document["parameters"] = parameters
+    if op.body is not None:
+        document["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": op.body.schema(settings)}},
+        }
+    return document
+
+
+def build(routes: list[BaseRoute], settings: Settings) -> dict:
+    """The document for `routes` (an app's), with limits from `settings`."""
+    paths: dict[str, dict] = {}
+    for r in routes:
+        if not isinstance(r, Route):
+            continue
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", r.path)
+        if isinstance(r, ApiRoute):
+            params = list(r.param_convertors)
+            paths[path] = {
+                method.lower(): _operation(ep.operation, params, settings)
+                for method, ep in r.endpoints.items()
+            }
+        elif r.path in _PROBES:
+            summary, statuses = _PROBES[r.path]
+            paths[path] = {
+                "get": {
+                    "summary": summary,
+                    "security": [],
+                    "responses": {str(s): _json(_ref("Health"), summary) for s in statuses},
+                }
+            }
+    schemas = dict(SCHEMAS)
+    for r in routes:
+        for ep in getattr(r, "endpoints", {}).values():
+            if ep.operation.response and (match := _PAGE.fullmatch(ep.operation.response)):
+                schemas[f"{match[1]}Page"] = _page(match[1])
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "citelink", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }
+
+
+@endpoint("This document", access="anyone", response="OpenAPI")
+async def document(call: Call) -> Response:
+    return json_response(build(call.request.app.routes, call.settings))

@@ -1,0 +1,90 @@
+"""Subscriptions: users manage their own, staff anyone's.
+
+POST takes `{tag}` (subscribe myself) or the seed's `{user, tag}`; a user
+who is not staff may only name themself there.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from starlette.responses import Response
+
+from ..database import transaction
+from ..errors import ApiError
+from ..queries import Q
+from ..responses import json_response
+from .endpoint import Call, endpoint
+from .validation import PAGE, Body, Integer, Query, page, page_bounds
+
+NEW_SUBSCRIPTION = Body(
+    {
+        "tag": Integer(description="tag id"),
+        "user": Integer(required=False, description="user id (default: me; others: staff only)"),
+    }
+)
+FILTERS = Query(
+    {
+        **PAGE,
+        "user": Integer(description="only this user's (staff; others may name only themselves)"),
+        "tag": Integer(description="only this tag's"),
+    }
+)
+
+
+def _unknown(field: str) -> ApiError:
+    return ApiError(422, "invalid request body", {field: f"no such {field}"})
+
+
+@endpoint(
+    "List subscriptions: my own, or everyone's for staff",
+    query=FILTERS,
+    response="Page[Subscription]",
+)
+async def list_subscriptions(call: Call) -> Response:
+    user = call.query.get("user")
+    if not call.me.is_staff:
+        if user not in (None, call.me.id):
+            raise ApiError(403, "only staff may list another user's subscriptions")
+        user = call.me.id
+    before, limit = page_bounds(call.query)
+    rows = await call.pool.fetch(
+        Q.subscriptions_page, user, call.query.get("tag"), before, limit + 1
+    )
+    return json_response(page([dict(r) for r in rows], limit))
+
+
+@endpoint(
+    "Subscribe a user (default: me) to a tag",
+    body=NEW_SUBSCRIPTION,
+    status=201,
+    response="Subscription",
+    errors={409: "already subscribed, or the user's subscription limit is reached"},
+)
+async def create_subscription(call: Call) -> Response:
+    user, tag = call.body.get("user", call.me.id), call.body["tag"]
+    if user != call.me.id and not call.me.is_staff:
+        raise ApiError(403, "only staff may subscribe another user")
+    limit = call.settings.max_subscriptions_per_user
+    try:
+        async with transaction(call.pool, call.me.id) as conn:
+            held = await conn.fetchval(Q.lock_subscriber, user)
+            if held is None:
+                raise _unknown("user")
+            if held >= limit:
+                raise ApiError(409, f"a user may hold at most {limit} subscriptions")
+            row = await conn.fetchrow(Q.create_subscription, user, tag)
+    except asyncpg.ForeignKeyViolationError:
+        raise _unknown("tag") from None
+    if row is None:
+        raise ApiError(409, "already subscribed to this tag")
+    return json_response(dict(row), status=201)
+
+
+@endpoint("Unsubscribe (the owner, or staff)", status=204)
+async def delete_subscription(call: Call) -> Response:
+    owner = None if call.me.is_staff else call.me.id
+    async with transaction(call.pool, call.me.id) as conn:
+        deleted = await conn.fetchval(Q.delete_subscription, call.id, owner)
+    if deleted is None:
+        raise ApiError(404, "no such subscription")
+    return Response(status_code=204)

@@ -1,0 +1,90 @@
+"""Tags: anyone signed in reads them, staff create, rename and delete them."""
+
+from __future__ import annotations
+
+import asyncpg
+from starlette.responses import Response
+
+from ..database import transaction
+from ..errors import ApiError
+from ..queries import Q
+from ..responses import json_response
+from .endpoint import Call, endpoint
+from .validation import PAGE, Body, Query, String, page, page_bounds
+
+NAME = String(max_length=100)
+
+
+def _taken(name: str) -> ApiError:
+    return ApiError(409, f"a tag named {name!r} already exists")
+
+
+@endpoint("List tags", query=Query(PAGE), response="Page[Tag]")
+async def list_tags(call: Call) -> Response:
+    before, limit = page_bounds(call.query)
+    rows = await call.pool.fetch(Q.tags_page, before, limit + 1)
+    return json_response(page([dict(r) for r in rows], limit))
+
+
+@endpoint(
+    "Create a tag",
+    access="staff",
+    body=Body({"name": NAME}),
+    status=201,
+    response="Tag",
+    errors={409: "a tag of that name exists"},
+)
+async def create_tag(call: Call) -> Response:
+    name = call.body["name"]
+    try:
+        async with transaction(call.pool, call.me.id) as conn:
+            row = await conn.fetchrow(Q.create_tag, name)
+    except asyncpg.UniqueViolationError:
+        raise _taken(name) from None
+    return json_response(dict(row), status=201)
+
+
+@endpoint("One tag", response="Tag")
+async def get_tag(call: Call) -> Response:
+    row = await call.pool.fetchrow(Q.tag_by_id, call.id)
+    if row is None:
+        raise ApiError(404, "no such tag")
+    return json_response(dict(row))
+
+
+@endpoint(
+    "Rename a tag",
+    access="staff",
+    body=Body({"name": NAME}),
+    response="Tag",
+    errors={409: "a tag of that name exists"},
+)
+async def update_tag(call: Call) -> Response:
+    name = call.body["name"]
+    try:
+        async with transaction(call.pool, call.me.id) as conn:
+            row = await conn.fetchrow(Q.rename_tag, call.id, name)
+    except asyncpg.UniqueViolationError:
+        raise _taken(name) from None
+    if row is None:
+        raise ApiError(404, "no such tag")
+    return json_response(dict(row))
+
+
+@endpoint(
+    "Delete a tag and its subscriptions",
+    access="staff",
+    status=204,
+    errors={409: "notifications were published on the tag; inboxes keep them"},
+)
+async def delete_tag(call: Call) -> Response:
+    try:
+        async with transaction(call.pool, call.me.id) as conn:
+            deleted = await conn.fetchval(Q.delete_tag, call.id)
+    except asyncpg.ForeignKeyViolationError:
+        raise ApiError(
+            409, "the tag has notifications and cannot be deleted (inboxes keep their history)"
+        ) from None
+    if deleted is None:
+        raise ApiError(404, "no such tag")
+    return Response(status_code=204)

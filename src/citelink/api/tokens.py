@@ -1,0 +1,75 @@
+"""Token routes, shaped like the seed's djangorestframework-simplejwt:
+obtain `{access, refresh}`, refresh → `{access}`, verify → `{}` or 401."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from .. import passwords, tokens
+from ..errors import ApiError
+from ..queries import Q
+from ..responses import json_response
+from .auth import CurrentUser, user_of_token
+from .endpoint import Call, endpoint
+from .validation import Body, String
+
+# Long enough for any token we issue, short enough to refuse junk early.
+TOKEN = String(max_length=4096)
+CREDENTIALS = Body(
+    {
+        "username": String(max_length=150),
+        # Any password a user may have set, blank ones included.
+        "password": String(max_length=1024, blank=True),
+    }
+)
+
+
+def _access(call: Call, user: CurrentUser) -> str:
+    assert call.settings.secret_key
+    return tokens.issue(
+        call.settings.secret_key, user.id, "access", call.settings.access_token_minutes
+    )
+
+
+@endpoint(
+    "Obtain an access and a refresh token",
+    access="anyone",
+    body=CREDENTIALS,
+    response="TokenPair",
+)
+async def obtain(call: Call) -> Response:
+    row = await call.pool.fetchrow(Q.user_by_username, call.body["username"])
+    # argon2 takes milliseconds of CPU: off the event loop, so sockets keep flowing.
+    matched = await run_in_threadpool(
+        passwords.verify_password, row["password_hash"] if row else None, call.body["password"]
+    )
+    if not matched or not row["is_active"]:
+        raise ApiError(401, "no active account found with the given credentials")
+    user = CurrentUser(row["id"], row["username"], row["is_staff"])
+    settings = call.settings
+    assert settings.secret_key
+    refresh = tokens.issue(settings.secret_key, user.id, "refresh", settings.refresh_token_minutes)
+    return json_response({"refresh": refresh, "access": _access(call, user)})
+
+
+@endpoint(
+    "Exchange a refresh token for a new access token",
+    access="anyone",
+    body=Body({"refresh": TOKEN}),
+    response="AccessToken",
+)
+async def refresh(call: Call) -> Response:
+    user = await user_of_token(call.pool, call.settings, call.body["refresh"], "refresh")
+    return json_response({"access": _access(call, user)})
+
+
+@endpoint(
+    "Check a token (access or refresh): 200 {} when valid, else 401",
+    access="anyone",
+    body=Body({"token": TOKEN}),
+    response="Empty",
+)
+async def verify(call: Call) -> Response:
+    await user_of_token(call.pool, call.settings, call.body["token"], "access", "refresh")
+    return json_response({})

@@ -1,0 +1,68 @@
+"""Users: who am I (anyone signed in), list and create (staff)."""
+
+from __future__ import annotations
+
+import asyncpg
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from .. import passwords
+from ..database import transaction
+from ..errors import ApiError
+from ..queries import Q
+from ..responses import json_response
+from .endpoint import Call, endpoint
+from .validation import PAGE, Body, Boolean, Query, String, page, page_bounds
+
+NEW_USER = Body(
+    {
+        # The CHECK on users.username, so a bad name is a 422, not a 500.
+        "username": String(
+            max_length=150,
+            pattern=r"[A-Za-z0-9_.@+-]+",
+            pattern_help="only letters, digits and @.+-_",
+            description="unique whatever the case",
+        ),
+        "password": String(max_length=1024),
+        "is_staff": Boolean(required=False, description="may publish and administer"),
+    }
+)
+
+
+def _user(row: asyncpg.Record) -> dict:
+    return {k: row[k] for k in ("id", "username", "is_staff", "is_active", "created_at")}
+
+
+@endpoint("The signed-in user", response="Me")
+async def me(call: Call) -> Response:
+    return json_response(
+        {"id": call.me.id, "username": call.me.username, "is_staff": call.me.is_staff}
+    )
+
+
+@endpoint("List users", access="staff", query=Query(PAGE), response="Page[User]")
+async def list_users(call: Call) -> Response:
+    before, limit = page_bounds(call.query)
+    rows = await call.pool.fetch(Q.users_page, before, limit + 1)
+    return json_response(page([_user(r) for r in rows], limit))
+
+
+@endpoint(
+    "Create a user",
+    access="staff",
+    body=NEW_USER,
+    status=201,
+    response="User",
+    errors={409: "the username is taken (in any case)"},
+)
+async def create_user(call: Call) -> Response:
+    username = call.body["username"]
+    password_hash = await run_in_threadpool(passwords.hash_password, call.body["password"])
+    try:
+        async with transaction(call.pool, call.me.id) as conn:
+            row = await conn.fetchrow(
+                Q.create_user, username, password_hash, call.body.get("is_staff", False)
+            )
+    except asyncpg.UniqueViolationError:
+        raise ApiError(409, f"user {username!r} already exists") from None
+    return json_response(_user(row), status=201)

@@ -1,0 +1,291 @@
+"""Request bodies and query parameters: read, checked and described in one place.
+
+A `Fields` spec (a Body or a Query) validates input at request time and
+renders the JSON Schema of the OpenAPI document, so the two cannot drift.
+Every check that would otherwise reach PostgreSQL as a 500 happens here:
+NUL characters (text and jsonb cannot store them), integers outside bigint,
+over-long strings. Limits may name a Settings field, resolved per request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.datastructures import QueryParams
+from starlette.requests import ClientDisconnect, Request
+
+from ..errors import ApiError
+from ..settings import Settings
+
+BIGINT_MAX = 2**63 - 1
+_DECIMAL = re.compile(r"-?[0-9]{1,20}")
+
+# A limit is a number or the name of the Settings field that holds it.
+Limit = int | str
+
+
+def resolve(limit: Limit, settings: Settings) -> int:
+    return getattr(settings, limit) if isinstance(limit, str) else limit
+
+
+class Invalid(Exception):
+    """A field's value is not acceptable; the message is shown to the client."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """Base of the field types; `required` only matters in bodies."""
+
+    description: str = ""
+    required: bool = True
+
+    def check(self, value: Any, settings: Settings) -> Any:
+        raise NotImplementedError
+
+    def parse_text(self, text: str, settings: Settings) -> Any:
+        """A query-string value: text, converted as the type needs."""
+        return self.check(text, settings)
+
+    def schema(self, settings: Settings) -> dict:
+        raise NotImplementedError
+
+    def _described(self, schema: dict) -> dict:
+        return {**schema, "description": self.description} if self.description else schema
+
+
+@dataclass(frozen=True)
+class String(Field):
+    min_length: int = 1
+    max_length: Limit = 1000
+    blank: bool = False
+    # A regular expression the whole value must match, and what it means.
+    pattern: str | None = None
+    pattern_help: str = ""
+
+    def check(self, value: Any, settings: Settings) -> str:
+        if not isinstance(value, str):
+            raise Invalid("must be a string")
+        maximum = resolve(self.max_length, settings)
+        if len(value) > maximum:
+            raise Invalid(f"at most {maximum} characters")
+        if len(value) < self.min_length:
+            raise Invalid(f"at least {self.min_length} character(s)")
+        if not self.blank and not value.strip():
+            raise Invalid("must not be blank")
+        if "\x00" in value:
+            raise Invalid("must not contain NUL characters")
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            raise Invalid(self.pattern_help or f"must match {self.pattern}")
+        return value
+
+    def schema(self, settings: Settings) -> dict:
+        schema = {
+            "type": "string",
+            "minLength": self.min_length,
+            "maxLength": resolve(self.max_length, settings),
+        }
+        if self.pattern:
+            schema["pattern"] = f"^{self.pattern}$"
+        return self._described(schema)
+
+
+@dataclass(frozen=True)
+class Integer(Field):
+    """An integer PostgreSQL's bigint holds; ids by default (1 and up)."""
+
+    minimum: int = 1
+    maximum: Limit = BIGINT_MAX
+
+    def check(self, value: Any, settings: Settings) -> int:
+        # bool is an int subclass; JSON true is not a number.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise Invalid("must be an integer")
+        maximum = resolve(self.maximum, settings)
+        if not self.minimum <= value <= maximum:
+            raise Invalid(f"must be between {self.minimum} and {maximum}")
+        return value
+
+    def parse_text(self, text: str, settings: Settings) -> int:
+        # int() would also take " 1", "1_000" and non-ASCII digits; only plain ones are meant.
+        if not _DECIMAL.fullmatch(text):
+            raise Invalid("must be an integer")
+        return self.check(int(text), settings)
+
+    def schema(self, settings: Settings) -> dict:
+        return self._described(
+            {
+                "type": "integer",
+                "format": "int64",
+                "minimum": self.minimum,
+                "maximum": resolve(self.maximum, settings),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Boolean(Field):
+    def check(self, value: Any, settings: Settings) -> bool:
+        if not isinstance(value, bool):
+            raise Invalid("must be true or false")
+        return value
+
+    def schema(self, settings: Settings) -> dict:
+        return self._described({"type": "boolean"})
+
+
+@dataclass(frozen=True)
+class Choice(Field):
+    choices: tuple[str, ...] = ()
+
+    def check(self, value: Any, settings: Settings) -> str:
+        if value not in self.choices:
+            raise Invalid(f"must be one of: {', '.join(self.choices)}")
+        return value
+
+    def schema(self, settings: Settings) -> dict:
+        return self._described({"type": "string", "enum": list(self.choices)})
+
+
+@dataclass(frozen=True)
+class JsonObject(Field):
+    """Any JSON object jsonb can store: no NUL in keys or strings."""
+
+    def check(self, value: Any, settings: Settings) -> dict:
+        if not isinstance(value, dict):
+            raise Invalid("must be a JSON object")
+        if _has_nul(value):
+            raise Invalid("must not contain NUL characters (\\u0000)")
+        return value
+
+    def schema(self, settings: Settings) -> dict:
+        return self._described({"type": "object"})
+
+
+def _has_nul(value: Any) -> bool:
+    # Iterative, so a deeply nested document cannot exhaust the stack.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            if any("\x00" in key for key in item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Named fields; unknown names are refused."""
+
+    fields: Mapping[str, Field]
+
+    def _convert(
+        self, items: Iterable[tuple[str, Any]], convert: Callable[[Field, Any], Any]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """(values, errors) of the given name/value pairs."""
+        values: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name, raw in items:
+            field = self.fields.get(name)
+            if field is None:
+                errors[name] = "unknown field"
+                continue
+            try:
+                values[name] = convert(field, raw)
+            except Invalid as exc:
+                errors[name] = str(exc)
+        return values, errors
+
+
+class Body(Fields):
+    """A JSON object request body."""
+
+    def parse(self, raw: bytes, settings: Settings) -> dict[str, Any]:
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"malformed JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        values, errors = self._convert(
+            document.items(), lambda field, value: field.check(value, settings)
+        )
+        for name, field in self.fields.items():
+            if field.required and name not in document:
+                errors[name] = "this field is required"
+        if errors:
+            raise ApiError(422, "invalid request body", errors)
+        return values
+
+    def schema(self, settings: Settings) -> dict:
+        return {
+            "type": "object",
+            "properties": {name: f.schema(settings) for name, f in self.fields.items()},
+            "required": [name for name, f in self.fields.items() if f.required],
+            "additionalProperties": False,
+        }
+
+
+class Query(Fields):
+    """Query-string parameters: each optional, given once at most."""
+
+    def parse(self, params: QueryParams, settings: Settings) -> dict[str, Any]:
+        repeated = {k for k in params if len(params.getlist(k)) > 1}
+        values, errors = self._convert(
+            params.multi_items(), lambda field, text: field.parse_text(text, settings)
+        )
+        errors.update(dict.fromkeys(repeated, "given more than once"))
+        if errors:
+            raise ApiError(422, "invalid query parameters", errors)
+        return values
+
+
+NO_QUERY = Query({})
+
+# Keyset pagination, newest first: `?before=<id>&limit=<n>`.
+PAGE = {
+    "before": Integer(description="only items with a smaller id (the `next` of a page)"),
+    "limit": Integer(description="items per page (default 20)", maximum="max_page_size"),
+}
+DEFAULT_LIMIT = 20
+
+
+def page_bounds(query: dict[str, Any]) -> tuple[int, int]:
+    """(before, limit) of a validated PAGE query, with their defaults."""
+    return query.get("before", BIGINT_MAX), query.get("limit", DEFAULT_LIMIT)
+
+
+def page(rows: list[dict], limit: int) -> dict:
+    """`{results, next}` from up to limit + 1 rows: `next` is the `before` of the
+    following page, null on the last one."""
+    results = rows[:limit]
+    return {"results": results, "next": results[-1]["id"] if len(rows) > limit else None}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 beyond `limit` bytes: early when
+    Content-Length says so, and while reading whatever it says (or when it is
+    absent, as with chunked uploads)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"request body larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "the client went away before sending the whole body") from None
+    return b"".join(chunks)

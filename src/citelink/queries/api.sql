@@ -1,0 +1,86 @@
+-- The REST API: users, tags, subscriptions, notifications and the audit trail.
+-- (Inbox statements are in inbox.sql, shared with the WebSocket relay.)
+-- Lists are keyset pages, newest first: rows with id < $before, limit + 1
+-- rows so the caller knows whether another page follows.
+
+-- name: users_page
+SELECT id, username, is_staff, is_active, created_at
+FROM users
+WHERE id < $1
+ORDER BY id DESC
+LIMIT $2;
+
+-- name: tags_page
+SELECT id, name FROM tag WHERE id < $1 ORDER BY id DESC LIMIT $2;
+
+-- name: tag_by_id
+SELECT id, name FROM tag WHERE id = $1;
+
+-- name: create_tag
+INSERT INTO tag (name) VALUES ($1) RETURNING id, name;
+
+-- name: rename_tag
+UPDATE tag SET name = $2 WHERE id = $1 RETURNING id, name;
+
+-- name: delete_tag
+DELETE FROM tag WHERE id = $1 RETURNING id;
+
+-- name: subscriptions_page
+-- $1: only this user's (NULL: everyone's), $2: only this tag's (NULL: any).
+SELECT id, user_id AS "user", tag_id AS tag
+FROM subscription
+WHERE ($1::bigint IS NULL OR user_id = $1)
+  AND ($2::bigint IS NULL OR tag_id = $2)
+  AND id < $3
+ORDER BY id DESC
+LIMIT $4;
+
+-- name: lock_subscriber
+-- Locks the user row, so concurrent subscribes of one user are counted one
+-- after the other (the limit holds); NULL when there is no such user. The
+-- lock does not block the foreign-key checks of other inserts.
+SELECT (SELECT count(*) FROM subscription WHERE user_id = u.id) AS subscriptions
+FROM users AS u
+WHERE u.id = $1
+FOR NO KEY UPDATE;
+
+-- name: create_subscription
+-- No row when the user is already subscribed to the tag.
+INSERT INTO subscription (user_id, tag_id) VALUES ($1, $2)
+ON CONFLICT (user_id, tag_id) DO NOTHING
+RETURNING id, user_id AS "user", tag_id AS tag;
+
+-- name: delete_subscription
+-- $2: the owner it must belong to (NULL for staff, who may remove any).
+DELETE FROM subscription
+WHERE id = $1 AND ($2::bigint IS NULL OR user_id = $2)
+RETURNING id;
+
+-- name: notifications_page
+-- recipients: from the fan-out's audit row (one per notification).
+SELECT n.id, n.tag_id AS tag, n.message, n.data, n.created_at AS timestamp,
+       coalesce((a.changes -> 'recipients' ->> 1)::bigint, 0) AS recipients
+FROM notification AS n
+LEFT JOIN audit_log AS a
+       ON a.resource = 'notification' AND a.object_id = n.id AND a.action = 'create'
+WHERE ($1::bigint IS NULL OR n.tag_id = $1) AND n.id < $2
+ORDER BY n.id DESC
+LIMIT $3;
+
+-- name: notification_by_id
+SELECT n.id, n.tag_id AS tag, n.message, n.data, n.created_at AS timestamp,
+       coalesce((a.changes -> 'recipients' ->> 1)::bigint, 0) AS recipients
+FROM notification AS n
+LEFT JOIN audit_log AS a
+       ON a.resource = 'notification' AND a.object_id = n.id AND a.action = 'create'
+WHERE n.id = $1;
+
+-- name: audit_page
+SELECT id, created_at AS timestamp, resource, object_id, action, changes, actor_id AS actor
+FROM audit_log
+WHERE ($1::text IS NULL OR resource = $1)
+  AND ($2::bigint IS NULL OR object_id = $2)
+  AND ($3::bigint IS NULL OR actor_id = $3)
+  AND id < $4
+ORDER BY id DESC
+LIMIT $5;
