@@ -533,19 +533,21 @@ const subscriptionOwner = () => (state.me.is_staff ? Number($("#sub-user").value
 async function loadSubscriptions() {
   const owner = subscriptionOwner();
   const subs = await all(`/api/subscriptions/?user=${owner}`);
+  const nameOf = (sub) => state.tags.get(sub.tag) ?? `tag ${sub.tag}`;
+  subs.sort((a, b) => nameOf(a).localeCompare(nameOf(b)));
   const held = new Set(subs.map((s) => s.tag));
   $("#sub-list").replaceChildren(
     ...subs.map((sub) =>
       el(
         "li",
         {},
-        el("span", { class: "name" }, state.tags.get(sub.tag) ?? `tag ${sub.tag}`),
+        el("span", { class: "name" }, nameOf(sub)),
         el(
           "button",
           {
             type: "button",
             class: "danger",
-            "aria-label": `Unsubscribe from ${state.tags.get(sub.tag) ?? sub.tag}`,
+            "aria-label": `Unsubscribe from ${nameOf(sub)}`,
             onclick: () => unsubscribe(sub.id),
           },
           "Unsubscribe",
