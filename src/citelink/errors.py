@@ -42,7 +42,10 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, exc.detail)
+    response = error_response(exc.status_code, exc.detail)
+    # A 405 must say which methods are allowed (Allow).
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -21,7 +21,9 @@ NEW_NOTIFICATION = Body(
     {
         "message": String(max_length="max_message_chars"),
         "tag": Integer(description="tag id"),
-        "data": JsonObject(required=False, description="any JSON object (default {})"),
+        "data": JsonObject(
+            required=False, description="any JSON object, nested 100 levels at most (default {})"
+        ),
     }
 )
 

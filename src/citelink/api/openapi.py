@@ -106,20 +106,6 @@ SCHEMAS: dict[str, dict] = {
     "OpenAPI": {"type": "object", "description": "this document"},
 }
 
-# Routes defined outside the API package.
-_PROBES: dict[str, tuple[str, tuple[int, ...]]] = {
-    "/healthz": ("Liveness: the process serves", (200,)),
-    "/readyz": ("Readiness: the database answers (503 otherwise)", (200, 503)),
-}
-_ERRORS = {
-    400: "malformed request (not JSON, not an object)",
-    401: "no valid access token (missing, expired, refresh token, inactive user)",
-    403: "not allowed (staff only)",
-    404: "not found, or not yours",
-    413: "request body too large",
-    422: "well-formed but invalid: see `errors`",
-}
-
 
 _PAGE = re.compile(r"Page\[(\w+)\]")
 
@@ -146,13 +132,43 @@ def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _plain(summary: str, responses: dict[str, dict], **extra: Any) -> dict:
+    return {"get": {"summary": summary, "security": [], "responses": responses, **extra}}
+
+
+# Routes defined outside the API package (probes, the web page), by hand.
+_OUTSIDE: dict[str, dict] = {
+    "/healthz": _plain("Liveness: the process serves", {"200": _json(_ref("Health"), "alive")}),
+    "/readyz": _plain(
+        "Readiness: the database answers and the listener is alive",
+        {"200": _json(_ref("Health"), "ready"), "503": _json(_ref("Health"), "not ready")},
+    ),
+    "/": _plain("The web page", {"200": {"description": "HTML", "content": {"text/html": {}}}}),
+    "/static/{name}": _plain(
+        "A file of the web page (script, stylesheet)",
+        {"200": {"description": "the file"}, "404": {"description": "no such file"}},
+        parameters=[{"name": "name", "in": "path", "required": True, "schema": _TEXT}],
+    ),
+}
+
+_ERRORS = {
+    400: "malformed request (not JSON, not an object)",
+    401: "no valid access token (missing, expired, refresh token, inactive user)",
+    403: "not allowed (staff only)",
+    404: "not found, or not yours",
+    413: "request body too large",
+    422: "well-formed but invalid (a field, a query parameter): see `errors`",
+}
+
+
 def _operation(op: Operation, path_params: list[str], settings: Settings) -> dict:
     responses: dict[str, Any] = {
         str(op.status): _json(_ref(op.response), "success")
         if op.response
         else {"description": "done"}
     }
-    errors: dict[int, str] = {}
+    # Any route refuses unknown query parameters.
+    errors: dict[int, str] = {422: _ERRORS[422]}
     if op.access != "anyone":
         errors[401] = _ERRORS[401]
     if op.access == "staff":
@@ -160,9 +176,7 @@ def _operation(op: Operation, path_params: list[str], settings: Settings) -> dic
     if path_params:
         errors[404] = _ERRORS[404]
     if op.body is not None:
-        errors.update({s: _ERRORS[s] for s in (400, 413, 422)})
-    if op.query.fields:
-        errors[422] = _ERRORS[422]
+        errors.update({s: _ERRORS[s] for s in (400, 413)})
     errors.update(op.errors)
     for status, description in sorted(errors.items()):
         responses[str(status)] = _json(_ref("Error"), description)
@@ -210,15 +224,8 @@ def build(routes: list[BaseRoute], settings: Settings) -> dict:
                 method.lower(): _operation(ep.operation, params, settings)
                 for method, ep in r.endpoints.items()
             }
-        elif r.path in _PROBES:
-            summary, statuses = _PROBES[r.path]
-            paths[path] = {
-                "get": {
-                    "summary": summary,
-                    "security": [],
-                    "responses": {str(s): _json(_ref("Health"), summary) for s in statuses},
-                }
-            }
+        elif r.path in _OUTSIDE:
+            paths[path] = _OUTSIDE[r.path]
     schemas = dict(SCHEMAS)
     for r in routes:
         for ep in getattr(r, "endpoints", {}).values():

@@ -81,7 +81,7 @@ async def delete_tag(call: Call) -> Response:
     try:
         async with transaction(call.pool, call.me.id) as conn:
             deleted = await conn.fetchval(Q.delete_tag, call.id)
-    except asyncpg.ForeignKeyViolationError:
+    except asyncpg.RestrictViolationError:
         raise ApiError(
             409, "the tag has notifications and cannot be deleted (inboxes keep their history)"
         ) from None

@@ -152,34 +152,41 @@ class Choice(Field):
 
 @dataclass(frozen=True)
 class JsonObject(Field):
-    """Any JSON object jsonb can store: no NUL in keys or strings."""
+    """Any JSON object jsonb can store and orjson can write back: no NUL in
+    keys or strings, nested at most `max_depth` levels (orjson stops at 255)."""
+
+    max_depth: int = 100
 
     def check(self, value: Any, settings: Settings) -> dict:
         if not isinstance(value, dict):
             raise Invalid("must be a JSON object")
-        if _has_nul(value):
-            raise Invalid("must not contain NUL characters (\\u0000)")
+        problem = _json_problem(value, self.max_depth)
+        if problem:
+            raise Invalid(problem)
         return value
 
     def schema(self, settings: Settings) -> dict:
         return self._described({"type": "object"})
 
 
-def _has_nul(value: Any) -> bool:
+def _json_problem(value: Any, max_depth: int) -> str | None:
+    """What PostgreSQL or orjson could not take in `value`, if anything."""
     # Iterative, so a deeply nested document cannot exhaust the stack.
-    stack = [value]
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            if any("\x00" in key for key in item):
-                return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+                return "must not contain NUL characters (\\u0000)"
+        elif isinstance(item, dict | list):
+            if depth > max_depth:
+                return f"nested deeper than {max_depth} levels"
+            if isinstance(item, dict):
+                if any("\x00" in key for key in item):
+                    return "must not contain NUL characters (\\u0000)"
+                item = item.values()
+            stack.extend((child, depth + 1) for child in item)
+    return None
 
 
 @dataclass(frozen=True)

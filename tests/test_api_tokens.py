@@ -1,0 +1,151 @@
+"""Tokens: obtain, refresh and verify, and every way a bearer token can be wrong."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import httpx
+import jwt
+import orjson
+import pytest
+
+from citelink import tokens
+
+from .api_support import World
+from .conftest import SECRET_KEY
+
+# The HS512 token below is signed with the (short for HS512) test key on purpose.
+pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+
+
+def _b64(value: dict) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=").decode()
+
+
+def _claims(user_id: int, token_type: str = "access", **changes) -> dict:
+    now = int(time.time())
+    claims = {"token_type": token_type, "user_id": user_id, "iat": now, "exp": now + 600}
+    claims["jti"] = "0" * 32
+    return {k: v for k, v in {**claims, **changes}.items() if v is not None}
+
+
+def bad_tokens(user_id: int) -> dict[str, str]:
+    """Tokens that must never authenticate user `user_id`."""
+    return {
+        "expired": tokens.issue(SECRET_KEY, user_id, "access", -1),
+        "wrong signature": tokens.issue(
+            "another-secret-key-of-sufficient-length", user_id, "access", 5
+        ),
+        "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims(user_id))}.",
+        "alg HS512": jwt.encode(_claims(user_id), SECRET_KEY, algorithm="HS512"),
+        "refresh, not access": tokens.issue(SECRET_KEY, user_id, "refresh", 5),
+        "unknown token_type": jwt.encode(_claims(user_id, "id"), SECRET_KEY, algorithm="HS256"),
+        "no exp": jwt.encode(_claims(user_id, exp=None), SECRET_KEY, algorithm="HS256"),
+        "no jti": jwt.encode(_claims(user_id, jti=None), SECRET_KEY, algorithm="HS256"),
+        "user_id a string": jwt.encode(_claims(str(user_id)), SECRET_KEY, algorithm="HS256"),
+        "user_id past bigint": jwt.encode(_claims(2**64), SECRET_KEY, algorithm="HS256"),
+        "no such user": tokens.issue(SECRET_KEY, 999_999, "access", 5),
+        "garbage": "not-a-token",
+        "three dots": "a.b.c",
+        "non-ASCII": "ééé.ééé.ééé",
+    }
+
+
+async def test_bad_bearer_tokens_are_refused(client: httpx.AsyncClient, world: World):
+    wrong = []
+    for label, token in bad_tokens(world.alice.id).items():
+        # As bytes: HTTP headers are not text, and a client may send any.
+        header = f"Bearer {token}".encode()
+        r = await client.get("/api/users/me/", headers={"Authorization": header})
+        if r.status_code != 401 or r.headers.get("www-authenticate") != "Bearer":
+            wrong.append(f"{label}: {r.status_code} {r.text}")
+    assert wrong == []
+
+
+async def test_authorization_header_must_be_bearer(client: httpx.AsyncClient, world: World):
+    token = world.alice.token
+    for header in (token, f"Token {token}", f"Basic {token}", "Bearer", f"JWT {token}"):
+        r = await client.get("/api/users/me/", headers={"Authorization": header})
+        assert r.status_code == 401, header
+        assert r.json()["detail"]
+    r = await client.get("/api/users/me/")
+    assert r.json() == {"detail": "authentication credentials were not provided"}
+    # The scheme is case-insensitive (RFC 7235).
+    r = await client.get("/api/users/me/", headers={"Authorization": f"bearer {token}"})
+    assert r.json() == {"id": world.alice.id, "username": "alice", "is_staff": False}
+
+
+async def test_obtain_refresh_verify(client: httpx.AsyncClient, world: World):
+    r = await client.post("/api/token/", json={"username": "ALICE", "password": "secret-pw"})
+    assert r.status_code == 200
+    pair = r.json()
+    claims = jwt.decode(pair["access"], SECRET_KEY, algorithms=["HS256"])
+    assert claims["token_type"] == "access" and claims["user_id"] == world.alice.id
+    assert claims["exp"] - claims["iat"] == 59 * 60
+    refresh_claims = jwt.decode(pair["refresh"], SECRET_KEY, algorithms=["HS256"])
+    assert refresh_claims["exp"] - refresh_claims["iat"] == 24 * 60 * 60
+
+    r = await client.post("/api/token/refresh/", json={"refresh": pair["refresh"]})
+    assert set(r.json()) == {"access"}
+    me = await client.get(
+        "/api/users/me/", headers={"Authorization": f"Bearer {r.json()['access']}"}
+    )
+    assert me.json()["id"] == world.alice.id
+
+    for token in (pair["access"], pair["refresh"]):
+        r = await client.post("/api/token/verify/", json={"token": token})
+        assert (r.status_code, r.json()) == (200, {})
+
+
+async def test_refresh_and_verify_refuse_bad_tokens(client: httpx.AsyncClient, world: World):
+    access = world.alice.token
+    bad_refresh = {
+        **bad_tokens(world.alice.id),
+        "access, not refresh": access,
+        "expired refresh": tokens.issue(SECRET_KEY, world.alice.id, "refresh", -1),
+    }
+    del bad_refresh["refresh, not access"]
+    wrong = []
+    for label, token in bad_refresh.items():
+        r = await client.post("/api/token/refresh/", json={"refresh": token})
+        if r.status_code != 401:
+            wrong.append(f"refresh, {label}: {r.status_code} {r.text}")
+    for label, token in bad_tokens(world.alice.id).items():
+        if label == "refresh, not access":  # verify accepts both kinds
+            continue
+        r = await client.post("/api/token/verify/", json={"token": token})
+        if r.status_code != 401:
+            wrong.append(f"verify, {label}: {r.status_code} {r.text}")
+    assert wrong == []
+
+
+async def test_wrong_credentials(client: httpx.AsyncClient, world: World):
+    for username, password in (
+        ("alice", "wrong"),
+        ("nobody", "secret-pw"),
+        ("alice", "secret-pw "),
+    ):
+        r = await client.post("/api/token/", json={"username": username, "password": password})
+        assert r.status_code == 401
+        assert r.json() == {"detail": "no active account found with the given credentials"}
+
+
+async def test_deactivated_or_deleted_user_is_refused_everywhere(
+    client: httpx.AsyncClient, world: World, conn
+):
+    login = {"username": "alice", "password": "secret-pw"}
+    refresh = (await client.post("/api/token/", json=login)).json()["refresh"]
+    access = world.alice.token
+    await conn.execute("UPDATE users SET is_active = false WHERE id = $1", world.alice.id)
+
+    r = await client.get("/api/users/me/", headers=world.alice.headers)
+    assert r.status_code == 401
+    assert (await client.post("/api/token/", json=login)).status_code == 401
+    assert (await client.post("/api/token/refresh/", json={"refresh": refresh})).status_code == 401
+    assert (await client.post("/api/token/verify/", json={"token": access})).status_code == 401
+
+    # bob's token works; once bob is deleted, it does not.
+    assert (await client.get("/api/users/me/", headers=world.bob.headers)).status_code == 200
+    await conn.execute("DELETE FROM users WHERE id = $1", world.bob.id)
+    assert (await client.get("/api/users/me/", headers=world.bob.headers)).status_code == 401
