@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.responses import Response
-
 from ..queries import Q
-from ..responses import json_response
 from .endpoint import Call, endpoint
 from .validation import PAGE, Choice, Integer, Query, page, page_bounds
 
@@ -22,10 +19,10 @@ FILTERS = Query(
 
 
 @endpoint("Audit entries, newest first", access="staff", query=FILTERS, response="Page[AuditEntry]")
-async def list_entries(call: Call) -> Response:
+async def list_entries(call: Call) -> dict:
     q = call.query
     before, limit = page_bounds(q)
     rows = await call.pool.fetch(
         Q.audit_page, q.get("resource"), q.get("object_id"), q.get("actor"), before, limit + 1
     )
-    return json_response(page([dict(r) for r in rows], limit))
+    return page([dict(r) for r in rows], limit)

@@ -1,12 +1,14 @@
 """Declaring a REST operation: who may call it, what it takes, what it answers.
 
     @endpoint("Create a tag", access="staff", body=TAG, status=201, response="Tag")
-    async def create_tag(call: Call) -> Response: ...
+    async def create_tag(call: Call) -> dict: ...
 
-The declaration is enforced before the handler runs (authentication, staff
-check, path id, query and body validation, in that order, so an anonymous
-caller learns nothing about ids or bodies) and is what /openapi.json
-describes, so the document and the behaviour cannot disagree.
+The declaration is enforced around the handler: authentication, staff
+check, path id, query and body validation before it, in that order (so an
+anonymous caller learns nothing about ids or bodies), and the declared
+status after it, with the handler's value as the JSON body (none for a
+204). It is also what /openapi.json describes, so the document and the
+behaviour cannot disagree.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import ApiError
+from ..responses import json_response
 from ..settings import Settings
 from .auth import CurrentUser, authenticate
 from .validation import BIGINT_MAX, NO_QUERY, Body, Query, read_body
@@ -76,7 +79,8 @@ class Call:
         return self.user
 
 
-Handler = Callable[[Call], Awaitable[Response]]
+# A handler returns the JSON body of its answer (None when it has none).
+Handler = Callable[[Call], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,10 @@ class Endpoint:
         body = {}
         if op.body is not None:
             body = op.body.parse(await read_body(request, settings.max_body_bytes), settings)
-        return await self.handler(Call(request, user, item_id, query, body))
+        result = await self.handler(Call(request, user, item_id, query, body))
+        if op.response is None:
+            return Response(status_code=op.status)
+        return json_response(result, status=op.status)
 
 
 def endpoint(

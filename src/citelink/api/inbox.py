@@ -3,11 +3,8 @@ the WebSocket relay). Another user's item is a 404, exactly like a missing one."
 
 from __future__ import annotations
 
-from starlette.responses import Response
-
 from .. import inbox
 from ..errors import ApiError
-from ..responses import json_response
 from .endpoint import Call, endpoint
 from .validation import PAGE, Body, Boolean, Choice, Integer, Query, page, page_bounds
 
@@ -30,7 +27,7 @@ def _not_found() -> ApiError:
     query=PAGE_FILTERS,
     response="Page[InboxItem]",
 )
-async def list_items(call: Call) -> Response:
+async def list_items(call: Call) -> dict:
     before, limit = page_bounds(call.query)
     rows = await inbox.page(
         call.pool,
@@ -40,20 +37,20 @@ async def list_items(call: Call) -> Response:
         status=call.query.get("status", "all"),
         tag=call.query.get("tag"),
     )
-    return json_response(page(rows, limit))
+    return page(rows, limit)
 
 
 @endpoint("My unread and total (non-deleted) counts", response="InboxCounts")
-async def counts(call: Call) -> Response:
-    return json_response(await inbox.counts(call.pool, call.me.id))
+async def counts(call: Call) -> dict:
+    return await inbox.counts(call.pool, call.me.id)
 
 
 @endpoint("One item of my inbox", response="InboxItem")
-async def get_item(call: Call) -> Response:
+async def get_item(call: Call) -> dict:
     item = await inbox.get(call.pool, call.me.id, call.id)
     if item is None:
         raise _not_found()
-    return json_response(item)
+    return item
 
 
 @endpoint(
@@ -61,20 +58,19 @@ async def get_item(call: Call) -> Response:
     body=Body({"is_read": Boolean()}),
     response="InboxItem",
 )
-async def update_item(call: Call) -> Response:
+async def update_item(call: Call) -> dict:
     if not await inbox.set_read(call.pool, call.me.id, call.id, call.body["is_read"]):
         raise _not_found()
     item = await inbox.get(call.pool, call.me.id, call.id)
     if item is None:  # deleted in between
         raise _not_found()
-    return json_response(item)
+    return item
 
 
 @endpoint("Delete one item (soft: the row stays, marked deleted)", status=204)
-async def delete_item(call: Call) -> Response:
+async def delete_item(call: Call) -> None:
     if not await inbox.delete(call.pool, call.me.id, call.id):
         raise _not_found()
-    return Response(status_code=204)
 
 
 @endpoint(
@@ -82,6 +78,6 @@ async def delete_item(call: Call) -> Response:
     query=Query({"tag": TAG_FILTER}),
     response="Updated",
 )
-async def read_all(call: Call) -> Response:
+async def read_all(call: Call) -> dict:
     updated = await inbox.read_all(call.pool, call.me.id, call.query.get("tag"))
-    return json_response({"updated": updated})
+    return {"updated": updated}

@@ -8,12 +8,10 @@ committed, with the number of recipients.
 from __future__ import annotations
 
 import asyncpg
-from starlette.responses import Response
 
 from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
-from ..responses import json_response
 from .endpoint import Call, endpoint
 from .validation import PAGE, Body, Integer, JsonObject, Query, String, page, page_bounds
 
@@ -35,7 +33,7 @@ NEW_NOTIFICATION = Body(
     status=201,
     response="Notification",
 )
-async def publish(call: Call) -> Response:
+async def publish(call: Call) -> dict:
     body = call.body
     try:
         async with transaction(call.pool, call.me.id) as conn:
@@ -45,17 +43,14 @@ async def publish(call: Call) -> Response:
             recipients = await conn.fetchval(Q.recipient_count, row["id"])
     except asyncpg.ForeignKeyViolationError:
         raise ApiError(422, "invalid request body", {"tag": "no such tag"}) from None
-    return json_response(
-        {
-            "id": row["id"],
-            "tag": row["tag_id"],
-            "message": row["message"],
-            "data": row["data"],
-            "timestamp": row["created_at"],
-            "recipients": recipients,
-        },
-        status=201,
-    )
+    return {
+        "id": row["id"],
+        "tag": row["tag_id"],
+        "message": row["message"],
+        "data": row["data"],
+        "timestamp": row["created_at"],
+        "recipients": recipients,
+    }
 
 
 @endpoint(
@@ -64,15 +59,15 @@ async def publish(call: Call) -> Response:
     query=Query({**PAGE, "tag": Integer(description="only this tag's")}),
     response="Page[Notification]",
 )
-async def list_notifications(call: Call) -> Response:
+async def list_notifications(call: Call) -> dict:
     before, limit = page_bounds(call.query)
     rows = await call.pool.fetch(Q.notifications_page, call.query.get("tag"), before, limit + 1)
-    return json_response(page([dict(r) for r in rows], limit))
+    return page([dict(r) for r in rows], limit)
 
 
 @endpoint("One published notification", access="staff", response="Notification")
-async def get_notification(call: Call) -> Response:
+async def get_notification(call: Call) -> dict:
     row = await call.pool.fetchrow(Q.notification_by_id, call.id)
     if row is None:
         raise ApiError(404, "no such notification")
-    return json_response(dict(row))
+    return dict(row)

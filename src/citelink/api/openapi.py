@@ -10,11 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .. import __version__
-from ..responses import json_response
 from ..settings import Settings
 from .endpoint import ApiRoute, Call, Operation, endpoint
 
@@ -245,5 +243,5 @@ def build(routes: list[BaseRoute], settings: Settings) -> dict:
 
 
 @endpoint("This document", access="anyone", response="OpenAPI")
-async def document(call: Call) -> Response:
-    return json_response(build(call.request.app.routes, call.settings))
+async def document(call: Call) -> dict:
+    return build(call.request.app.routes, call.settings)

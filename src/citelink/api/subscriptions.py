@@ -7,12 +7,10 @@ who is not staff may only name themself there.
 from __future__ import annotations
 
 import asyncpg
-from starlette.responses import Response
 
 from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
-from ..responses import json_response
 from .endpoint import Call, endpoint
 from .validation import PAGE, Body, Integer, Query, page, page_bounds
 
@@ -40,7 +38,7 @@ def _unknown(field: str) -> ApiError:
     query=FILTERS,
     response="Page[Subscription]",
 )
-async def list_subscriptions(call: Call) -> Response:
+async def list_subscriptions(call: Call) -> dict:
     user = call.query.get("user")
     if not call.me.is_staff:
         if user not in (None, call.me.id):
@@ -50,7 +48,7 @@ async def list_subscriptions(call: Call) -> Response:
     rows = await call.pool.fetch(
         Q.subscriptions_page, user, call.query.get("tag"), before, limit + 1
     )
-    return json_response(page([dict(r) for r in rows], limit))
+    return page([dict(r) for r in rows], limit)
 
 
 @endpoint(
@@ -60,7 +58,7 @@ async def list_subscriptions(call: Call) -> Response:
     response="Subscription",
     errors={409: "already subscribed, or the user's subscription limit is reached"},
 )
-async def create_subscription(call: Call) -> Response:
+async def create_subscription(call: Call) -> dict:
     user, tag = call.body.get("user", call.me.id), call.body["tag"]
     if user != call.me.id and not call.me.is_staff:
         raise ApiError(403, "only staff may subscribe another user")
@@ -77,14 +75,13 @@ async def create_subscription(call: Call) -> Response:
         raise _unknown("tag") from None
     if row is None:
         raise ApiError(409, "already subscribed to this tag")
-    return json_response(dict(row), status=201)
+    return dict(row)
 
 
 @endpoint("Unsubscribe (the owner, or staff)", status=204)
-async def delete_subscription(call: Call) -> Response:
+async def delete_subscription(call: Call) -> None:
     owner = None if call.me.is_staff else call.me.id
     async with transaction(call.pool, call.me.id) as conn:
         deleted = await conn.fetchval(Q.delete_subscription, call.id, owner)
     if deleted is None:
         raise ApiError(404, "no such subscription")
-    return Response(status_code=204)

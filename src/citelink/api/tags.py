@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncpg
-from starlette.responses import Response
 
 from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
-from ..responses import json_response
 from .endpoint import Call, endpoint
 from .validation import PAGE, Body, Query, String, page, page_bounds
 
@@ -20,10 +18,10 @@ def _taken(name: str) -> ApiError:
 
 
 @endpoint("List tags", query=Query(PAGE), response="Page[Tag]")
-async def list_tags(call: Call) -> Response:
+async def list_tags(call: Call) -> dict:
     before, limit = page_bounds(call.query)
     rows = await call.pool.fetch(Q.tags_page, before, limit + 1)
-    return json_response(page([dict(r) for r in rows], limit))
+    return page([dict(r) for r in rows], limit)
 
 
 @endpoint(
@@ -34,22 +32,22 @@ async def list_tags(call: Call) -> Response:
     response="Tag",
     errors={409: "a tag of that name exists"},
 )
-async def create_tag(call: Call) -> Response:
+async def create_tag(call: Call) -> dict:
     name = call.body["name"]
     try:
         async with transaction(call.pool, call.me.id) as conn:
             row = await conn.fetchrow(Q.create_tag, name)
     except asyncpg.UniqueViolationError:
         raise _taken(name) from None
-    return json_response(dict(row), status=201)
+    return dict(row)
 
 
 @endpoint("One tag", response="Tag")
-async def get_tag(call: Call) -> Response:
+async def get_tag(call: Call) -> dict:
     row = await call.pool.fetchrow(Q.tag_by_id, call.id)
     if row is None:
         raise ApiError(404, "no such tag")
-    return json_response(dict(row))
+    return dict(row)
 
 
 @endpoint(
@@ -59,7 +57,7 @@ async def get_tag(call: Call) -> Response:
     response="Tag",
     errors={409: "a tag of that name exists"},
 )
-async def update_tag(call: Call) -> Response:
+async def update_tag(call: Call) -> dict:
     name = call.body["name"]
     try:
         async with transaction(call.pool, call.me.id) as conn:
@@ -68,7 +66,7 @@ async def update_tag(call: Call) -> Response:
         raise _taken(name) from None
     if row is None:
         raise ApiError(404, "no such tag")
-    return json_response(dict(row))
+    return dict(row)
 
 
 @endpoint(
@@ -77,7 +75,7 @@ async def update_tag(call: Call) -> Response:
     status=204,
     errors={409: "notifications were published on the tag; inboxes keep them"},
 )
-async def delete_tag(call: Call) -> Response:
+async def delete_tag(call: Call) -> None:
     try:
         async with transaction(call.pool, call.me.id) as conn:
             deleted = await conn.fetchval(Q.delete_tag, call.id)
@@ -87,4 +85,3 @@ async def delete_tag(call: Call) -> Response:
         ) from None
     if deleted is None:
         raise ApiError(404, "no such tag")
-    return Response(status_code=204)

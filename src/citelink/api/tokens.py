@@ -4,13 +4,11 @@ obtain `{access, refresh}`, refresh → `{access}`, verify → `{}` or 401."""
 from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
 
 from .. import passwords, tokens
 from ..errors import ApiError
 from ..queries import Q
-from ..responses import json_response
-from .auth import CurrentUser, user_of_token
+from .auth import user_of_token
 from .endpoint import Call, endpoint
 from .validation import Body, String
 
@@ -25,11 +23,14 @@ CREDENTIALS = Body(
 )
 
 
-def _access(call: Call, user: CurrentUser) -> str:
-    assert call.settings.secret_key
-    return tokens.issue(
-        call.settings.secret_key, user.id, "access", call.settings.access_token_minutes
-    )
+def _issue(call: Call, user_id: int, token_type: tokens.TokenType) -> str:
+    settings = call.settings
+    assert settings.secret_key
+    minutes = {
+        "access": settings.access_token_minutes,
+        "refresh": settings.refresh_token_minutes,
+    }[token_type]
+    return tokens.issue(settings.secret_key, user_id, token_type, minutes)
 
 
 @endpoint(
@@ -38,7 +39,7 @@ def _access(call: Call, user: CurrentUser) -> str:
     body=CREDENTIALS,
     response="TokenPair",
 )
-async def obtain(call: Call) -> Response:
+async def obtain(call: Call) -> dict:
     row = await call.pool.fetchrow(Q.user_by_username, call.body["username"])
     # argon2 takes milliseconds of CPU: off the event loop, so sockets keep flowing.
     matched = await run_in_threadpool(
@@ -46,11 +47,10 @@ async def obtain(call: Call) -> Response:
     )
     if not matched or not row["is_active"]:
         raise ApiError(401, "no active account found with the given credentials")
-    user = CurrentUser(row["id"], row["username"], row["is_staff"])
-    settings = call.settings
-    assert settings.secret_key
-    refresh = tokens.issue(settings.secret_key, user.id, "refresh", settings.refresh_token_minutes)
-    return json_response({"refresh": refresh, "access": _access(call, user)})
+    return {
+        "refresh": _issue(call, row["id"], "refresh"),
+        "access": _issue(call, row["id"], "access"),
+    }
 
 
 @endpoint(
@@ -59,9 +59,9 @@ async def obtain(call: Call) -> Response:
     body=Body({"refresh": TOKEN}),
     response="AccessToken",
 )
-async def refresh(call: Call) -> Response:
+async def refresh(call: Call) -> dict:
     user = await user_of_token(call.pool, call.settings, call.body["refresh"], "refresh")
-    return json_response({"access": _access(call, user)})
+    return {"access": _issue(call, user.id, "access")}
 
 
 @endpoint(
@@ -70,6 +70,6 @@ async def refresh(call: Call) -> Response:
     body=Body({"token": TOKEN}),
     response="Empty",
 )
-async def verify(call: Call) -> Response:
+async def verify(call: Call) -> dict:
     await user_of_token(call.pool, call.settings, call.body["token"], "access", "refresh")
-    return json_response({})
+    return {}

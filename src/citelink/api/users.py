@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncpg
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
 
 from .. import passwords
 from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
-from ..responses import json_response
 from .endpoint import Call, endpoint
 from .validation import PAGE, Body, Boolean, Query, String, page, page_bounds
 
@@ -34,17 +32,15 @@ def _user(row: asyncpg.Record) -> dict:
 
 
 @endpoint("The signed-in user", response="Me")
-async def me(call: Call) -> Response:
-    return json_response(
-        {"id": call.me.id, "username": call.me.username, "is_staff": call.me.is_staff}
-    )
+async def me(call: Call) -> dict:
+    return {"id": call.me.id, "username": call.me.username, "is_staff": call.me.is_staff}
 
 
 @endpoint("List users", access="staff", query=Query(PAGE), response="Page[User]")
-async def list_users(call: Call) -> Response:
+async def list_users(call: Call) -> dict:
     before, limit = page_bounds(call.query)
     rows = await call.pool.fetch(Q.users_page, before, limit + 1)
-    return json_response(page([_user(r) for r in rows], limit))
+    return page([_user(r) for r in rows], limit)
 
 
 @endpoint(
@@ -55,7 +51,7 @@ async def list_users(call: Call) -> Response:
     response="User",
     errors={409: "the username is taken (in any case)"},
 )
-async def create_user(call: Call) -> Response:
+async def create_user(call: Call) -> dict:
     username = call.body["username"]
     password_hash = await run_in_threadpool(passwords.hash_password, call.body["password"])
     try:
@@ -65,4 +61,4 @@ async def create_user(call: Call) -> Response:
             )
     except asyncpg.UniqueViolationError:
         raise ApiError(409, f"user {username!r} already exists") from None
-    return json_response(_user(row), status=201)
+    return _user(row)

@@ -29,6 +29,7 @@ Limit = int | str
 
 
 def resolve(limit: Limit, settings: Settings) -> int:
+    """The number a limit stands for under `settings`."""
     return getattr(settings, limit) if isinstance(limit, str) else limit
 
 
