@@ -132,23 +132,29 @@ function setTokens(tokens) {
 /** A new access token from the refresh token; false (and signed out) when refused. */
 function refreshAccess() {
   refreshing ??= (async () => {
+    const refresh = state.tokens?.refresh;
+    if (!refresh) return false;
     try {
       const res = await fetch("/api/token/refresh/", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ refresh: state.tokens.refresh }),
+        body: JSON.stringify({ refresh }),
       });
-      if (res.status === 401 || res.status === 400) {
+      if (state.tokens?.refresh !== refresh) return false; // signed out meanwhile
+      if (res.status >= 400 && res.status < 500) {
         signOut("Your session has expired. Sign in again.");
         return false;
       }
-      if (!res.ok) return false;
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
       setTokens({ ...state.tokens, access: (await res.json()).access });
       // An open socket would be closed at the old token's expiry without this.
       sendFrame({ type: "auth", token: state.tokens.access });
       return true;
     } catch {
-      return false; // offline: keep the session, try again later
+      // Offline or server trouble: keep the session and try again shortly.
+      clearTimeout(refreshTimer);
+      refreshTimer = setTimeout(refreshAccess, 10000);
+      return false;
     } finally {
       refreshing = null;
     }
@@ -182,7 +188,6 @@ function connect() {
   socket.ws = ws;
 
   ws.onopen = () => {
-    socket.attempt = 0;
     setConnection("live", "Live");
     // Replays, in order, every item that arrived since the last one we saw.
     ws.send(JSON.stringify({ type: "resume", after: state.lastSeen }));
@@ -192,6 +197,9 @@ function connect() {
     startHeartbeat(ws);
   };
   ws.onmessage = (event) => {
+    // Reset the backoff only once the server talks: a socket that is accepted
+    // and closed at once (database down, too many sockets) must not spin.
+    socket.attempt = 0;
     socket.answered = true;
     let frame;
     try {
@@ -208,7 +216,7 @@ function connect() {
     if (!state.tokens) return;
     if (event.code === 4401) {
       // Token refused or expired: get a fresh one, then come back.
-      refreshAccess().then((ok) => ok && reconnectLater());
+      refreshAccess().then(() => state.tokens && reconnectLater());
       setConnection("connecting", "Signing in again…");
       return;
     }
