@@ -256,3 +256,27 @@ async def test_bad_input(client: httpx.AsyncClient, world: World, route: str):
         elif field is not None and field not in body.get("errors", {}):
             wrong.append(f"{label}: {field} not in {body}")
     assert wrong == []
+
+
+async def test_unknown_and_impossible_path_ids(client: httpx.AsyncClient, world: World):
+    """Ids that match nothing (missing, zero, past bigint, not digits) are a 404."""
+    routes = [
+        ("GET", "/api/tags/{}/", None),
+        ("PATCH", "/api/tags/{}/", {"name": "x"}),
+        ("DELETE", "/api/tags/{}/", None),
+        ("DELETE", "/api/subscriptions/{}/", None),
+        ("GET", "/api/notifications/{}/", None),
+        ("GET", "/api/inbox/{}/", None),
+        ("PATCH", "/api/inbox/{}/", {"is_read": True}),
+        ("DELETE", "/api/inbox/{}/", None),
+    ]
+    ids = ("999999", "0", str(BIG - 1), str(BIG), str(2**64), "9" * 100, "-1", "abc", "1.5")
+    wrong = []
+    for method, path, body in routes:
+        for item in ids:
+            r = await client.request(
+                method, path.format(item), json=body, headers=world.staff.headers
+            )
+            if r.status_code != 404 or not r.json().get("detail"):
+                wrong.append(f"{method} {path.format(item)}: {r.status_code} {r.text[:200]}")
+    assert wrong == []
