@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -173,8 +175,10 @@ def test_external_database_requires_a_secret_key(env):
     assert "CITELINK_SECRET_KEY is required" in result.stderr
 
 
-def test_embedded_default_starts_migrates_and_keeps_a_secret_key(tmp_path):
-    data_dir = tmp_path / "data"
+def test_embedded_default_starts_migrates_and_keeps_a_secret_key():
+    # Not under pytest's tmp_path: pytest resets its base folder to mode 0700 at
+    # every session start, which would lock the server's own user out.
+    data_dir = Path(tempfile.mkdtemp(prefix="citelink-embedded-")) / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CITELINK_")}
     env["CITELINK_DATA_DIR"] = str(data_dir)
     try:
@@ -188,3 +192,4 @@ def test_embedded_default_starts_migrates_and_keeps_a_secret_key(tmp_path):
         assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_text()) > 32
     finally:
         embedded.stop(data_dir)
+        shutil.rmtree(data_dir.parent)
