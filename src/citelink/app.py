@@ -8,12 +8,15 @@ from typing import TypedDict
 
 import asyncpg
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from . import api, database
 from .errors import exception_handlers
 from .health import healthz, readyz
+from .hub import Hub
+from .listener import Listener
 from .settings import Settings
+from .sockets import notifications_socket
 from .web import routes as web_routes
 
 
@@ -22,6 +25,8 @@ class State(TypedDict):
 
     settings: Settings
     pool: asyncpg.Pool
+    hub: Hub
+    listener: Listener
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -31,14 +36,25 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         pool = await database.create_pool(settings.database_url, settings.pool_size)
+        hub = Hub(pool, settings)
+        listener = Listener(
+            settings.database_url, hub, probe_seconds=settings.listener_probe_seconds
+        )
+        hub.start()
+        await listener.start()
         try:
-            yield {"settings": settings, "pool": pool}
+            yield {"settings": settings, "pool": pool, "hub": hub, "listener": listener}
         finally:
+            # Under uvicorn the sockets are gone by now (sockets.GoingAwayServer).
+            await hub.close_all(1001, "server shutting down")
+            await listener.stop()
+            await hub.stop()
             await pool.close()
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        WebSocketRoute("/ws/notifications/", notifications_socket),
         *api.routes,
         *web_routes,
     ]

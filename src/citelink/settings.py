@@ -17,6 +17,16 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable. `database_url=None` means the embedded server."""
@@ -29,11 +39,16 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     max_message_chars: int = 100_000
     max_page_size: int = 100
-    # Frames a socket may have waiting before it is closed as too slow (4408).
+    # Deliveries a socket may have waiting before it is closed as too slow
+    # (4408). A delivery is the frames of one event batch or one reply: a burst
+    # from one commit (read-all over 10,000 items) counts once.
     ws_send_queue: int = 1000
     ws_max_frame_bytes: int = 64 * 1024
     ws_max_sockets_per_user: int = 20
     ws_frames_per_second: int = 50
+    # How often the LISTEN connection is probed (a NOTIFY round trip), and how
+    # long a probe may take before the connection is given up for dead.
+    listener_probe_seconds: float = 5.0
     max_subscriptions_per_user: int = 1000
     pool_size: int = 10
 
@@ -55,6 +70,9 @@ class Settings:
                 "CITELINK_WS_MAX_SOCKETS_PER_USER", cls.ws_max_sockets_per_user
             ),
             ws_frames_per_second=_int("CITELINK_WS_FRAMES_PER_SECOND", cls.ws_frames_per_second),
+            listener_probe_seconds=_float(
+                "CITELINK_LISTENER_PROBE_SECONDS", cls.listener_probe_seconds
+            ),
             max_subscriptions_per_user=_int(
                 "CITELINK_MAX_SUBSCRIPTIONS_PER_USER", cls.max_subscriptions_per_user
             ),

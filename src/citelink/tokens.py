@@ -23,13 +23,14 @@ class InvalidToken(Exception):
     """The token is malformed, expired, badly signed or of the wrong type."""
 
 
-def issue(secret_key: str, user_id: int, token_type: TokenType, lifetime_minutes: int) -> str:
+def issue(secret_key: str, user_id: int, token_type: TokenType, lifetime_minutes: float) -> str:
+    """A signed token; `lifetime_minutes` may be a fraction (0.05 is 3 seconds)."""
     now = int(time.time())
     claims = {
         "token_type": token_type,
         "user_id": user_id,
         "iat": now,
-        "exp": now + lifetime_minutes * 60,
+        "exp": now + int(lifetime_minutes * 60),
         "jti": secrets.token_hex(16),
     }
     return jwt.encode(claims, secret_key, algorithm=ALGORITHM)

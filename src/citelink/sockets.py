@@ -1,0 +1,344 @@
+"""The WebSocket endpoint `/ws/notifications/?token=<access>` (SPEC §5).
+
+One `Session` per socket runs three tasks: the receiver (client frames, one at
+a time), the sender (the socket's bounded queue, see citelink.hub.Client) and
+the token clock. Whichever decides the socket is done sets its close code; the
+session then stops the others and closes once.
+
+Close codes: 4401 bad, expired or refresh token (or the user was deactivated);
+4408 too slow (send queue full); 4429 too many sockets for this user (per
+process); 1001 server shutting down; 1013 database unreachable when opening;
+1009 frame over `ws_max_frame_bytes` (uvicorn's `ws_max_size`). The socket is
+accepted before a refusal so that browsers see the code: a handshake refused
+with HTTP 403 reaches JavaScript as a bare 1006.
+
+Bad client frames get `{"type": "error", "code", "detail"}` and the socket
+stays open. Over `ws_frames_per_second`, frames are dropped; the first dropped
+one of a run is answered with a `rate_limited` error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import orjson
+import uvicorn
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import inbox, tokens
+from .hub import DATABASE_ERRORS, Client, Hub, Refused, counts_frame
+from .queries import Q
+from .responses import dumps
+from .settings import Settings
+
+log = logging.getLogger("citelink.sockets")
+
+BIGINT_MAX = 2**63 - 1
+# How long a close may wait for a client that does not read.
+CLOSE_TIMEOUT = 10.0
+# Page size of the seed's numbered pages when the client does not say.
+SEED_PAGE_SIZE = 10
+
+
+class FrameError(Exception):
+    """A client frame that is answered with an error frame."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code, self.detail = code, detail
+
+
+def _error(code: str, detail: str) -> str:
+    return dumps({"type": "error", "code": code, "detail": detail}).decode()
+
+
+def _integer(frame: dict, field: str, *, default: int | None = None, low: int = 1) -> int:
+    value = frame.get(field, default)
+    # bool is an int in Python, not in JSON.
+    if type(value) is not int or not low <= value <= BIGINT_MAX:
+        raise FrameError("invalid", f"'{field}' must be an integer >= {low}")
+    return value
+
+
+def _optional_integer(frame: dict, field: str) -> int | None:
+    return None if frame.get(field) is None else _integer(frame, field)
+
+
+class _RateLimit:
+    """A token bucket: `rate` frames per second, bursts up to `rate`."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.tokens = float(rate)
+        self.stamp = time.monotonic()
+        self.limited = False
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class Session:
+    """One open socket of an authenticated user."""
+
+    def __init__(
+        self, websocket: WebSocket, client: Client, claims: dict, hub: Hub, settings: Settings
+    ):
+        self.websocket = websocket
+        self.client = client
+        self.hub = hub
+        self.settings = settings
+        self.pool: asyncpg.Pool = websocket.state.pool
+        self.expires_at: float = claims["exp"]
+        self.renewed = asyncio.Event()
+        self.rate = _RateLimit(settings.ws_frames_per_second)
+        self.handlers: dict[str, Callable[[dict], Awaitable[None]]] = {
+            "notifications_list": self.notifications_list,
+            "read": self.read,
+            "unread": self.unread,
+            "deleted": self.delete,
+            "delete": self.delete,
+            "read_all": self.read_all,
+            "resume": self.resume,
+            "counts": self.counts,
+            "ping": self.ping,
+            "auth": self.auth,
+        }
+
+    async def run(self) -> None:
+        tasks = [
+            asyncio.create_task(self._receive()),
+            asyncio.create_task(self._send()),
+            asyncio.create_task(self._clock()),
+        ]
+        for task in tasks:
+            task.add_done_callback(self._task_done)
+        try:
+            code, reason = await self.client.wait_closed()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if code is not None:
+            # A client that does not read would block the close frame forever.
+            with contextlib.suppress(TimeoutError, OSError, WebSocketDisconnect, RuntimeError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.websocket.close(code, reason)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.error("socket task failed", exc_info=task.exception())
+            self.client.close(1011, "internal error")
+        else:
+            self.client.close(None)  # the peer went away
+
+    async def _send(self) -> None:
+        while True:
+            frames = await self.client.queue.get()
+            for frame in frames:
+                try:
+                    await self.websocket.send_text(frame)
+                except (OSError, WebSocketDisconnect):
+                    return
+
+    async def _clock(self) -> None:
+        while (left := self.expires_at - time.time()) > 0:
+            self.renewed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self.renewed.wait()
+        self.client.close(4401, "token expired")
+
+    async def _receive(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if not self.rate.allow():
+                if not self.rate.limited:
+                    self.rate.limited = True
+                    await self.client.reply(
+                        [_error("rate_limited", "too many frames; this one was dropped")]
+                    )
+                continue
+            self.rate.limited = False
+            try:
+                await self._handle(message)
+            except FrameError as exc:
+                await self.client.reply([_error(exc.code, exc.detail)])
+            except DATABASE_ERRORS as exc:
+                log.warning("socket frame failed on the database: %r", exc)
+                await self.client.reply([_error("unavailable", "database unavailable, retry")])
+
+    async def _handle(self, message: dict) -> None:
+        text = message.get("text")
+        if text is None:
+            raise FrameError("unsupported", "binary frames are not supported; send JSON text")
+        try:
+            frame = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise FrameError("invalid_json", "the frame is not valid JSON") from None
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            raise FrameError("invalid", "expected a JSON object with a string 'type'")
+        handler = self.handlers.get(frame["type"])
+        if handler is None:
+            raise FrameError("unknown_type", f"unknown frame type {frame['type'][:50]!r}")
+        await handler(frame)
+
+    # Client frames ------------------------------------------------------------
+
+    async def notifications_list(self, frame: dict) -> None:
+        """Seed form {page, page_size}, or cursor form {before, limit, status?, tag?}."""
+        user_id = self.client.user_id
+        largest = self.settings.max_page_size
+        cursor_form = "before" in frame or "limit" in frame
+        if cursor_form:
+            before = _optional_integer(frame, "before")
+            limit = _integer(frame, "limit", default=SEED_PAGE_SIZE)
+            status = frame.get("status", "all")
+            if status not in ("all", "unread", "read"):
+                raise FrameError("invalid", "'status' must be all, unread or read")
+            tag = _optional_integer(frame, "tag")
+        else:
+            page = _integer(frame, "page", default=1)
+            limit = _integer(frame, "page_size", default=SEED_PAGE_SIZE)
+        if limit > largest:
+            raise FrameError("invalid", f"at most {largest} items per page")
+        async with (
+            self.hub.snapshot(self.client),
+            self.pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            if cursor_form:
+                rows = await inbox.page(
+                    conn, user_id, before=before, limit=limit + 1, status=status, tag=tag
+                )
+                items = rows[:limit]
+                answer = {"data": items, "next": items[-1]["id"] if len(rows) > limit else None}
+            else:
+                items = await inbox.page_by_number(conn, user_id, page, limit)
+                total = (await inbox.counts(conn, user_id))["total"]
+                answer = {
+                    "data": items,
+                    "total_pages": max(1, math.ceil(total / limit)),
+                    "page": page,
+                    "total": total,
+                }
+            self.client.remember_items(items)
+            await self.client.reply([dumps({"type": "notifications_list", **answer}).decode()])
+
+    async def read(self, frame: dict) -> None:
+        await self._set_read(frame, True)
+
+    async def unread(self, frame: dict) -> None:
+        await self._set_read(frame, False)
+
+    async def _set_read(self, frame: dict, is_read: bool) -> None:
+        # Success is announced by the database's event, to every socket alike.
+        if not await inbox.set_read(self.pool, self.client.user_id, _integer(frame, "id"), is_read):
+            raise FrameError("not_found", "no such notification")
+
+    async def delete(self, frame: dict) -> None:
+        if not await inbox.delete(self.pool, self.client.user_id, _integer(frame, "id")):
+            raise FrameError("not_found", "no such notification")
+
+    async def read_all(self, frame: dict) -> None:
+        tag = _optional_integer(frame, "tag")
+        updated = await inbox.read_all(self.pool, self.client.user_id, tag)
+        await self.client.reply([dumps({"type": "read_all", "updated": updated}).decode()])
+
+    async def resume(self, frame: dict) -> None:
+        await self.hub.resume(self.client, _integer(frame, "after", low=0))
+
+    async def counts(self, frame: dict) -> None:
+        unread = (await inbox.counts(self.pool, self.client.user_id))["unread"]
+        self.client.unread = unread
+        await self.client.reply([counts_frame(unread)])
+
+    async def ping(self, frame: dict) -> None:
+        await self.client.reply(['{"type":"pong"}'])
+
+    async def auth(self, frame: dict) -> None:
+        """A fresh access token of the same user pushes the socket's expiry back."""
+        token = frame.get("token")
+        if not isinstance(token, str):
+            raise FrameError("invalid", "'token' must be a string")
+        assert self.settings.secret_key
+        try:
+            claims = tokens.decode(self.settings.secret_key, token, "access")
+        except tokens.InvalidToken:
+            raise FrameError("invalid_token", "the token is invalid or expired") from None
+        if claims["user_id"] != self.client.user_id:
+            raise FrameError("invalid_token", "the token belongs to another user")
+        row = await self.pool.fetchrow(Q.user_by_id, self.client.user_id)
+        if row is None or not row["is_active"]:
+            self.client.close(4401, "user is inactive or deleted")
+            return
+        self.expires_at = claims["exp"]
+        self.renewed.set()
+        await self.client.reply([dumps({"type": "auth", "expires_at": claims["exp"]}).decode()])
+
+
+async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
+    # Accepted first: a handshake refused with HTTP 403 reaches a browser as 1006.
+    await websocket.accept()
+    await websocket.close(code, reason)
+
+
+async def notifications_socket(websocket: WebSocket) -> None:
+    """Authenticate from `?token=`, attach to the hub and run the session.
+
+    The socket is attached before the handshake completes: once a client's
+    connection is open, every change committed from then on reaches it.
+    """
+    settings: Settings = websocket.state.settings
+    hub: Hub = websocket.state.hub
+    assert settings.secret_key
+    try:
+        claims = tokens.decode(
+            settings.secret_key, websocket.query_params.get("token", ""), "access"
+        )
+    except tokens.InvalidToken:
+        await _refuse(websocket, 4401, "invalid or expired access token")
+        return
+    client = Client(claims["user_id"], settings.ws_send_queue)
+    try:
+        await hub.attach(client)
+    except Refused as refused:
+        await _refuse(websocket, refused.code, refused.reason)
+        return
+    try:
+        await websocket.accept()
+        await Session(websocket, client, claims, hub, settings).run()
+    except (OSError, WebSocketDisconnect):
+        pass  # the client left during the handshake
+    finally:
+        hub.detach(client)
+
+
+class GoingAwayServer(uvicorn.Server):
+    """uvicorn, except that open sockets are closed with 1001 (going away).
+
+    On shutdown uvicorn closes every open WebSocket itself, with 1012, before
+    the app's lifespan ends; the hub gets there first.
+    """
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        lifespan = getattr(self, "lifespan", None)  # absent if startup never ran
+        hub: Hub | None = lifespan.state.get("hub") if lifespan else None
+        if hub is not None:
+            await hub.close_all(1001, "server shutting down")
+        await super().shutdown(sockets)
