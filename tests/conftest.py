@@ -26,6 +26,7 @@ from citelink import database, embedded, passwords, tokens
 from citelink.app import create_app
 from citelink.migrations import migrate
 from citelink.settings import Settings
+from citelink.sockets import GoingAwayServer
 
 TEMPLATE = "citelink_template"
 SECRET_KEY = "test-secret-key-of-sufficient-length-for-hs256"
@@ -149,7 +150,7 @@ async def start_server(settings: Settings) -> RunningServer:
         ws_max_size=settings.ws_max_frame_bytes,
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = GoingAwayServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
