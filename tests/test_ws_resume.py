@@ -1,0 +1,123 @@
+"""`resume`: a client that was away gets every item it missed, in order, once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from citelink import database
+
+from .conftest import subscribe
+from .wsclient import messages, open_socket, publish
+
+
+async def test_resume_after_a_disconnect(server, conn, make_user):
+    alice = await make_user("alice")
+    news = await subscribe(conn, alice.id, "news")
+    async with open_socket(server, alice.token) as ws:
+        await publish(conn, news, "seen")
+        (seen,) = [f for f in await ws.recv_until("counts") if f["type"] == "notification"]
+
+    # While away: two new items, one of them deleted, and an old one read.
+    await publish(conn, news, "missed 1")
+    await publish(conn, news, "missed and deleted")
+    await publish(conn, news, "missed 2")
+    await conn.execute(
+        "UPDATE user_notification SET is_deleted = true WHERE notification_id = "
+        "(SELECT id FROM notification WHERE message = 'missed and deleted')"
+    )
+
+    async with open_socket(server, alice.token) as ws:
+        await ws.send(type="resume", after=seen["id"])
+        frames = await ws.recv_until("resumed")
+        assert messages(frames) == ["missed 1", "missed 2"]
+        assert frames[-1] == {"type": "resumed", "count": 2, "last_id": frames[-2]["id"]}
+        assert all(f["is_read"] is False for f in frames[:-1])
+        # Live pushes continue after the replay, and the replay is not repeated.
+        await publish(conn, news, "live")
+        frames = await ws.recv_until("counts")
+        assert messages(frames) == ["live"]
+
+
+async def test_resume_while_publishing_gets_everything_exactly_once(
+    server, conn, db_url, make_user
+):
+    """Replay (in batches of 500) and live pushes overlap: no gap, no duplicate."""
+    alice = await make_user("alice")
+    news = await subscribe(conn, alice.id, "news")
+    await conn.execute(
+        "INSERT INTO notification (tag_id, message) SELECT $1, 'old ' || g "
+        "FROM generate_series(1, 700) g",
+        news,
+    )
+    publisher = await database.connect(db_url)
+
+    async def publish_many() -> None:
+        for i in range(100):
+            await publish(publisher, news, f"new {i}")
+
+    try:
+        async with open_socket(server, alice.token) as ws:
+            task = asyncio.create_task(publish_many())
+            await ws.send(type="resume", after=0)
+            await task
+            await publish(conn, news, "last")
+            frames = await ws.until_message("last")
+    finally:
+        await publisher.close()
+    ids = [f["id"] for f in frames if f["type"] == "notification"]
+    assert ids == sorted(set(ids))
+    assert ids == [
+        r["id"] for r in await conn.fetch("SELECT id FROM user_notification ORDER BY id")
+    ]
+    assert sum(f["type"] == "resumed" for f in frames) == 1
+
+
+async def wait_for_advisory_lock(conn, pid: int) -> None:
+    """Until backend `pid` waits on an advisory lock (the inbox insert lock);
+    each check is a round trip, which paces the loop."""
+    query = "SELECT wait_event = 'advisory' FROM pg_stat_activity WHERE pid = $1"
+    while not await conn.fetchval(query, pid):
+        pass
+
+
+async def test_resume_never_skips_an_item_committed_late(server, conn, db_url, make_user):
+    """Two publishers: the first holds its transaction open, the second (a higher
+    notification id) wants to commit first. Inbox ids are handed out in commit
+    order (the second waits on the inbox lock), so a client resuming from the
+    highest id it saw never skips the one that committed late."""
+    alice = await make_user("alice")
+    news = await subscribe(conn, alice.id, "news")
+    first = await database.connect(db_url)
+    second = await database.connect(db_url)
+    try:
+        async with open_socket(server, alice.token) as ws:
+            await publish(conn, news, "before")
+            (before,) = [f for f in await ws.recv_until("counts") if f["type"] == "notification"]
+
+            slow = first.transaction()
+            await slow.start()
+            await publish(first, news, "slow, first id")
+            fast = asyncio.create_task(publish(second, news, "fast, second id"))
+            await wait_for_advisory_lock(conn, second.get_server_pid())
+
+            # A client resuming now sees neither (neither has committed)...
+            await ws.send(type="resume", after=before["id"])
+            assert await ws.recv() == {"type": "resumed", "count": 0, "last_id": before["id"]}
+            await slow.commit()
+            await fast
+            # ...and then gets both, live, in commit order.
+            frames = await ws.until_message("fast, second id")
+            assert messages(frames) == ["slow, first id", "fast, second id"]
+
+        # A client that was away for all of it resumes from the same point.
+        async with open_socket(server, alice.token) as ws:
+            await ws.send(type="resume", after=before["id"])
+            frames = await ws.recv_until("resumed")
+            assert messages(frames) == ["slow, first id", "fast, second id"]
+            assert frames[0]["id"] < frames[1]["id"]
+            assert frames[0]["notification_id"] < frames[1]["notification_id"]
+            await publish(conn, news, "marker")
+            assert messages(await ws.until_message("marker")) == ["marker"]
+    finally:
+        await first.close()
+        await second.close()
