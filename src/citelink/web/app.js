@@ -123,10 +123,10 @@ let refreshing = null;
 function setTokens(tokens) {
   state.tokens = tokens;
   sessionStorage.setItem(TOKENS_KEY, JSON.stringify(tokens));
-  // Refresh a minute before expiry (sooner for short-lived tokens).
+  // Refresh a minute before expiry, or halfway for short-lived tokens.
   const left = expiry(tokens.access) - Date.now();
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(refreshAccess, Math.max(1000, left - Math.min(60000, left / 5)));
+  refreshTimer = setTimeout(refreshAccess, Math.max(1000, left - Math.min(60000, left / 2)));
 }
 
 /** A new access token from the refresh token; false (and signed out) when refused. */

@@ -1,0 +1,460 @@
+"""The web inbox at `/`, driven in headless Chromium (Playwright, Debian's browser).
+
+Each test runs a real uvicorn on its own database and signs in through the
+page. Conditions are awaited with Playwright's `expect` (it retries until the
+page shows them), never with fixed sleeps.
+
+`CITELINK_UPDATE_SCREENSHOT=1 pytest tests/test_web.py -k screenshot` rewrites
+docs/screenshot.png (the README's picture); otherwise it goes to a temporary
+folder, so a test run leaves the work tree clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from citelink import tokens
+from citelink.app import create_app
+from citelink.settings import Settings
+
+from .conftest import SECRET_KEY, RunningServer, User, start_server, subscribe
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's Chromium: apt-get install -y chromium"
+)
+# A reconnect waits for the backoff; everything else shows within a second.
+expect.set_options(timeout=10_000)
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARGS += ["--disable-dev-shm-usage"]
+SCREENSHOT = Path(__file__).parent.parent / "docs" / "screenshot.png"
+XSS = "<img src=x onerror=alert(1)>"
+# The `exp` claim of the page's stored access token.
+TOKEN_EXPIRY = (
+    "JSON.parse(atob(JSON.parse(sessionStorage.getItem('citelink.tokens')).access"
+    ".split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).exp"
+)
+
+
+class Chrome:
+    """Headless Chromium; every uncaught script error of its pages is kept."""
+
+    def __init__(self, browser: Browser):
+        self.browser = browser
+        self.errors: list[str] = []
+
+    async def new_page(self, **context) -> Page:
+        page = await (await self.browser.new_context(**context)).new_page()
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        return page
+
+    async def open(self, server: RunningServer, user: User, **context) -> Page:
+        """A tab of its own (own sessionStorage), signed in as `user`, socket live."""
+        page = await self.new_page(**context)
+        await page.goto(server.http + "/")
+        await page.get_by_label("Username").fill(user.username)
+        await page.get_by_label("Password").fill(user.password)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#conn")).to_have_text("Live")
+        return page
+
+
+@pytest.fixture
+async def chrome() -> AsyncIterator[Chrome]:
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        chrome = Chrome(browser)
+        yield chrome
+        await browser.close()
+    assert chrome.errors == [], "the page raised script errors"
+
+
+@pytest.fixture
+async def people(make_user, conn: asyncpg.Connection) -> dict:
+    """Staff "admin", users "alice" and "bob"; both users subscribed to "news"."""
+    staff = await make_user("admin", staff=True)
+    alice = await make_user("alice")
+    bob = await make_user("bob")
+    news = await subscribe(conn, alice.id, "news")
+    await subscribe(conn, bob.id, "news")
+    return {"staff": staff, "alice": alice, "bob": bob, "news": news}
+
+
+async def publish(server: RunningServer, staff: User, tag: int, message: str, **data) -> dict:
+    """Publish through the REST API, as a publisher would."""
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        answer = await http.post(
+            "/api/notifications/",
+            json={"tag": tag, "message": message, "data": data},
+            headers=staff.headers,
+        )
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def items(page):
+    return page.locator("#inbox-list > li")
+
+
+def item(page, text: str):
+    return items(page).filter(has_text=text)
+
+
+def tab(page: Page, name: str):
+    return page.get_by_role("navigation").get_by_role("button", name=name, exact=True)
+
+
+async def open_section(page: Page, tab_name: str, heading: str):
+    """Click a tab; the section (a region named by its heading) it shows."""
+    await tab(page, tab_name).click()
+    region = page.get_by_role("region", name=heading, exact=True)
+    await expect(region).to_be_visible()
+    return region
+
+
+async def restart(old: RunningServer, settings: Settings) -> RunningServer:
+    """Stop the server and start a new one on the same port and database."""
+    await old.stop()
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=old.port,
+        log_level="warning",
+        ws_max_size=settings.ws_max_frame_bytes,
+        timeout_graceful_shutdown=5,
+    )
+    server = type(old.server)(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    return RunningServer(server, task, old.port)
+
+
+# Tests ---------------------------------------------------------------------------
+
+
+async def test_page_is_self_contained(server: RunningServer):
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        page = await http.get("/")
+        script = await http.get("/static/app.js")
+        style = await http.get("/static/app.css")
+        hidden = await http.get("/static/__init__.py")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert style.headers["content-type"].startswith("text/css")
+    assert hidden.status_code == 404
+    # Works offline: nothing is loaded from another origin.
+    for body in (page.text, script.text, style.text):
+        assert "http://" not in body.replace("http://www.w3.org/2000/svg", "")
+        assert "https://" not in body
+
+
+async def test_sign_in_live_notification_and_badge(chrome, server, people):
+    page = await chrome.new_page()
+    await page.goto(server.http + "/")
+    await page.get_by_label("Username").fill("alice")
+    await page.get_by_label("Password").fill("wrong")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_have_text("Wrong username or password.")
+    # Keyboard only: Enter in the password field signs in.
+    await page.get_by_label("Password").fill(people["alice"].password)
+    await page.get_by_label("Password").press("Enter")
+    await expect(page.locator("#conn")).to_have_text("Live")
+    await expect(page.locator("#whoami")).to_have_text("alice")
+    await expect(page.locator("#inbox-empty")).to_be_visible()
+
+    await publish(server, people["staff"], people["news"], "Deploy finished", build=812)
+    await expect(item(page, "Deploy finished")).to_be_visible()
+    await expect(item(page, "Deploy finished").locator(".tag")).to_have_text("news")
+    await expect(page.locator("#badge")).to_have_text("1")
+    await expect(page).to_have_title("(1) citelink")
+
+    await publish(server, people["staff"], people["news"], "Second one")
+    await expect(items(page)).to_have_count(2)
+    await expect(items(page).first).to_contain_text("Second one")  # newest first
+    await expect(page.locator("#badge")).to_have_text("2")
+    await expect(page).to_have_title("(2) citelink")
+
+    # A reload keeps the session (sessionStorage) and shows the history.
+    await page.reload()
+    await expect(page.locator("#conn")).to_have_text("Live")
+    await expect(items(page)).to_have_count(2)
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_label("Username")).to_be_visible()
+    assert await page.evaluate("sessionStorage.length") == 0
+    await expect(page).to_have_title("citelink")
+
+
+async def test_two_tabs_stay_in_sync(chrome, server, people):
+    alice = people["alice"]
+    first = await chrome.open(server, alice)
+    second = await chrome.open(server, alice)
+    for text in ("one", "two", "three"):
+        await publish(server, people["staff"], people["news"], f"message {text}")
+    for tab in (first, second):
+        await expect(items(tab)).to_have_count(3)
+        await expect(tab.locator("#badge")).to_have_text("3")
+
+    # Mark read in one tab: the other follows, through its own socket.
+    await item(first, "message two").get_by_role("button", name="Mark read").click()
+    for tab in (first, second):
+        await expect(item(tab, "message two").locator(".status")).to_have_text("Read")
+        await expect(tab.locator("#badge")).to_have_text("2")
+    await item(second, "message two").get_by_role("button", name="Mark unread").click()
+    await expect(item(first, "message two").locator(".status")).to_have_text("Unread")
+    await expect(first.locator("#badge")).to_have_text("3")
+
+    # Delete in the second tab: gone from both.
+    await item(second, "message one").get_by_role("button", name="Delete").click()
+    for tab in (first, second):
+        await expect(item(tab, "message one")).to_have_count(0)
+        await expect(items(tab)).to_have_count(2)
+        await expect(tab.locator("#badge")).to_have_text("2")
+
+    # Mark all read from the first tab.
+    await first.get_by_role("button", name="Mark all read").click()
+    await expect(second.locator("#badge")).to_have_text("0")
+    await expect(second.locator("#inbox-list .status")).to_have_text(["Read", "Read"])
+    await expect(second).to_have_title("citelink")
+
+    # The "Unread" filter shows only unread items, and follows changes live.
+    await second.get_by_label("Show").select_option("unread")
+    await expect(items(second)).to_have_count(0)
+    await item(first, "message three").get_by_role("button", name="Mark unread").click()
+    await expect(items(second)).to_have_count(1)
+    await expect(items(second)).to_contain_text("message three")
+
+
+async def test_markup_in_a_message_is_shown_as_text(chrome, server, people):
+    page = await chrome.open(server, people["alice"])
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    await publish(server, people["staff"], people["news"], XSS, html="<b>bold</b>")
+    row = item(page, XSS)
+    await expect(row.locator(".message")).to_have_text(XSS)
+    await expect(row.locator("img")).to_have_count(0)
+    await row.get_by_text("Data").click()
+    await expect(row.locator("pre")).to_contain_text('"html": "<b>bold</b>"')
+    await expect(row.locator("b")).to_have_count(0)
+    # The same after a reload, when the item comes from the REST history.
+    await page.reload()
+    await expect(item(page, XSS).locator(".message")).to_have_text(XSS)
+    await expect(page.locator("#inbox-list img")).to_have_count(0)
+    assert dialogs == []
+
+
+async def test_reconnects_after_a_server_restart_and_catches_up(
+    chrome, server, settings, people, conn: asyncpg.Connection
+):
+    page = await chrome.open(server, people["alice"])
+    await publish(server, people["staff"], people["news"], "before the restart")
+    await expect(items(page)).to_have_count(1)
+    seen = int(await items(page).first.get_attribute("data-id"))
+    sent: list[dict] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda f: sent.append(json.loads(f))))
+
+    await server.stop()
+    await expect(page.locator("#conn")).not_to_have_text("Live")
+    # Published while the page had no server: by plain SQL, like a cron job.
+    await conn.execute(
+        "INSERT INTO notification (tag_id, message) VALUES ($1, 'while you were away')",
+        people["news"],
+    )
+    restarted = await restart(server, settings)
+    try:
+        await expect(page.locator("#conn")).to_have_text("Live")
+        await expect(items(page).first).to_contain_text("while you were away")
+        await expect(items(page)).to_have_count(2)
+        await expect(page.locator("#badge")).to_have_text("2")
+        assert {"type": "resume", "after": seen} in sent
+        # And it is live again.
+        await publish(restarted, people["staff"], people["news"], "after the restart")
+        await expect(items(page).first).to_contain_text("after the restart")
+        await expect(items(page)).to_have_count(3)
+    finally:
+        await restarted.stop()
+
+
+async def test_staff_publishes_from_the_form_to_a_users_tab(chrome, server, people):
+    bob = await chrome.open(server, people["bob"])
+    staff = await chrome.open(server, people["staff"])
+    # Users do not see the staff sections.
+    await expect(tab(bob, "Publish")).to_be_hidden()
+
+    form = await open_section(staff, "Publish", "Publish a notification")
+    await form.get_by_label("Tag").select_option(label="news")
+    await form.get_by_label("Message").fill("Maintenance tonight at 22:00")
+    await form.get_by_label("Data").fill('{"window": "22:00-23:00"}')
+    await form.get_by_role("button", name="Publish").click()
+    await expect(staff.locator("#toast")).to_have_text("Published to 2 subscribers.")
+
+    row = item(bob, "Maintenance tonight at 22:00")
+    await expect(row).to_be_visible()
+    await expect(bob.locator("#badge")).to_have_text("1")
+    await row.get_by_text("Data").click()
+    await expect(row.locator("pre")).to_contain_text('"window": "22:00-23:00"')
+
+    # Data that is not a JSON object is caught before anything is sent.
+    await form.get_by_label("Message").fill("never sent")
+    await form.get_by_label("Data").fill("[1, 2]")
+    await form.get_by_role("button", name="Publish").click()
+    await expect(staff.locator("#toast")).to_contain_text("Data must be a JSON object")
+    await expect(items(bob)).to_have_count(1)
+
+
+async def test_staff_manages_tags_subscriptions_and_reads_the_audit_log(chrome, server, people):
+    staff = await chrome.open(server, people["staff"])
+    tags = await open_section(staff, "Tags", "Tags")
+    await tags.get_by_label("New tag").fill("releases")
+    await tags.get_by_role("button", name="Create").click()
+    await expect(tags.get_by_role("list")).to_contain_text("releases")
+
+    # Subscribe bob to the new tag on his behalf.
+    subs = await open_section(staff, "Subscriptions", "Subscriptions")
+    await subs.get_by_label("User").select_option(label="bob")
+    await expect(subs.locator("li .name")).to_have_text(["news"])
+    await subs.get_by_label("Tag").select_option(label="releases")
+    await subs.get_by_role("button", name="Subscribe", exact=True).click()
+    await expect(subs.locator("li .name")).to_have_text(["news", "releases"])
+
+    # A tag with subscribers but no notifications may be deleted.
+    tags = await open_section(staff, "Tags", "Tags")
+    await tags.get_by_role("button", name="Delete tag releases").click()
+    await expect(tags.get_by_role("list")).not_to_contain_text("releases")
+
+    # Every form control has a label (staff see them all).
+    unlabelled = await staff.evaluate(
+        """[...document.querySelectorAll("input, select, textarea")]
+             .filter((c) => c.labels.length === 0 && !c.getAttribute("aria-label"))
+             .map((c) => c.id)"""
+    )
+    assert unlabelled == []
+
+    audit = await open_section(staff, "Audit log", "Audit log")
+    rows = audit.locator("tbody tr")
+    await expect(rows.first).to_contain_text("tag")
+    await expect(rows.first).to_contain_text("delete")
+    await expect(rows.filter(has_text="subscription")).not_to_have_count(0)
+    await audit.get_by_label("Resource").select_option("tag")
+    await expect(rows).to_have_count(3)  # news: create; releases: create, delete
+
+
+async def test_history_pages_and_filters(chrome, server, people, conn: asyncpg.Connection):
+    alice = people["alice"]
+    other = await subscribe(conn, alice.id, "other")
+    await conn.execute(
+        "INSERT INTO notification (tag_id, message) "
+        "SELECT $1, 'old news ' || n FROM generate_series(1, 25) AS n",
+        people["news"],
+    )
+    await conn.execute("INSERT INTO notification (tag_id, message) VALUES ($1, 'other')", other)
+    page = await chrome.open(server, alice)
+    await expect(items(page)).to_have_count(20)
+    await expect(page.locator("#badge")).to_have_text("26")
+    await page.get_by_role("button", name="Load older").click()
+    await expect(items(page)).to_have_count(26)
+    await expect(page.get_by_role("button", name="Load older")).to_be_hidden()
+    await expect(items(page).last).to_contain_text("old news 1")
+
+    inbox = page.get_by_role("region", name="Inbox")
+    await inbox.get_by_label("Tag").select_option(label="other")
+    await expect(items(page)).to_have_text([re.compile("other")])
+    await inbox.get_by_label("Tag").select_option("")
+    await inbox.get_by_label("Show").select_option("read")
+    await expect(page.locator("#inbox-empty")).to_be_visible()
+
+
+async def test_an_expired_access_token_is_refreshed(chrome, server, people):
+    alice = people["alice"]
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        pair = (
+            await http.post(
+                "/api/token/", json={"username": alice.username, "password": alice.password}
+            )
+        ).json()
+    expired = tokens.issue(SECRET_KEY, alice.id, "access", -1)
+    page = await chrome.new_page()
+    await page.goto(server.http + "/")
+    await page.evaluate(
+        "tokens => sessionStorage.setItem('citelink.tokens', JSON.stringify(tokens))",
+        {"access": expired, "refresh": pair["refresh"]},
+    )
+    await page.reload()
+    await expect(page.locator("#conn")).to_have_text("Live")
+    await expect(page.locator("#whoami")).to_have_text("alice")
+    stored = await page.evaluate("JSON.parse(sessionStorage.getItem('citelink.tokens'))")
+    assert stored["access"] != expired
+
+
+async def test_short_lived_tokens_are_refreshed_and_the_socket_stays_open(chrome, settings, people):
+    server = await start_server(replace(settings, access_token_minutes=0.05))  # 2-3 s
+    try:
+        sockets = []
+        page = await chrome.new_page()
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        await page.goto(server.http + "/")
+        await page.get_by_label("Username").fill("alice")
+        await page.get_by_label("Password").fill(people["alice"].password)
+        await page.get_by_label("Password").press("Enter")
+        await expect(page.locator("#conn")).to_have_text("Live")
+        first = await page.evaluate(TOKEN_EXPIRY)
+        # Past the first token's expiry, the socket was kept open by an `auth` frame.
+        await page.wait_for_function("exp => Date.now() / 1000 > exp + 0.5", arg=first)
+        assert await page.evaluate(TOKEN_EXPIRY) > first
+        await publish(server, people["staff"], people["news"], "still connected")
+        await expect(item(page, "still connected")).to_be_visible()
+        await expect(page.locator("#conn")).to_have_text("Live")
+        assert len(sockets) == 1
+    finally:
+        await server.stop()
+
+
+async def test_narrow_screen_and_screenshot(chrome, server, people, conn, tmp_path):
+    """A phone-width view has no sideways scroll; the desktop view is the README's picture."""
+    alice, staff = people["alice"], people["staff"]
+    tags = {name: await subscribe(conn, alice.id, name) for name in ("deploys", "reviews")}
+    tags["news"] = people["news"]
+    phone = await chrome.open(server, alice, viewport={"width": 375, "height": 700})
+    desktop = await chrome.open(server, alice, viewport={"width": 1100, "height": 720})
+    await publish(server, staff, tags["news"], "Weekly report for week 18 is ready", week=18)
+    await publish(server, staff, tags["deploys"], "Build #812 deployed to production", build=812)
+    await publish(
+        server,
+        staff,
+        tags["news"],
+        "Planned maintenance tonight from 22:00 to 23:00 UTC. "
+        "Sign-ins may be refused for a few minutes while the database is upgraded.",
+    )
+    await publish(server, staff, tags["reviews"], "Dana approved your pull request #311", pr=311)
+    await expect(items(desktop)).to_have_count(4)
+    await item(desktop, "Weekly report").get_by_role("button", name="Mark read").click()
+    await expect(desktop.locator("#badge")).to_have_text("3")
+
+    await expect(items(phone)).to_have_count(4)
+    await expect(item(phone, "Weekly report").locator(".status")).to_have_text("Read")
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= 375
+
+    target = SCREENSHOT if os.environ.get("CITELINK_UPDATE_SCREENSHOT") else tmp_path / "s.png"
+    await desktop.mouse.move(0, 0)
+    await desktop.screenshot(path=str(target), animations="disabled")
+    assert target.stat().st_size > 10_000
+    if os.environ.get("CITELINK_UPDATE_SCREENSHOT"):
+        await phone.screenshot(path=str(tmp_path / "phone.png"), animations="disabled")
+        print("phone view:", tmp_path / "phone.png")
