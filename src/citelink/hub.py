@@ -382,6 +382,9 @@ class Hub:
                     cursor = rows[-1]["id"]
                     count += len(rows)
                     await client.reply([item_frame(r) for r in rows])
+                    # At the client's pace: a slow reader of a long history
+                    # holds one batch in memory, not all of it.
+                    await client.queue.join()
                 if len(rows) < BATCH_ROWS:
                     break
             if count:

@@ -148,11 +148,12 @@ class Session:
     async def _send(self) -> None:
         while True:
             frames = await self.client.queue.get()
-            for frame in frames:
-                try:
+            try:
+                for frame in frames:
                     await self.websocket.send_text(frame)
-                except (OSError, WebSocketDisconnect):
-                    return
+            except (OSError, WebSocketDisconnect):
+                return
+            self.client.queue.task_done()
 
     async def _clock(self) -> None:
         while (left := self.expires_at - time.time()) > 0:
