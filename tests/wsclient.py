@@ -4,15 +4,22 @@ by plain SQL, and a server with settings of the test's own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
 import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from citelink.settings import Settings
 
@@ -79,6 +86,64 @@ async def open_socket(server: RunningServer, token: str, **options: Any) -> Asyn
         yield Socket(connection)
 
 
+class StalledSocket:
+    """A client that reads only when told to: in between, its small receive
+    buffer fills and the server's writes back up, as with a client that hangs."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, url: str):
+        self.reader, self.writer = reader, writer
+        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
+        self.frames: list[dict] = []
+
+    @classmethod
+    async def open(cls, server: RunningServer, token: str) -> StalledSocket:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", server.port))
+        # A small stream limit: asyncio stops reading the socket once it is full.
+        reader, writer = await asyncio.open_connection(sock=raw, limit=4096)
+        stalled = cls(reader, writer, f"{server.ws}/ws/notifications/?token={token}")
+        stalled.protocol.send_request(stalled.protocol.connect())
+        stalled._flush()
+        while stalled.protocol.state is not State.OPEN:
+            # A byte at a time: not one byte past the handshake is read.
+            stalled.protocol.receive_data(await reader.read(1))
+        return stalled
+
+    def _flush(self) -> None:
+        self.writer.write(b"".join(self.protocol.data_to_send()))
+
+    def send(self, **frame: Any) -> None:
+        self.protocol.send_text(orjson.dumps(frame))
+        self._flush()
+
+    async def read_until(self, done: Callable[[dict], bool], within: float = WAIT) -> None:
+        """Read (into `frames`) until a frame satisfies `done` or the server closes."""
+        async with asyncio.timeout(within):
+            while self.protocol.close_rcvd is None:
+                data = await self.reader.read(65536)
+                if not data:
+                    return
+                self.protocol.receive_data(data)
+                for event in self.protocol.events_received():
+                    if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                        self.frames.append(orjson.loads(event.data))
+                        if done(self.frames[-1]):
+                            return
+
+    async def close_code(self, within: float = WAIT) -> int | None:
+        """Read until the server closes; the close code it sent."""
+        await self.read_until(lambda frame: False, within)
+        await self.close()
+        return self.protocol.close_rcvd.code if self.protocol.close_rcvd else None
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
 @asynccontextmanager
 async def serving(settings: Settings, **changes: Any) -> AsyncIterator[RunningServer]:
     """A server of its own, with some settings changed."""
@@ -96,6 +161,25 @@ async def publish(conn: asyncpg.Connection, tag_id: int, message: str) -> int:
         tag_id,
         message,
     )
+
+
+@contextmanager
+def logged(logger: str, text: str) -> Iterator[asyncio.Event]:
+    """An event set when `logger` logs a message containing `text`."""
+    seen = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                seen.set()
+
+    handler = Watch()
+    target = logging.getLogger(logger)
+    target.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        target.removeHandler(handler)
 
 
 def messages(frames: list[dict]) -> list[str]:
