@@ -59,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
     from .logs import install_token_filter
+    from .sockets import GoingAwayServer
 
     settings = _settings(migrate_schema=True)
     config = uvicorn.Config(
@@ -78,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "    citelink createsuperuser --username admin",
             flush=True,
         )
-    uvicorn.Server(config).run()
+    GoingAwayServer(config).run()
     return 0
 
 
@@ -181,6 +182,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return _run(_settings(), work)
 
 
+def cmd_listen(args: argparse.Namespace) -> int:
+    from . import ws_client
+
+    return ws_client.run(args.url, args.username, args.password, args.token, args.after)
+
+
 # Parser ---------------------------------------------------------------------
 
 
@@ -233,6 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--tag", required=True, help="tag name")
     publish.add_argument("--data", default="{}", help="extra JSON object (default {})")
     publish.add_argument("message")
+
+    listen = command(
+        "listen",
+        cmd_listen,
+        "print a user's live events as JSON lines (a WebSocket client of a running server)",
+    )
+    listen.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the server (default http://127.0.0.1:8000)"
+    )
+    listen.add_argument("--username", help="sign in as this user (prompted for when missing)")
+    listen.add_argument(
+        "--password", help="prompted for when missing (or read from stdin when not a terminal)"
+    )
+    listen.add_argument("--token", help="an access token instead of a username and password")
+    listen.add_argument("--after", type=int, help="first replay the items with a higher id")
     return parser
 
 
