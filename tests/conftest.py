@@ -141,11 +141,11 @@ class RunningServer:
         await self.task
 
 
-async def start_server(settings: Settings) -> RunningServer:
+async def start_server(settings: Settings, port: int = 0) -> RunningServer:
     config = uvicorn.Config(
         create_app(settings),
         host="127.0.0.1",
-        port=0,
+        port=port,
         log_level="warning",
         ws_max_size=settings.ws_max_frame_bytes,
         timeout_graceful_shutdown=5,

@@ -145,9 +145,11 @@ class StalledSocket:
 
 
 @asynccontextmanager
-async def serving(settings: Settings, **changes: Any) -> AsyncIterator[RunningServer]:
-    """A server of its own, with some settings changed."""
-    running = await start_server(dataclasses.replace(settings, **changes))
+async def serving(
+    settings: Settings, port: int = 0, **changes: Any
+) -> AsyncIterator[RunningServer]:
+    """A server of its own (on `port`, if given), with some settings changed."""
+    running = await start_server(dataclasses.replace(settings, **changes), port)
     try:
         yield running
     finally:
