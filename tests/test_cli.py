@@ -32,6 +32,7 @@ COMMANDS = [
     ["user", "deactivate"],
     ["user", "activate"],
     ["publish"],
+    ["listen"],
 ]
 
 
