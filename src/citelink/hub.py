@@ -109,7 +109,7 @@ class Delivery:
     seq: int
     kind: str
     item_id: int
-    unread: int | None
+    unread: int
     frame: str
     is_read: bool = False
 
@@ -174,8 +174,11 @@ class Client:
         try:
             self.queue.put_nowait(frames)
         except asyncio.QueueFull:
-            log.info("closing a socket of user %s: send queue full", self.user_id)
-            self.close(4408, "too slow: send queue full")
+            self._too_slow()
+
+    def _too_slow(self) -> None:
+        log.info("closing a socket of user %s: send queue full", self.user_id)
+        self.close(4408, "too slow: send queue full")
 
     async def reply(self, frames: list[str]) -> None:
         """Queue an answer to the client's own request, waiting for room."""
@@ -196,7 +199,7 @@ class Client:
         if not hold:
             self.apply(deliveries)
         elif len(self._held) >= self.queue.maxsize:
-            self.close(4408, "too slow: send queue full")
+            self._too_slow()
         else:
             self._held.append(deliveries)
 
@@ -212,7 +215,7 @@ class Client:
         for d in deliveries:
             if d.seq <= self.after_seq:
                 continue
-            unread = d.unread if d.unread is not None else unread
+            unread = d.unread
             if d.kind == "new":
                 if d.item_id <= self.last_id:
                     continue  # already sent by a snapshot
@@ -301,9 +304,6 @@ class Hub:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def sockets(self, user_id: int) -> int:
-        return len(self._clients.get(user_id, ()))
-
     # Sockets ------------------------------------------------------------------
 
     async def attach(self, client: Client) -> None:
@@ -372,7 +372,17 @@ class Hub:
 
     async def resume(self, client: Client, after: int) -> None:
         """Replay every non-deleted item above `after`, in id order, then a
-        `resumed` frame; live pushes continue after it without a gap."""
+        `resumed` frame; live pushes continue after it without a gap.
+
+        Why "id > after" is a gapless cursor: an id is taken when a row is
+        inserted, not when it commits, so with free-running ids a transaction
+        holding id 7 could commit after one holding id 8 had been seen, and a
+        client resuming after 8 would never get 7. Inbox inserts therefore take
+        a transaction-scoped lock (sql/triggers.sql): a publisher gets inbox ids
+        only once every earlier publisher has committed or aborted, so id order
+        is commit order, and every item a client has not seen has a higher id
+        than every item it has.
+        """
         count, cursor = 0, after
         async with self.snapshot(client):
             while True:
