@@ -17,8 +17,8 @@ import pytest
 
 from citelink import tokens
 
-from .conftest import SECRET_KEY, RunningServer, subscribe
-from .wsclient import messages, open_socket, publish, serving
+from .conftest import SECRET_KEY, subscribe
+from .wsclient import Address, messages, open_socket, publish, serving
 
 STARTED = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
@@ -28,10 +28,7 @@ class Serve:
 
     def __init__(self, process: asyncio.subprocess.Process, port: int, output: bytearray):
         self.process, self.output = process, output
-        self.server = RunningServer.__new__(RunningServer)
-        self.server.port = port
-        self.server.http = f"http://127.0.0.1:{port}"
-        self.server.ws = f"ws://127.0.0.1:{port}"
+        self.server = Address(port)
 
 
 @asynccontextmanager

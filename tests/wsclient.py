@@ -28,6 +28,15 @@ from .conftest import RunningServer, start_server
 WAIT = 5.0
 
 
+class Address:
+    """Where a server listens (a RunningServer has the same attributes)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.http = f"http://127.0.0.1:{port}"
+        self.ws = f"ws://127.0.0.1:{port}"
+
+
 class Socket:
     """A real WebSocket client that speaks JSON frames."""
 
@@ -80,7 +89,9 @@ class Socket:
 
 
 @asynccontextmanager
-async def open_socket(server: RunningServer, token: str, **options: Any) -> AsyncIterator[Socket]:
+async def open_socket(
+    server: RunningServer | Address, token: str, **options: Any
+) -> AsyncIterator[Socket]:
     url = f"{server.ws}/ws/notifications/?token={token}"
     async with websockets.connect(url, max_size=None, **options) as connection:
         yield Socket(connection)
