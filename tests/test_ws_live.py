@@ -252,3 +252,21 @@ async def test_many_notifications_in_one_transaction_arrive_in_order(server, con
         assert (counts or [None])[-1] in (300, None)
         if counts[-1:] != [300]:
             assert await ws.recv() == {"type": "counts", "unread": 300}
+
+
+async def test_item_restored_by_plain_sql_reappears(server, conn, make_user):
+    """No API undeletes, but SQL may: the item is pushed again, as it is now."""
+    alice = await make_user("alice")
+    news = await subscribe(conn, alice.id, "news")
+    await publish(conn, news, "back again")
+    (item,) = await items_of(conn, alice.id)
+    await conn.execute("UPDATE user_notification SET is_read = true WHERE id = $1", item)
+    async with open_socket(server, alice.token) as ws:
+        await conn.execute("UPDATE user_notification SET is_deleted = true WHERE id = $1", item)
+        assert await ws.recv() == {"type": "delete", "id": item}
+        assert await ws.recv() == {"type": "counts", "unread": 0}
+        await conn.execute("UPDATE user_notification SET is_deleted = false WHERE id = $1", item)
+        push = await ws.recv()
+        assert (push["type"], push["id"], push["message"]) == ("notification", item, "back again")
+        assert push["is_read"] is True and push["read_at"] is not None
+        assert await ws.request("ping") == {"type": "pong"}
