@@ -5,18 +5,23 @@ slow client is cut off without slowing anyone else."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pwd
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from citelink import database
+from citelink import database, embedded, tokens
+from citelink.migrations import migrate
 
-from .conftest import subscribe
+from .conftest import SECRET_KEY, subscribe
 from .proxy import FreezableProxy
 from .wsclient import StalledSocket, logged, messages, open_socket, publish, serving
 
@@ -96,26 +101,52 @@ async def ready(client: httpx.AsyncClient, status: int) -> dict:
     return response.json()
 
 
-async def test_postgres_restart(settings, conn, db_url, make_user):
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[str, str]]:
+    """A PostgreSQL server of the test's own, migrated, that it may stop and
+    start (restarting the shared one would leave the embedded library stopping
+    a server that no longer exists at exit); stopped and removed after."""
+    if os.environ.get("CITELINK_TEST_DATABASE_URL"):
+        pytest.skip("needs the embedded server")
+    data = Path(tempfile.mkdtemp(prefix="citelink-restart-"))
+    pgdata = str(data / "pgdata")
+    try:
+        url = embedded.start(data, cleanup_mode=None)
+        migrate(url)
+        yield url, pgdata
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _pg_ctl(pgdata, "-m", "immediate", "stop")
+        shutil.rmtree(data, ignore_errors=True)
+
+
+async def test_postgres_restart(settings, own_postgres):
     """The server stops and starts again. The app reaches it through a proxy that
     stays frozen a little longer, so that items are surely committed before the
     app listens again: they reach the open sockets by back-fill, once."""
-    if os.environ.get("CITELINK_TEST_DATABASE_URL"):
-        pytest.skip("restarts the embedded test server only")
-    alice = await make_user("alice")
-    news = await subscribe(conn, alice.id, "news")
-    pgdata = await conn.fetchval("SHOW data_directory")
-    sockets = await conn.fetchval("SHOW unix_socket_directories")
-    proxy = FreezableProxy(db_url)
+    url, pgdata = own_postgres
+    conn = await database.connect(url)
+    try:
+        alice = await conn.fetchval(
+            "INSERT INTO users (username, password_hash) VALUES ('alice', 'x') RETURNING id"
+        )
+        news = await subscribe(conn, alice, "news")
+        sockets = await conn.fetchval("SHOW unix_socket_directories")
+    finally:
+        await conn.close()
+    token = tokens.issue(SECRET_KEY, alice, "access", 5)
+    proxy = FreezableProxy(url)
     proxied = await proxy.start()
     try:
         async with (
             serving(settings, database_url=proxied, listener_probe_seconds=0.5) as server,
             httpx.AsyncClient(base_url=server.http) as client,
-            open_socket(server, alice.token) as tab1,
-            open_socket(server, alice.token) as tab2,
+            open_socket(server, token) as tab1,
+            open_socket(server, token) as tab2,
         ):
+            conn = await database.connect(url)
             await publish(conn, news, "before")
+            await conn.close()
             for tab in (tab1, tab2):
                 assert messages(await tab.recv_until("counts")) == ["before"]
 
@@ -142,7 +173,7 @@ async def test_postgres_restart(settings, conn, db_url, make_user):
                     str(Path(pgdata) / "log"),
                     "start",
                 )
-            publisher = await database.connect(db_url)
+            publisher = await database.connect(url)
             try:
                 for i in range(5):
                     await publish(publisher, news, f"after {i}")
