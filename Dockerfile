@@ -25,5 +25,6 @@ USER citelink
 WORKDIR /tmp
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
-CMD ["citelink", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('CITELINK_PORT') or 8000}/readyz\", timeout=2).status != 200)"]
+# The port comes from CITELINK_PORT (default 8000), which the health check reads too.
+CMD ["citelink", "serve", "--host", "0.0.0.0"]

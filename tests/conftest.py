@@ -47,8 +47,12 @@ def server_url() -> Iterator[str]:
         yield external
         return
     with tempfile.TemporaryDirectory(prefix="citelink-test-") as tmp:
-        url = embedded.start(Path(tmp), cleanup_mode="delete")
-        yield with_database(url, "postgres")
+        url = embedded.start(Path(tmp))
+        try:
+            yield with_database(url, "postgres")
+        finally:
+            # Stopped before the folder goes: a server without its data exits late.
+            embedded.stop(Path(tmp))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -58,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .logs import install_token_filter
+    from .logs import install_token_filter, log_config
     from .sockets import GoingAwayServer
 
     settings = _settings(migrate_schema=True)
@@ -70,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         forwarded_allow_ips=args.forwarded_allow_ips,
         ws_max_size=settings.ws_max_frame_bytes,
         timeout_graceful_shutdown=10,
+        log_config=log_config(),
     )
     install_token_filter()
     print(f"citelink: serving on http://{args.host}:{args.port}/", flush=True)
@@ -206,7 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = command("serve", cmd_serve, "migrate, then serve HTTP and WebSocket on one port")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("CITELINK_PORT") or 8000),
+        help="port to bind (default $CITELINK_PORT or 8000)",
+    )
     serve.add_argument(
         "--forwarded-allow-ips",
         default="127.0.0.1",

@@ -6,6 +6,7 @@ WebSocket's `?token=` would land there; the filter rewrites it first.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 
@@ -30,3 +31,12 @@ def install_token_filter() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
             logger.addFilter(RedactTokens())
+
+
+def log_config() -> dict:
+    """uvicorn's logging setup, plus citelink's own loggers at INFO on stderr."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["citelink"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
