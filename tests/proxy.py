@@ -1,5 +1,6 @@
 """A TCP proxy in front of PostgreSQL that can stop passing bytes without
-closing anything: a half-open connection, which no termination callback sees."""
+closing anything (a half-open connection, which no termination callback sees),
+or cut every connection and refuse new ones (a dropped link)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class FreezableProxy:
         self.url = url
         self.flowing = asyncio.Event()
         self.flowing.set()
+        self.refusing = False
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -39,6 +41,15 @@ class FreezableProxy:
     def thaw(self) -> None:
         self.flowing.set()
 
+    def cut(self) -> None:
+        """Close every connection now, and each new one as soon as it is made."""
+        self.refusing = True
+        for task in self._tasks:
+            task.cancel()
+
+    def restore(self) -> None:
+        self.refusing = False
+
     async def _upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         parts = urlsplit(self.url)
         host = parse_qs(parts.query).get("host", [parts.hostname or "localhost"])[0]
@@ -48,6 +59,9 @@ class FreezableProxy:
         return await asyncio.open_connection(host, port)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.close()
+            return
         try:
             up_reader, up_writer = await self._upstream()
         except OSError:  # the server is down: so is this connection

@@ -35,7 +35,12 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        pool = await database.create_pool(settings.database_url, settings.pool_size)
+        pool = await database.create_pool(
+            settings.database_url,
+            settings.pool_size,
+            connect_seconds=settings.db_connect_seconds,
+            query_seconds=settings.db_query_seconds,
+        )
         hub = Hub(pool, settings)
         listener = Listener(
             settings.database_url, hub, probe_seconds=settings.listener_probe_seconds

@@ -65,10 +65,48 @@ async def connect(url: str) -> asyncpg.Connection:
     return conn
 
 
-async def create_pool(url: str, size: int) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=size, init=_init_connection)
-    assert pool is not None
-    return pool
+# The database is down, restarting, unreachable or too slow: what the API
+# answers with 503 (never a 500, never a hang: every wait below is bounded).
+UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # the connection died
+    asyncpg.OperatorInterventionError,  # shutting down, starting up, statement cancelled
+    asyncpg.InsufficientResourcesError,  # too many connections, disk full
+)
+
+
+class _BoundedPool(asyncpg.Pool):
+    """asyncpg's pool, except that waiting for a connection is bounded even
+    where the caller gives no timeout (`pool.fetch(...)` and the like)."""
+
+    acquire_timeout: float | None = None
+
+    def acquire(self, *, timeout: float | None = None):  # type: ignore[override]
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(
+    url: str, size: int, *, connect_seconds: float = 5.0, query_seconds: float = 60.0
+) -> asyncpg.Pool:
+    """The app's pool. Connecting and waiting for a free connection take at most
+    `connect_seconds`, one statement at most `query_seconds` (TimeoutError)."""
+    # asyncpg.create_pool's own arguments; it has no way to choose the pool class.
+    pool = _BoundedPool(
+        url,
+        min_size=1,
+        max_size=size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        init=_init_connection,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        timeout=connect_seconds,
+        command_timeout=query_seconds,
+    )
+    pool.acquire_timeout = connect_seconds
+    return await pool
 
 
 @asynccontextmanager

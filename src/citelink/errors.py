@@ -31,7 +31,11 @@ def error_response(status: int, detail: str, errors: dict[str, str] | None = Non
     body: dict = {"detail": detail}
     if errors:
         body["errors"] = errors
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif status == 503:
+        headers = {"Retry-After": "1"}
     return json_response(body, status=status, headers=headers)
 
 

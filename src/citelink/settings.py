@@ -51,6 +51,10 @@ class Settings:
     listener_probe_seconds: float = 5.0
     max_subscriptions_per_user: int = 1000
     pool_size: int = 10
+    # Longest wait for a database connection (connecting, or a free one in the
+    # pool) and for one statement; past either a REST call answers 503.
+    db_connect_seconds: float = 5.0
+    db_query_seconds: float = 60.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -77,4 +81,6 @@ class Settings:
                 "CITELINK_MAX_SUBSCRIPTIONS_PER_USER", cls.max_subscriptions_per_user
             ),
             pool_size=_int("CITELINK_POOL_SIZE", cls.pool_size),
+            db_connect_seconds=_float("CITELINK_DB_CONNECT_SECONDS", cls.db_connect_seconds),
+            db_query_seconds=_float("CITELINK_DB_QUERY_SECONDS", cls.db_query_seconds),
         )

@@ -13,6 +13,7 @@ behaviour cannot disagree.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..database import UNAVAILABLE
 from ..errors import ApiError
 from ..responses import json_response
 from ..settings import Settings
@@ -30,6 +32,8 @@ from .auth import CurrentUser, authenticate
 from .validation import BIGINT_MAX, NO_QUERY, Body, Query, read_body
 
 Access = Literal["anyone", "user", "staff"]
+
+log = logging.getLogger("citelink.api")
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,13 @@ class Endpoint:
     operation: Operation
 
     async def __call__(self, request: Request) -> Response:
+        try:
+            return await self._respond(request)
+        except UNAVAILABLE as exc:
+            log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+            raise ApiError(503, "database unavailable, try again later") from exc
+
+    async def _respond(self, request: Request) -> Response:
         op = self.operation
         user = None if op.access == "anyone" else await authenticate(request)
         if op.access == "staff" and not (user and user.is_staff):

@@ -156,6 +156,7 @@ _ERRORS = {
     404: "not found, or not yours",
     413: "request body too large",
     422: "well-formed but invalid (a field, a query parameter): see `errors`",
+    503: "the database is unavailable or too slow; retry later (Retry-After)",
 }
 
 
@@ -165,8 +166,8 @@ def _operation(op: Operation, path_params: list[str], settings: Settings) -> dic
         if op.response
         else {"description": "done"}
     }
-    # Any route refuses unknown query parameters.
-    errors: dict[int, str] = {422: _ERRORS[422]}
+    # Any route refuses unknown query parameters, and needs the database.
+    errors: dict[int, str] = {422: _ERRORS[422], 503: _ERRORS[503]}
     if op.access != "anyone":
         errors[401] = _ERRORS[401]
     if op.access == "staff":
