@@ -5,7 +5,8 @@
 -- Events: one channel, `citelink_events`, one message per inbox change:
 --     "<kind> <user_id> <item_id> <notification_id> <unread>"
 -- kind is new | read | unread | delete | restore; unread is the user's unread
--- count after the change. Payloads carry ids only, so they stay far below the
+-- count after the change. "revoke <user_id> 0 0 0": the user was deactivated
+-- or deleted. Payloads carry ids only, so they stay far below the
 -- 8000-byte pg_notify limit whatever the message length.
 
 -- Functions ------------------------------------------------------------------
@@ -202,6 +203,16 @@ BEGIN
 END
 $$;
 
+-- A user deactivated or deleted: their open sockets are closed at once (the
+-- relay closes them with 4401) instead of living on until their token expires.
+CREATE FUNCTION citelink_publish_user_revoked() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('citelink_events', concat_ws(' ', 'revoke', OLD.id, 0, 0, 0));
+    RETURN NULL;
+END
+$$;
+
 -- Triggers -------------------------------------------------------------------
 
 CREATE TRIGGER citelink_fan_out
@@ -233,6 +244,16 @@ CREATE TRIGGER citelink_publish_deletes
     AFTER DELETE ON user_notification
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION citelink_publish_removed_items();
+
+CREATE TRIGGER citelink_revoke_deactivated_user
+    AFTER UPDATE OF is_active ON users
+    FOR EACH ROW WHEN (OLD.is_active AND NOT NEW.is_active)
+    EXECUTE FUNCTION citelink_publish_user_revoked();
+
+CREATE TRIGGER citelink_revoke_deleted_user
+    AFTER DELETE ON users
+    FOR EACH ROW WHEN (OLD.is_active)
+    EXECUTE FUNCTION citelink_publish_user_revoked();
 
 -- Audit. Inbox rows made by the fan-out (trigger depth 1) are summarised in
 -- the notification's own audit row; inbox rows inserted directly are not.

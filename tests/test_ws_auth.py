@@ -11,7 +11,8 @@ import websockets
 from citelink import tokens
 
 from .conftest import SECRET_KEY
-from .wsclient import open_socket
+from .proxy import FreezableProxy
+from .wsclient import logged, open_socket, serving
 
 
 async def expect_refused(server, token: str) -> tuple[int, str]:
@@ -108,3 +109,49 @@ async def test_bad_auth_frames_are_errors_and_change_nothing(server, make_user):
         }
         # The original expiry still applies.
         assert await ws.close_code(within=4) == 4401
+
+
+async def test_deactivating_or_deleting_a_user_closes_their_open_sockets(server, conn, make_user):
+    alice = await make_user("alice")
+    bob = await make_user("bob")
+    carol = await make_user("carol")
+    async with (
+        open_socket(server, alice.token) as tab1,
+        open_socket(server, alice.token) as tab2,
+        open_socket(server, bob.token) as other,
+        open_socket(server, carol.token) as deleted,
+    ):
+        await conn.execute("UPDATE users SET is_active = false WHERE id = $1", alice.id)
+        await conn.execute("DELETE FROM users WHERE id = $1", carol.id)
+        for ws in (tab1, tab2, deleted):
+            assert await ws.close_code() == 4401
+            assert ws.connection.close_reason == "user is inactive or deleted"
+        assert await other.request("ping") == {"type": "pong"}
+        # Reactivating or renaming a user, or changing bob, closes nothing.
+        await conn.execute("UPDATE users SET is_active = true, is_staff = true")
+        assert await other.request("ping") == {"type": "pong"}
+
+
+async def test_a_deactivation_missed_while_the_listener_was_down_still_closes(
+    settings, conn, db_url, make_user
+):
+    alice = await make_user("alice")
+    bob = await make_user("bob")
+    proxy = FreezableProxy(db_url)
+    proxied = await proxy.start()
+    try:
+        async with (
+            serving(settings, database_url=proxied, listener_probe_seconds=0.3) as server,
+            open_socket(server, alice.token) as ws,
+            open_socket(server, bob.token) as other,
+        ):
+            with logged("citelink.listener", "listener probe got no answer") as noticed:
+                proxy.freeze()
+                # Its `revoke` event is stuck in the frozen link, then lost.
+                await conn.execute("UPDATE users SET is_active = false WHERE id = $1", alice.id)
+                await asyncio.wait_for(noticed.wait(), 5)
+            proxy.thaw()
+            assert await ws.close_code() == 4401
+            assert await other.request("ping") == {"type": "pong"}
+    finally:
+        await proxy.stop()

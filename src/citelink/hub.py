@@ -52,7 +52,9 @@ CONTENT_CACHE = 256
 # Seconds a shutdown waits for sockets to send their close frames.
 SHUTDOWN_WAIT = 3.0
 
-KINDS = frozenset({"new", "read", "unread", "delete", "restore"})
+KINDS = frozenset({"new", "read", "unread", "delete", "restore", "revoke"})
+# Why the sockets of a user deactivated or deleted are closed.
+REVOKED = "user is inactive or deleted"
 
 
 class Event(NamedTuple):
@@ -333,7 +335,7 @@ class Hub:
                 raise Refused(1013, "database unavailable, try again later") from None
             if row is None or not row["is_active"]:
                 self.detach(client)
-                raise Refused(4401, "user is inactive or deleted")
+                raise Refused(4401, REVOKED)
             client.last_id = row["last_id"]
             if client.synced == self._generation:
                 client.release()
@@ -408,9 +410,15 @@ class Hub:
     def publish(self, event: Event) -> None:
         """Take one event from the listener (called synchronously, in order)."""
         self._received += 1
-        if event.user_id in self._clients:
+        if event.kind == "revoke":
+            self._revoke(event.user_id)
+        elif event.user_id in self._clients:
             self._pending.append((self._received, event))
             self._wakeup.set()
+
+    def _revoke(self, user_id: int) -> None:
+        for client in self._clients.get(user_id, ()):
+            client.close(4401, REVOKED)
 
     def lost(self) -> None:
         """The listener lost its connection: events from now on may be missing."""
@@ -465,6 +473,11 @@ class Hub:
                     if item_id in states and not states[item_id][1]:
                         restored[item_id] = await inbox.get(conn, user_id, item_id)
                 unread = (await inbox.counts(conn, user_id))["unread"]
+                # A `revoke` event may have been lost too.
+                user = await conn.fetchrow(Q.user_by_id, user_id)
+            if user is None or not user["is_active"]:
+                self._revoke(user_id)
+                return
             for client in clients:
                 client.backfill(items, states, restored, unread)
                 if self._generation == generation:
