@@ -46,6 +46,8 @@ def decode(secret_key: str, token: str, token_type: TokenType) -> dict:
         raise InvalidToken(str(exc)) from None
     if claims["token_type"] != token_type:
         raise InvalidToken(f"expected a {token_type} token")
-    if not isinstance(claims["user_id"], int) or isinstance(claims["user_id"], bool):
-        raise InvalidToken("user_id must be an integer")
+    user_id = claims["user_id"]
+    # A bigint id: anything else would reach PostgreSQL as a query error.
+    if not isinstance(user_id, int) or isinstance(user_id, bool) or not 0 < user_id < 2**63:
+        raise InvalidToken("user_id must be a positive 64-bit integer")
     return claims
