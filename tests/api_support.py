@@ -8,10 +8,16 @@ have no subscribers and no notifications (free to subscribe to or delete).
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
+import hmac
+import time
 from dataclasses import dataclass
 
 import asyncpg
+import jwt
+import orjson
 
 from citelink import passwords, tokens
 
@@ -85,3 +91,66 @@ async def build_world(conn: asyncpg.Connection) -> World:
         alice_item=await conn.fetchval(item, alice.id, secret_note),
         bob_item=await conn.fetchval(item, bob.id, news_note),
     )
+
+
+def _b64(value: dict | bytes) -> str:
+    raw = value if isinstance(value, bytes) else orjson.dumps(value)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _claims(user_id: int | str, token_type: str = "access", **changes) -> dict:
+    now = int(time.time())
+    claims = {"token_type": token_type, "user_id": user_id, "iat": now, "exp": now + 600}
+    claims["jti"] = "0" * 32
+    return {k: v for k, v in {**claims, **changes}.items() if v is not None}
+
+
+def _hmac_signed(header: dict, claims: dict, key: str) -> str:
+    """A token signed with HMAC-SHA256 whatever its header claims (the key
+    confusion attack: RS256 in the header, the HMAC of the secret as signature)."""
+    signing_input = f"{_b64(header)}.{_b64(claims)}"
+    signature = hmac.new(key.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def bad_tokens(user_id: int) -> dict[str, str]:
+    """Tokens that must never authenticate user `user_id`, REST or WebSocket.
+    (The HS512 one is signed with a key short for HS512: filter the warning.)"""
+    now = int(time.time())
+
+    def signed(**changes) -> str:
+        claims = {k: v for k, v in {**_claims(user_id), **changes}.items() if v is not None}
+        return jwt.encode(claims, SECRET_KEY, algorithm="HS256")
+
+    return {
+        "expired": tokens.issue(SECRET_KEY, user_id, "access", -1),
+        "wrong signature": tokens.issue(
+            "another-secret-key-of-sufficient-length", user_id, "access", 5
+        ),
+        "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims(user_id))}.",
+        "alg None, signed": _hmac_signed({"alg": "None"}, _claims(user_id), SECRET_KEY),
+        "alg RS256, HMAC signature": _hmac_signed(
+            {"alg": "RS256", "typ": "JWT"}, _claims(user_id), SECRET_KEY
+        ),
+        "alg ES256, HMAC signature": _hmac_signed(
+            {"alg": "ES256", "typ": "JWT"}, _claims(user_id), SECRET_KEY
+        ),
+        "alg HS512": jwt.encode(_claims(user_id), SECRET_KEY, algorithm="HS512"),
+        "refresh, not access": tokens.issue(SECRET_KEY, user_id, "refresh", 5),
+        "unknown token_type": signed(token_type="id"),
+        "not yet valid (nbf)": signed(nbf=now + 600),
+        "issued in the future (iat)": signed(iat=now + 600),
+        "no exp": signed(exp=None),
+        "no iat": signed(iat=None),
+        "no jti": signed(jti=None),
+        "no token_type": signed(token_type=None),
+        "no user_id": signed(user_id=None),
+        "user_id a string": signed(user_id=str(user_id)),
+        "user_id true": signed(user_id=True),
+        "user_id zero": signed(user_id=0),
+        "user_id past bigint": signed(user_id=2**64),
+        "no such user": tokens.issue(SECRET_KEY, 999_999, "access", 5),
+        "garbage": "not-a-token",
+        "three dots": "a.b.c",
+        "non-ASCII": "ééé.ééé.ééé",
+    }

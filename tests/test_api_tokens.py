@@ -2,54 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import time
-
 import httpx
 import jwt
-import orjson
 import pytest
 
 from citelink import tokens
 
-from .api_support import World
+from .api_support import World, bad_tokens
 from .conftest import SECRET_KEY
 
 # The HS512 token below is signed with the (short for HS512) test key on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
-
-
-def _b64(value: dict) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=").decode()
-
-
-def _claims(user_id: int, token_type: str = "access", **changes) -> dict:
-    now = int(time.time())
-    claims = {"token_type": token_type, "user_id": user_id, "iat": now, "exp": now + 600}
-    claims["jti"] = "0" * 32
-    return {k: v for k, v in {**claims, **changes}.items() if v is not None}
-
-
-def bad_tokens(user_id: int) -> dict[str, str]:
-    """Tokens that must never authenticate user `user_id`."""
-    return {
-        "expired": tokens.issue(SECRET_KEY, user_id, "access", -1),
-        "wrong signature": tokens.issue(
-            "another-secret-key-of-sufficient-length", user_id, "access", 5
-        ),
-        "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims(user_id))}.",
-        "alg HS512": jwt.encode(_claims(user_id), SECRET_KEY, algorithm="HS512"),
-        "refresh, not access": tokens.issue(SECRET_KEY, user_id, "refresh", 5),
-        "unknown token_type": jwt.encode(_claims(user_id, "id"), SECRET_KEY, algorithm="HS256"),
-        "no exp": jwt.encode(_claims(user_id, exp=None), SECRET_KEY, algorithm="HS256"),
-        "no jti": jwt.encode(_claims(user_id, jti=None), SECRET_KEY, algorithm="HS256"),
-        "user_id a string": jwt.encode(_claims(str(user_id)), SECRET_KEY, algorithm="HS256"),
-        "user_id past bigint": jwt.encode(_claims(2**64), SECRET_KEY, algorithm="HS256"),
-        "no such user": tokens.issue(SECRET_KEY, 999_999, "access", 5),
-        "garbage": "not-a-token",
-        "three dots": "a.b.c",
-        "non-ASCII": "ééé.ééé.ééé",
-    }
 
 
 async def test_bad_bearer_tokens_are_refused(client: httpx.AsyncClient, world: World):
@@ -149,3 +112,15 @@ async def test_deactivated_or_deleted_user_is_refused_everywhere(
     assert (await client.get("/api/users/me/", headers=world.bob.headers)).status_code == 200
     await conn.execute("DELETE FROM users WHERE id = $1", world.bob.id)
     assert (await client.get("/api/users/me/", headers=world.bob.headers)).status_code == 401
+
+
+async def test_a_token_in_the_query_string_of_an_http_route_is_refused(
+    client: httpx.AsyncClient, world: World
+):
+    """Only sockets take `?token=` (browsers cannot set headers there)."""
+    for name in ("token", "access", "access_token", "jwt"):
+        r = await client.get("/api/users/me/", params={name: world.alice.token})
+        assert r.status_code == 401, name
+        assert r.json() == {"detail": "authentication credentials were not provided"}
+    r = await client.get("/api/inbox/", params={"token": world.alice.token})
+    assert r.status_code == 401

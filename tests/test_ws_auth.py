@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import quote
 
+import jwt  # noqa: F401  (its warning class is named below)
 import pytest
 import websockets
 
 from citelink import tokens
 
+from .api_support import bad_tokens
 from .conftest import SECRET_KEY
 from .proxy import FreezableProxy
 from .wsclient import logged, open_socket, serving
@@ -155,3 +158,13 @@ async def test_a_deactivation_missed_while_the_listener_was_down_still_closes(
             assert await other.request("ping") == {"type": "pong"}
     finally:
         await proxy.stop()
+
+
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+async def test_every_bad_token_is_refused_with_4401(server, make_user):
+    alice = await make_user("alice")
+    refused = {}
+    for label, token in bad_tokens(alice.id).items():
+        async with open_socket(server, quote(token, safe="")) as ws:
+            refused[label] = await ws.close_code()
+    assert refused == dict.fromkeys(refused, 4401)
