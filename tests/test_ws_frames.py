@@ -34,6 +34,11 @@ from .wsclient import open_socket, publish, serving
             "'page' must be an integer >= 1",
         ),
         (
+            '{"type": "notifications_list", "page": 922337203685477582}',
+            "invalid",
+            "'page' is out of range",
+        ),
+        (
             '{"type": "notifications_list", "page": 1, "page_size": 1000}',
             "invalid",
             "at most 100 items per page",

@@ -216,6 +216,9 @@ class Session:
         else:
             page = _integer(frame, "page", default=1)
             limit = _integer(frame, "page_size", default=SEED_PAGE_SIZE)
+            # The page's OFFSET must fit in a bigint too (no inbox is that long).
+            if (page - 1) * limit > BIGINT_MAX:
+                raise FrameError("invalid", "'page' is out of range")
         if limit > largest:
             raise FrameError("invalid", f"at most {largest} items per page")
         async with (
