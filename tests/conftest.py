@@ -183,3 +183,24 @@ async def world(conn: asyncpg.Connection):
     from .api_support import build_world  # here, as api_support imports this module
 
     return await build_world(conn)
+
+
+# Figures measured by tests (counts, times, memory), printed after the run.
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest):
+    """`figure("...")` records a measured figure for the end-of-run summary."""
+
+    def record(text: str) -> None:
+        FIGURES.append(f"{request.node.name}: {text}")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if FIGURES:
+        terminalreporter.section("figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
