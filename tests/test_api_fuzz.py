@@ -125,7 +125,7 @@ async def test_fuzz_every_route_slice(db_url, tmp_path, world: World, figure):
 @pytest.mark.timeout(1800)
 async def test_fuzz_every_route_long_run(db_url, tmp_path, world: World, figure):
     run_seed = random.randrange(2**32)
-    outcome = await run_fuzz(db_url, tmp_path, world, examples=200, run_seed=run_seed)
+    outcome = await run_fuzz(db_url, tmp_path, world, examples=250, run_seed=run_seed)
     figure(f"seed {run_seed}: {report(outcome)}")
     assert outcome.problems == []
     assert outcome.requests >= 10_000

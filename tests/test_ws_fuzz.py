@@ -174,6 +174,7 @@ async def test_fuzzed_frames(fuzz: Fuzz, frame: str | bytes):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 @fuzz_settings(FUZZ, max_examples=20_000)
 @given(frame=FRAMES)
 async def test_fuzzed_frames_long_run(fuzz: Fuzz, frame: str | bytes):

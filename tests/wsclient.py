@@ -197,3 +197,69 @@ def logged(logger: str, text: str) -> Iterator[asyncio.Event]:
 
 def messages(frames: list[dict]) -> list[str]:
     return [f["message"] for f in frames if f["type"] == "notification"]
+
+
+class Follower:
+    """A client that follows one user's feed the way a real one should: it
+    records the item id of every `notification` frame and, whenever its socket
+    closes or cannot open, reconnects (trying `servers` in turn) and resumes
+    after the last id it saw. Pushes and replays must then add up to every
+    item exactly once, in id order."""
+
+    def __init__(self, servers: list[RunningServer | Address], token: str, after: int = 0):
+        self.servers, self.token = servers, token
+        self.ids: list[int] = []
+        # Every connection starts with a resume after the last id seen.
+        self.after = after
+        self.reconnects = 0
+        self.closes: list[int | None] = []
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._server = 0
+
+    def start(self) -> Follower:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            server = self.servers[self._server % len(self.servers)]
+            url = f"{server.ws}/ws/notifications/?token={self.token}"
+            try:
+                async with websockets.connect(url, max_size=None, open_timeout=WAIT) as conn:
+                    await conn.send(orjson.dumps({"type": "resume", "after": self.after}).decode())
+                    failures = 0
+                    async for raw in conn:
+                        frame = orjson.loads(raw)
+                        if frame["type"] == "notification":
+                            self.ids.append(frame["id"])
+                            self.after = frame["id"]
+                            self._changed.set()
+                    self.closes.append(conn.close_code)
+            except websockets.ConnectionClosed as closed:
+                self.closes.append(closed.rcvd.code if closed.rcvd else None)
+            except (OSError, TimeoutError, websockets.InvalidHandshake):
+                # That server is gone: the next one. A client backs off a little.
+                self._server += 1
+                failures += 1
+                await asyncio.sleep(min(0.05 * failures, 0.5))
+            self.reconnects += 1
+
+    async def wait_for(self, expected: list[int], within: float) -> None:
+        """Until every id of `expected` was seen (or `within` seconds passed)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while not set(expected) <= set(self.ids):
+                    self._changed.clear()
+                    await self._changed.wait()
+
+
+def losses_and_duplicates(seen: list[int], expected: list[int]) -> tuple[int, int]:
+    """(items never seen, items seen more than once)."""
+    return len(set(expected) - set(seen)), len(seen) - len(set(seen))
