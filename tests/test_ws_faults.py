@@ -266,3 +266,45 @@ async def test_socket_opened_while_the_database_is_unreachable_gets_1013(
                 assert await ws.close_code(within=5) == 1013
     finally:
         await proxy.stop()
+
+
+@pytest.mark.parametrize("fault", ["drop", "stall"])
+async def test_listener_notices_a_broken_link_within_the_bound_and_recovers(
+    settings, conn, db_url, make_user, fault, figure
+):
+    """Through a proxy that cuts every connection (drop: the termination
+    callback fires at once) or stops passing bytes (stall: only the probe can
+    tell, within two probe intervals). An item committed meanwhile arrives by
+    back-fill once the link is back."""
+    probe = 0.5
+    alice = await make_user("alice")
+    news = await subscribe(conn, alice.id, "news")
+    proxy = FreezableProxy(db_url)
+    proxied = await proxy.start()
+    clock = asyncio.get_running_loop().time
+    try:
+        async with (
+            serving(settings, database_url=proxied, listener_probe_seconds=probe) as server,
+            httpx.AsyncClient(base_url=server.http) as client,
+            open_socket(server, alice.token) as ws,
+        ):
+            await ready(client, 200)
+            sign = "listener connection lost" if fault == "drop" else "listener probe got no answer"
+            with logged("citelink.listener", sign) as noticed:
+                started = clock()
+                proxy.cut() if fault == "drop" else proxy.freeze()
+                await publish(conn, news, "meanwhile")
+                await asyncio.wait_for(noticed.wait(), 2 * probe + 1)
+                detected = clock() - started
+            proxy.restore() if fault == "drop" else proxy.thaw()
+            back = clock()
+            assert messages(await ws.recv_until("counts")) == ["meanwhile"]
+            await ready(client, 200)
+            recovered = clock() - back
+    finally:
+        await proxy.stop()
+    assert detected <= (1 if fault == "drop" else 2 * probe + 0.5)
+    figure(
+        f"{fault}: noticed after {detected * 1000:.0f} ms (probe every {probe} s), "
+        f"listening and back-filled {recovered * 1000:.0f} ms after the link came back"
+    )
