@@ -58,13 +58,21 @@ $$;
 
 -- One inbox row per subscriber of the tag, in one set-based statement, and
 -- one audit row per notification that summarises the fan-out.
+-- Planned at every call with the actual tag ids (force_custom_plan): one huge
+-- tag skews the statistics of subscription.tag_id, and a generic plan would
+-- then scan every subscription to fan out to a tag of ten.
 CREATE FUNCTION citelink_fan_out_notification() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    tags bigint[] := ARRAY(SELECT DISTINCT tag_id FROM new_rows);
 BEGIN
     WITH items AS (
         INSERT INTO user_notification (user_id, notification_id)
         SELECT s.user_id, n.id
         FROM new_rows AS n JOIN subscription AS s ON s.tag_id = n.tag_id
+        WHERE s.tag_id = ANY (tags)
         ORDER BY n.id, s.user_id
         RETURNING notification_id
     ), recipients AS (

@@ -175,9 +175,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         if tag_id is None:
             print(f"no tag {args.tag!r}", file=sys.stderr)
             return 1
-        async with conn.transaction():
-            row = await conn.fetchrow(Q.publish, tag_id, args.message, data, None)
-            recipients = await conn.fetchval(Q.recipient_count, row["id"])
+        row = await conn.fetchrow(Q.publish, tag_id, args.message, data, None)
+        recipients = await conn.fetchval(Q.recipient_count, row["id"])
         print(f"published notification {row['id']} to {recipients} recipient(s)")
         return 0
 

@@ -1,15 +1,14 @@
 """Notifications: staff publish and read them back.
 
-Publishing is one INSERT; the database fans it out to every subscriber's
-inbox in the same transaction, so the 201 comes after every inbox row is
-committed, with the number of recipients.
+Publishing is one INSERT statement in a transaction of its own; the database
+fans it out to every subscriber's inbox in that transaction, so the 201 comes
+after every inbox row is committed, with the number of recipients.
 """
 
 from __future__ import annotations
 
 import asyncpg
 
-from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
 from .endpoint import Call, endpoint
@@ -36,13 +35,12 @@ NEW_NOTIFICATION = Body(
 async def publish(call: Call) -> dict:
     body = call.body
     try:
-        async with transaction(call.pool, call.me.id) as conn:
-            row = await conn.fetchrow(
-                Q.publish, body["tag"], body["message"], body.get("data", {}), call.me.id
-            )
-            recipients = await conn.fetchval(Q.recipient_count, row["id"])
+        row = await call.pool.fetchrow(
+            Q.publish, body["tag"], body["message"], body.get("data", {}), call.me.id
+        )
     except asyncpg.ForeignKeyViolationError:
         raise ApiError(422, "invalid request body", {"tag": "no such tag"}) from None
+    recipients = await call.pool.fetchval(Q.recipient_count, row["id"])
     return {
         "id": row["id"],
         "tag": row["tag_id"],

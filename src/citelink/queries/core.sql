@@ -31,8 +31,13 @@ UPDATE users SET is_staff = $2 WHERE lower(username) = lower($1) RETURNING id;
 SELECT id FROM tag WHERE name = $1;
 
 -- name: publish
+-- One statement, run outside an explicit transaction: it sets the audit actor
+-- ($4, the publisher) for its own transaction, and commits as soon as it ends.
+-- Inbox inserts are serialised until commit, so no client round trip may
+-- happen while they are held.
+WITH actor AS (SELECT set_config('citelink.actor_id', coalesce($4::bigint::text, ''), true))
 INSERT INTO notification (tag_id, message, data, created_by)
-VALUES ($1, $2, $3, $4)
+SELECT $1, $2, $3, $4 FROM actor
 RETURNING id, tag_id, message, data, created_at;
 
 -- name: recipient_count
