@@ -73,6 +73,10 @@ UNAVAILABLE = (
     asyncpg.PostgresConnectionError,  # the connection died
     asyncpg.OperatorInterventionError,  # shutting down, starting up, statement cancelled
     asyncpg.InsufficientResourcesError,  # too many connections, disk full
+    # A pooled connection whose server process was terminated while it sat
+    # idle can fail its next statement this way ("another operation is in
+    # progress") before asyncpg notices it is gone.
+    asyncpg.InternalClientError,
 )
 
 

@@ -41,7 +41,14 @@ from .settings import Settings
 log = logging.getLogger("citelink.hub")
 
 # What may fail when the database is unreachable or restarting.
-DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DATABASE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    # A pooled connection killed while idle (see citelink.database.UNAVAILABLE).
+    asyncpg.InternalClientError,
+)
 QUERY_TIMEOUT = 10.0
 # Rows per query when replaying or back-filling a long run of items.
 BATCH_ROWS = 500
