@@ -27,10 +27,9 @@ import pytest
 import uvicorn
 
 from citelink import database, embedded, passwords, tokens
-from citelink.app import create_app
+from citelink.app import create_server
 from citelink.migrations import migrate
 from citelink.settings import Settings
-from citelink.sockets import GoingAwayServer
 
 TEMPLATE = "citelink_template"
 SECRET_KEY = "test-secret-key-of-sufficient-length-for-hs256"
@@ -192,15 +191,9 @@ class RunningServer:
 
 
 async def start_server(settings: Settings, port: int = 0) -> RunningServer:
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        ws_max_size=settings.ws_max_frame_bytes,
-        timeout_graceful_shutdown=5,
+    server = create_server(
+        settings, "127.0.0.1", port, log_level="warning", timeout_graceful_shutdown=5
     )
-    server = GoingAwayServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

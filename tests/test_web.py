@@ -11,7 +11,6 @@ folder, so a test run leaves the work tree clean.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -22,11 +21,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from citelink import tokens
-from citelink.app import create_app
 from citelink.settings import Settings
 
 from .conftest import SECRET_KEY, RunningServer, User, start_server, subscribe
@@ -128,21 +125,7 @@ async def open_section(page: Page, tab_name: str, heading: str):
 async def restart(old: RunningServer, settings: Settings) -> RunningServer:
     """Stop the server and start a new one on the same port and database."""
     await old.stop()
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=old.port,
-        log_level="warning",
-        ws_max_size=settings.ws_max_frame_bytes,
-        timeout_graceful_shutdown=5,
-    )
-    server = type(old.server)(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    return RunningServer(server, task, old.port)
+    return await start_server(settings, port=old.port)
 
 
 # Tests ---------------------------------------------------------------------------

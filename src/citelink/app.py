@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import asyncpg
+import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
@@ -16,7 +17,7 @@ from .health import healthz, readyz
 from .hub import Hub
 from .listener import Listener
 from .settings import Settings
-from .sockets import notifications_socket
+from .sockets import GoingAwayServer, notifications_socket
 from .web import routes as web_routes
 
 
@@ -64,3 +65,18 @@ def create_app(settings: Settings) -> Starlette:
         *web_routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
+
+
+def create_server(settings: Settings, host: str, port: int, **options: Any) -> GoingAwayServer:
+    """The uvicorn server for `settings`, as `citelink serve` and the tests run it."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        ws_max_size=settings.ws_max_frame_bytes,
+        # Frames are small JSON; a zlib context per socket (browsers always
+        # offer permessage-deflate) would cost far more memory than it saves.
+        ws_per_message_deflate=False,
+        **options,
+    )
+    return GoingAwayServer(config)

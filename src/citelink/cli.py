@@ -56,20 +56,16 @@ def _ask(value: str | None, prompt: str, *, secret: bool = False) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .app import create_app
+    from .app import create_server
     from .logs import install_token_filter, log_config
-    from .sockets import GoingAwayServer
 
     settings = _settings(migrate_schema=True)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
+    server = create_server(
+        settings,
+        args.host,
+        args.port,
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
-        ws_max_size=settings.ws_max_frame_bytes,
         timeout_graceful_shutdown=10,
         log_config=log_config(),
     )
@@ -81,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "    citelink createsuperuser --username admin",
             flush=True,
         )
-    GoingAwayServer(config).run()
+    server.run()
     return 0
 
 
