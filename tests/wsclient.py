@@ -230,31 +230,33 @@ class Follower:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        # Connections in a row that ended before their resume was answered: a
+        # client backs off a little more after each (the server may be down).
         failures = 0
         while True:
             server = self.servers[self._server % len(self.servers)]
             url = f"{server.ws}/ws/notifications/?token={self.token}"
+            failures += 1
             try:
                 async with websockets.connect(url, max_size=None, open_timeout=WAIT) as conn:
                     await conn.send(orjson.dumps({"type": "resume", "after": self.after}).decode())
                     self._conn = conn
                     self.connected.set()
-                    failures = 0
                     async for raw in conn:
                         frame = orjson.loads(raw)
                         if frame["type"] == "notification":
                             self.ids.append(frame["id"])
                             self.after = frame["id"]
                             self._changed.set()
+                        elif frame["type"] == "resumed":
+                            failures = 0
                     self.closes.append(conn.close_code)
             except websockets.ConnectionClosed as closed:
                 self.closes.append(closed.rcvd.code if closed.rcvd else None)
             except (OSError, TimeoutError, websockets.InvalidHandshake):
-                # That server is gone: the next one. A client backs off a little.
-                self._server += 1
-                failures += 1
-                await asyncio.sleep(min(0.05 * failures, 0.5))
+                self._server += 1  # that server is gone: the next one
             self.reconnects += 1
+            await asyncio.sleep(min(0.05 * failures, 0.5))
 
     async def drop(self) -> None:
         """Close the current connection, as a client whose network went away
@@ -266,7 +268,7 @@ class Follower:
         """Until every id of `expected` was seen (or `within` seconds passed)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
-                while not set(expected) <= set(self.ids):
+                while len(self.ids) < len(expected) or not set(expected) <= set(self.ids):
                     self._changed.clear()
                     await self._changed.wait()
 
