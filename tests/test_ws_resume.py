@@ -121,3 +121,20 @@ async def test_resume_never_skips_an_item_committed_late(server, conn, db_url, m
     finally:
         await first.close()
         await second.close()
+
+
+async def test_resume_right_after_connecting_does_not_repeat_what_was_pushed(
+    server, conn, make_user
+):
+    """A client that reconnects and resumes may be pushed new items before its
+    resume is handled: the replay leaves those out."""
+    alice = await make_user("alice")
+    news = await subscribe(conn, alice.id, "news")
+    await publish(conn, news, "missed")
+    async with open_socket(server, alice.token) as ws:
+        await publish(conn, news, "pushed")
+        assert messages(await ws.recv_until("counts")) == ["pushed"]
+        await ws.send(type="resume", after=0)
+        frames = await ws.recv_until("resumed")
+        assert messages(frames) == ["missed"]
+        assert frames[-1]["count"] == 1

@@ -149,6 +149,9 @@ class Client:
         self.user_id = user_id
         self.queue: asyncio.Queue[list[str]] = asyncio.Queue(queue_size)
         self.last_id = 0
+        # The newest item when the socket opened: items above it, up to
+        # `last_id`, were pushed to it already and a resume must not repeat them.
+        self.opened_at = 0
         # The unread count last sent; None until one was.
         self.unread: int | None = None
         # Events the hub received up to this number were committed before this
@@ -343,7 +346,7 @@ class Hub:
             if row is None or not row["is_active"]:
                 self.detach(client)
                 raise Refused(4401, REVOKED)
-            client.last_id = row["last_id"]
+            client.last_id = client.opened_at = row["last_id"]
             if client.synced == self._generation:
                 client.release()
 
@@ -396,11 +399,15 @@ class Hub:
         async with self.snapshot(client):
             while True:
                 rows = await inbox.after(self._pool, client.user_id, cursor, BATCH_ROWS)
+                # A client resuming right after connecting may have been pushed
+                # items already: those are not sent twice.
+                missed = [r for r in rows if not client.opened_at < r["id"] <= client.last_id]
                 if rows:
-                    client.remember_items(rows)
+                    client.remember_items(missed)
                     cursor = rows[-1]["id"]
-                    count += len(rows)
-                    await client.reply([item_frame(r) for r in rows])
+                    count += len(missed)
+                    if missed:
+                        await client.reply([item_frame(r) for r in missed])
                     # At the client's pace: a slow reader of a long history
                     # holds one batch in memory, not all of it.
                     await client.queue.join()
