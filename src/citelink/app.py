@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypedDict
@@ -48,6 +49,11 @@ def create_app(settings: Settings) -> Starlette:
         )
         hub.start()
         await listener.start()
+        # Long-lived objects (one set per socket) make full collections slow;
+        # collect young objects less often and never rescan what start-up built.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         try:
             yield {"settings": settings, "pool": pool, "hub": hub, "listener": listener}
         finally:
