@@ -1,0 +1,1 @@
+"""citelink benchmarks: `python -m bench --help`."""

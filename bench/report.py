@@ -1,0 +1,179 @@
+"""The results table (against goals and the seed system) and charts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Seed system (Django + Channels + Redis), measured on the same kind of machine.
+SEED_FAN_OUT_S = {100: 0.33, 500: 1.5, 1_000: 3.0, 2_000: 5.8}
+FAN_OUT_GOAL_MS = {1_000: 100, 10_000: 1_500}
+
+
+def _row(scenario: str, measured: str, goal: str, seed: str, met: bool | None) -> list[str]:
+    mark = "" if met is None else ("yes" if met else "NO")
+    return [scenario, measured, goal, seed, mark]
+
+
+def rows(r: dict) -> list[list[str]]:
+    out = []
+    for f in r.get("fan_out", []):
+        n = f["subscribers"]
+        goal = FAN_OUT_GOAL_MS.get(n)
+        seed = f"{SEED_FAN_OUT_S[n]} s" if n in SEED_FAN_OUT_S else "-"
+        out.append(
+            _row(
+                f"fan-out N={n:,} (POST → last socket)",
+                f"{f['last_socket_ms']} ms, {f['received']:,}/{f['expected']:,} received",
+                f"≤ {goal} ms" if goal else "-",
+                seed,
+                (f["last_socket_ms"] <= goal and f["received"] == f["expected"]) if goal else None,
+            )
+        )
+    if b := r.get("big_fan_out"):
+        out.append(
+            _row(
+                f"big fan-out {b['subscribers']:,} subs: commit",
+                f"{b['commit_ms']} ms",
+                "≤ 3000 ms",
+                "not attempted",
+                b["commit_ms"] <= 3000,
+            )
+        )
+        out.append(
+            _row(
+                f"big fan-out: last of {b['connected']:,} sockets",
+                f"{b['last_socket_ms']} ms, {b['received']:,} received",
+                "≤ 5000 ms",
+                "-",
+                b["last_socket_ms"] is not None
+                and b["last_socket_ms"] <= 5000
+                and b["received"] == b["connected"],
+            )
+        )
+    if lat := r.get("latency"):
+        out.append(
+            _row(
+                "latency p50 / p99 (50 subs, 200 x 20 ms)",
+                f"{lat['p50_ms']} / {lat['p99_ms']} ms, lost {lat['lost']} "
+                f"(POST answered: {lat['post_p50_ms']} / {lat['post_p99_ms']} ms)",
+                "≤ 3 / ≤ 10 ms, 0 lost",
+                "91 / 182 ms",
+                lat["p50_ms"] <= 3 and lat["p99_ms"] <= 10 and lat["lost"] == 0,
+            )
+        )
+    if t := r.get("throughput"):
+        out.append(
+            _row(
+                "publish throughput (8 HTTP clients, 10 subs)",
+                f"{t['notifications_per_s']:,}/s, {t['deliveries_per_s']:,} deliveries/s",
+                "≥ 1,000/s, ≥ 10,000/s",
+                "28/s, 278/s",
+                t["notifications_per_s"] >= 1000 and t["deliveries_per_s"] >= 10_000,
+            )
+        )
+    if d := r.get("deliveries"):
+        out.append(
+            _row(
+                "socket deliveries per process",
+                f"{d['deliveries_per_s']:,}/s ({d['deliveries']:,}/{d['expected']:,})",
+                "≥ 50,000/s",
+                "n/a",
+                d["deliveries_per_s"] >= 50_000 and d["deliveries"] == d["expected"],
+            )
+        )
+    for h in (r.get("history") or {}).get("sizes", []):
+        worst = max(h["page_ms"], h["unread_count_ms"])
+        out.append(
+            _row(
+                f"history {h['items']:,} items: page / cursor page / unread",
+                f"{h['page_ms']} / {h['cursor_page_ms']} / {h['unread_count_ms']} ms",
+                "≤ 5 ms (at 1,000,000)",
+                {1_000: "2.5 ms", 10_000: "16.5 ms"}.get(h["items"], "-"),
+                worst <= 5 if h["items"] >= 1_000_000 else None,
+            )
+        )
+    if c := r.get("capacity"):
+        out.append(
+            _row(
+                f"capacity: {c['sockets']:,} idle sockets",
+                f"{c['kib_per_socket']} KiB/socket, broadcast {c.get('broadcast_ms')} ms",
+                "≤ 30 KiB, ≤ 2000 ms",
+                "n/a",
+                c["kib_per_socket"] <= 30 and (c.get("broadcast_ms") or 1e9) <= 2000
+                if c["sockets"] >= 10_000
+                else None,
+            )
+        )
+    if lg := r.get("login"):
+        out.append(
+            _row(
+                "login POST /api/token/",
+                f"{lg['logins_per_s']}/s ({lg['hash']})",
+                "document",
+                "13/s",
+                None,
+            )
+        )
+    return out
+
+
+def table(r: dict) -> str:
+    header = ["scenario", "citelink", "goal", "seed", "met"]
+    body = rows(r)
+    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=False)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    m = r["machine"]
+    intro = (
+        f"{m['date']}  commit {m['commit']}  {m['cpu']} x {m['cores']}  "
+        f"Python {m['python']}  PostgreSQL {m.get('postgres')}"
+    )
+    return "\n".join(
+        [
+            intro,
+            "",
+            line(header),
+            "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+            *map(line, body),
+        ]
+    )
+
+
+def charts(r: dict, folder: Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    made = []
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    if lat := r.get("latency"):
+        left.hist(lat["samples_ms"], bins=60, color="#3465a4")
+        left.axvline(lat["p50_ms"], color="black", linestyle="--", label=f"p50 {lat['p50_ms']} ms")
+        left.axvline(
+            lat["p99_ms"], color="#cc0000", linestyle="--", label=f"p99 {lat['p99_ms']} ms"
+        )
+        left.set(title="POST → socket latency (50 sockets x 200)", xlabel="ms", ylabel="deliveries")
+        left.legend()
+    if fan := r.get("fan_out"):
+        ns = [f["subscribers"] for f in fan]
+        right.plot(ns, [f["last_socket_ms"] for f in fan], "o-", label="citelink")
+        seed = sorted(SEED_FAN_OUT_S.items())
+        right.plot([n for n, _ in seed], [s * 1000 for _, s in seed], "s--", label="seed system")
+        right.set(
+            title="fan-out: POST → last socket",
+            xlabel="subscribers with a socket",
+            ylabel="ms",
+            xscale="log",
+            yscale="log",
+        )
+        right.legend()
+    fig.tight_layout()
+    path = folder / "bench.png"
+    fig.savefig(path, dpi=110)
+    made.append(path)
+    return made

@@ -1,0 +1,327 @@
+"""The benchmark scenarios. Each returns a dict of figures."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import statistics
+import time
+from dataclasses import dataclass
+
+import httpx
+import orjson
+import websockets
+
+from .clients import ClientProcess
+from .server import Seed, Server
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def ms(ns: float) -> float:
+    return round(ns / 1e6, 2)
+
+
+@dataclass
+class Fleet:
+    """The connected users: user i holds one socket in client process i % len(clients)."""
+
+    clients: list[ClientProcess]
+
+    def expected(self, first_n: int) -> list[int]:
+        """Frames each client gets when the first `first_n` connected users are targeted."""
+        count = len(self.clients)
+        return [first_n // count + (1 if k < first_n % count else 0) for k in range(count)]
+
+    def arm(self, first_n: int | None, timeout: float, per_user: int = 1) -> None:
+        """Record frames until each client got its share of `first_n` users x
+        `per_user` frames, or `timeout`; None: record everything until timeout."""
+        if first_n is None:
+            for client in self.clients:
+                client.arm(None, timeout)
+            return
+        for client, count in zip(self.clients, self.expected(first_n), strict=True):
+            client.arm(count * per_user, timeout)
+
+    def collect(self) -> list[tuple[int, int, str]]:
+        return [r for client in self.clients for r in client.records()]
+
+    def cpu_used(self) -> float:
+        """CPU seconds the client processes used during the last recording."""
+        return sum(client.cpu_used for client in self.clients)
+
+
+class Publisher:
+    def __init__(self, server: Server, staff_id: int):
+        self.server = server
+        self.http = httpx.AsyncClient(
+            base_url=server.http,
+            timeout=60,
+            headers={"Authorization": f"Bearer {server.token(staff_id)}"},
+        )
+
+    async def post(self, tag: int, message: str) -> tuple[int, int, dict]:
+        """Send and answer times (ns) and the response body of one publish."""
+        sent = time.monotonic_ns()
+        response = await self.http.post(
+            "/api/notifications/", json={"message": message, "tag": tag}
+        )
+        response.raise_for_status()
+        return sent, time.monotonic_ns(), response.json()
+
+
+async def fan_out(fleet: Fleet, publisher: Publisher, tag: int, n: int, repeats: int = 3) -> dict:
+    """One POST to a tag whose n subscribers each hold a socket: POST sent → last socket."""
+    lasts, firsts, received = [], [], []
+    for r in range(repeats):
+        fleet.arm(n, timeout=60)
+        sent, _, _ = await publisher.post(tag, f"fan-out {n} #{r}")
+        records = await asyncio.to_thread(fleet.collect)
+        times = [t for t, _, _ in records]
+        received.append(len(records))
+        lasts.append(max(times) - sent if times else float("nan"))
+        firsts.append(min(times) - sent if times else float("nan"))
+    return {
+        "subscribers": n,
+        "last_socket_ms": ms(statistics.median(lasts)),
+        "first_socket_ms": ms(statistics.median(firsts)),
+        "runs_last_socket_ms": [ms(x) for x in lasts],
+        "received": min(received),
+        "expected": n,
+    }
+
+
+async def big_fan_out(
+    fleet: Fleet, publisher: Publisher, tag: int, subscribers: int, connected: int
+) -> dict:
+    fleet.arm(connected, timeout=120)
+    sent, committed, body = await publisher.post(tag, "big fan-out")
+    records = await asyncio.to_thread(fleet.collect)
+    times = [t for t, _, _ in records]
+    return {
+        "subscribers": subscribers,
+        "recipients": body.get("recipients"),
+        "connected": connected,
+        "commit_ms": ms(committed - sent),
+        "last_socket_ms": ms(max(times) - sent) if times else None,
+        "received": len(records),
+    }
+
+
+async def latency(
+    fleet: Fleet, publisher: Publisher, tag: int, users: int, count: int, gap_s: float
+) -> dict:
+    fleet.arm(users, timeout=count * gap_s + 30, per_user=count)
+    sent_at: dict[str, int] = {}
+    round_trips: list[int] = []
+    start = time.monotonic()
+
+    async def one(i: int) -> None:
+        message = f"latency #{i}"
+        sent, answered, _ = await publisher.post(tag, message)
+        sent_at[message] = sent
+        round_trips.append(answered - sent)
+
+    tasks = []
+    for i in range(count):
+        await asyncio.sleep(max(0.0, start + i * gap_s - time.monotonic()))
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    records = await asyncio.to_thread(fleet.collect)
+    samples = [t - sent_at[m] for t, _, m in records if m in sent_at]
+    return {
+        "subscribers": users,
+        "notifications": count,
+        "gap_ms": gap_s * 1000,
+        "deliveries": len(samples),
+        "lost": users * count - len(samples),
+        "p50_ms": ms(percentile(samples, 0.50)),
+        "p99_ms": ms(percentile(samples, 0.99)),
+        "max_ms": ms(max(samples)) if samples else None,
+        # The POST's own round trip (auth, insert, fan-out, commit, answer): most
+        # of the latency is here, before any socket is involved.
+        "post_p50_ms": ms(percentile(round_trips, 0.50)),
+        "post_p99_ms": ms(percentile(round_trips, 0.99)),
+        "samples_ms": [ms(s) for s in samples],
+    }
+
+
+def _publish_loop(url: str, token: str, tag: int, concurrency: int, seconds: float, out) -> None:
+    async def main() -> tuple[int, int]:
+        ok = errors = 0
+        deadline = time.monotonic() + seconds
+
+        async def worker(w: int) -> None:
+            nonlocal ok, errors
+            headers = {"Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+                i = 0
+                while time.monotonic() < deadline:
+                    response = await http.post(
+                        "/api/notifications/", json={"message": f"throughput {w}/{i}", "tag": tag}
+                    )
+                    if response.status_code == 201:
+                        ok += 1
+                    else:
+                        errors += 1
+                    i += 1
+
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        return ok, errors
+
+    ok, errors = asyncio.run(main())
+    out.send((ok, errors, time.process_time()))
+
+
+async def publish_throughput(
+    fleet: Fleet,
+    server: Server,
+    staff_id: int,
+    tag: int,
+    subscribers: int,
+    concurrency: int = 8,
+    seconds: float = 10.0,
+) -> dict:
+    fleet.arm(None, timeout=seconds + 5)
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(
+        target=_publish_loop,
+        args=(server.http, server.token(staff_id), tag, concurrency, seconds, child),
+    )
+    cpu0, pg0 = server.cpu_seconds(), server.postgres_cpu_seconds()
+    proc.start()
+    ok, errors, client_cpu = await asyncio.to_thread(parent.recv)
+    cpu, pg = server.cpu_seconds() - cpu0, server.postgres_cpu_seconds() - pg0
+    proc.join()
+    records = await asyncio.to_thread(fleet.collect)
+    return {
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "subscribers": subscribers,
+        "notifications_per_s": round(ok / seconds, 1),
+        "deliveries_per_s": round(len(records) / seconds, 1),
+        "inbox_rows_per_s": round(ok * subscribers / seconds, 1),
+        "errors": errors,
+        "server_cpu_cores": round(cpu / seconds, 2),
+        "postgres_cpu_cores": round(pg / seconds, 2),
+        "publisher_cpu_cores": round(client_cpu / seconds, 2),
+        "socket_clients_cpu_cores": round(fleet.cpu_used() / (seconds + 5), 2),
+    }
+
+
+async def deliveries_per_process(
+    fleet: Fleet, seed: Seed, server: Server, tag: int, users: int, count: int
+) -> dict:
+    """`count` notifications to `users` connected users, committed at once (one
+    INSERT of `count` rows): from the commit to the last frame, only the relay works."""
+    fleet.arm(users, timeout=120, per_user=count)
+    await seed.conn.execute(
+        "INSERT INTO notification (tag_id, message) SELECT $1, 'burst #' || g "
+        "FROM generate_series(1, $2::int) g",
+        tag,
+        count,
+    )
+    cpu0, pg0 = server.cpu_seconds(), server.postgres_cpu_seconds()
+    start = time.monotonic_ns()
+    records = await asyncio.to_thread(fleet.collect)
+    end = max(t for t, _, _ in records)
+    cpu, pg = server.cpu_seconds() - cpu0, server.postgres_cpu_seconds() - pg0
+    seconds = (end - start) / 1e9
+    # The client processes also record (and idle) until the last frame, so
+    # their CPU over the same span says how busy they were.
+    return {
+        "users": users,
+        "notifications": count,
+        "deliveries": len(records),
+        "expected": users * count,
+        "seconds": round(seconds, 3),
+        "deliveries_per_s": round(len(records) / seconds),
+        "server_cpu_cores": round(cpu / seconds, 2),
+        "postgres_cpu_cores": round(pg / seconds, 2),
+        "client_cpu_cores": round(fleet.cpu_used() / seconds, 2),
+    }
+
+
+async def history(
+    seed: Seed, server: Server, user_id: int, tag: int, sizes: list[int], rounds: int = 50
+) -> dict:
+    """Round trips for the first page (20) over the socket, and the unread count, as one
+    user's inbox grows."""
+    results = []
+    have = 0
+    token = server.token(user_id)
+    async with httpx.AsyncClient(
+        base_url=server.http, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        for size in sizes:
+            await seed.history(tag, size - have)
+            have = size
+            await seed.conn.execute("ANALYZE user_notification")
+            async with websockets.connect(
+                f"{server.ws}/ws/notifications/?token={token}", compression=None, max_size=None
+            ) as ws:
+
+                async def round_trip(frame: dict) -> float:
+                    raw = orjson.dumps(frame)
+                    t0 = time.perf_counter_ns()
+                    await ws.send(raw.decode())
+                    while True:
+                        answer = orjson.loads(await ws.recv())
+                        if answer["type"] == frame["type"]:
+                            break
+                    assert len(answer["data"]) == 20, answer
+                    return time.perf_counter_ns() - t0
+
+                pages = [
+                    await round_trip({"type": "notifications_list", "page": 1, "page_size": 20})
+                    for _ in range(rounds)
+                ]
+                cursors = [
+                    await round_trip({"type": "notifications_list", "limit": 20})
+                    for _ in range(rounds)
+                ]
+            counts = []
+            for _ in range(rounds):
+                t0 = time.perf_counter_ns()
+                body = (await http.get("/api/inbox/counts/")).raise_for_status().json()
+                counts.append(time.perf_counter_ns() - t0)
+            assert body["unread"] == size, body
+            results.append(
+                {
+                    "items": size,
+                    "page_ms": ms(statistics.median(pages)),
+                    "cursor_page_ms": ms(statistics.median(cursors)),
+                    "unread_count_ms": ms(statistics.median(counts)),
+                }
+            )
+    return {"sizes": results}
+
+
+async def login(
+    server: Server, username: str, password: str, concurrency: int = 4, seconds: float = 5.0
+) -> dict:
+    ok = 0
+    deadline = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal ok
+        async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
+            while time.monotonic() < deadline:
+                response = await http.post(
+                    "/api/token/", json={"username": username, "password": password}
+                )
+                response.raise_for_status()
+                ok += 1
+
+    cpu0 = server.cpu_seconds()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return {
+        "logins_per_s": round(ok / seconds, 1),
+        "concurrency": concurrency,
+        "server_cpu_cores": round((server.cpu_seconds() - cpu0) / seconds, 2),
+        "hash": "argon2id t=2 m=19MiB p=1",
+    }

@@ -1,0 +1,160 @@
+"""The server under test and its data: start `citelink serve`, seed by SQL."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from citelink import database, passwords, tokens
+from citelink.embedded import stop as stop_embedded
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`citelink serve` in a process of its own, on a fresh embedded database
+    (or on `database_url` when given)."""
+
+    def __init__(self, database_url: str | None = None):
+        self.tmp = tempfile.mkdtemp(prefix="citelink-bench-")
+        self.port = free_port()
+        self.http = f"http://127.0.0.1:{self.port}"
+        self.ws = f"ws://127.0.0.1:{self.port}"
+        self.secret_key = secrets.token_urlsafe(32)
+        self.env = {
+            **os.environ,
+            "CITELINK_DATA_DIR": self.tmp,
+            "CITELINK_SECRET_KEY": self.secret_key,
+            # Benchmarks open many sockets per user and send frames quickly.
+            "CITELINK_WS_MAX_SOCKETS_PER_USER": "1000",
+            "CITELINK_WS_FRAMES_PER_SECOND": "100000",
+        }
+        if database_url:
+            self.env["CITELINK_DATABASE_URL"] = database_url
+        self.database_url = subprocess.run(
+            [sys.executable, "-m", "citelink.cli", "db-url"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(Path(self.tmp) / "server.log", "w") as server_log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "citelink.cli", "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=server_log,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{self.http}/readyz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"server did not start; see {self.tmp}/server.log")
+            time.sleep(0.1)
+
+    def rss_kib(self) -> int:
+        assert self.proc
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far."""
+        assert self.proc
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def postgres_cpu_seconds(self) -> float:
+        """CPU time of the embedded PostgreSQL (postmaster and its live children)."""
+        pidfile = Path(self.tmp) / "pgdata" / "postmaster.pid"
+        if not pidfile.exists():
+            return float("nan")  # an external server: not measured
+        postmaster = int(pidfile.read_text().split()[0])
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat.parent.name) == postmaster or int(fields[1]) == postmaster:
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        if "CITELINK_DATABASE_URL" not in self.env:
+            stop_embedded(Path(self.tmp))
+
+    def token(self, user_id: int) -> str:
+        return tokens.issue(self.secret_key, user_id, "access", 24 * 60)
+
+
+class Seed:
+    """Bulk data by plain SQL: users, tags, subscriptions, history."""
+
+    def __init__(self, conn: asyncpg.Connection):
+        self.conn = conn
+
+    @classmethod
+    async def connect(cls, url: str) -> Seed:
+        return cls(await database.connect(url))
+
+    async def users(self, prefix: str, count: int, password: str = "bench-pw") -> list[int]:
+        hashed = passwords.hash_password(password)
+        rows = await self.conn.fetch(
+            "INSERT INTO users (username, password_hash, is_staff) "
+            "SELECT $1 || g, $2, g = 1 FROM generate_series(1, $3) g RETURNING id",
+            prefix,
+            hashed,
+            count,
+        )
+        return [r["id"] for r in rows]
+
+    async def tag(self, name: str, user_ids: list[int]) -> int:
+        tag_id = await self.conn.fetchval("INSERT INTO tag (name) VALUES ($1) RETURNING id", name)
+        await self.conn.execute(
+            "INSERT INTO subscription (user_id, tag_id) SELECT unnest($1::bigint[]), $2",
+            user_ids,
+            tag_id,
+        )
+        return tag_id
+
+    async def history(self, tag_id: int, count: int) -> None:
+        """`count` notifications on `tag_id`, 100,000 per statement (each fans out)."""
+        done = 0
+        while done < count:
+            batch = min(100_000, count - done)
+            await self.conn.execute(
+                "INSERT INTO notification (tag_id, message) "
+                "SELECT $1, 'history ' || g FROM generate_series($2::int, $3::int) g",
+                tag_id,
+                done + 1,
+                done + batch,
+            )
+            done += batch
+
+    async def close(self) -> None:
+        await self.conn.close()
