@@ -154,3 +154,17 @@ def bad_tokens(user_id: int) -> dict[str, str]:
         "three dots": "a.b.c",
         "non-ASCII": "ééé.ééé.ééé",
     }
+
+
+# The inbox item shape, REST and WebSocket alike (SPEC §4).
+ITEM_KEYS = {
+    "id",
+    "notification_id",
+    "tag",
+    "tag_name",
+    "message",
+    "data",
+    "timestamp",
+    "is_read",
+    "read_at",
+}

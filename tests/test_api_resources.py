@@ -9,20 +9,8 @@ import dataclasses
 import asyncpg
 import httpx
 
-from .api_support import World
+from .api_support import ITEM_KEYS, World
 from .conftest import start_server
-
-ITEM_KEYS = {
-    "id",
-    "notification_id",
-    "tag",
-    "tag_name",
-    "message",
-    "data",
-    "timestamp",
-    "is_read",
-    "read_at",
-}
 
 
 async def publish_sql(conn: asyncpg.Connection, tag: int, count: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from citelink.hub import Hub
 
+from .api_support import ITEM_KEYS
 from .conftest import subscribe
 from .wsclient import messages, open_socket, publish
 
@@ -155,17 +156,7 @@ async def test_seed_numbered_pages(server, conn, make_user):
         assert answer["type"] == "notifications_list"
         assert [i["message"] for i in answer["data"]] == ["m6", "m5", "m4", "m3", "m2"]
         assert (answer["total_pages"], answer["page"], answer["total"]) == (2, 1, 6)
-        assert set(answer["data"][0]) == {
-            "id",
-            "notification_id",
-            "tag",
-            "tag_name",
-            "message",
-            "data",
-            "timestamp",
-            "is_read",
-            "read_at",
-        }
+        assert set(answer["data"][0]) == ITEM_KEYS
         answer = await ws.request("notifications_list", page=2, page_size=5)
         assert [i["message"] for i in answer["data"]] == ["m1"]  # m0 is deleted
         answer = await ws.request("notifications_list", page=3, page_size=5)
