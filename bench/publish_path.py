@@ -1,0 +1,67 @@
+"""Where a publish request's time goes: `python -m bench.publish_path`.
+
+Sequential requests to an otherwise idle server (no sockets): the HTTP floor
+(/healthz), authentication plus one query (/api/users/me/), publishing to a
+tag without and with 50 subscribers, and the same insert by plain SQL. Medians
+of 100 requests each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from .server import Seed, Server
+
+ROUNDS = 100
+
+
+async def median_ms(call: Callable[[], Awaitable[object]]) -> float:
+    times = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        await call()
+        times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 2)
+
+
+async def main() -> None:
+    server = Server()
+    seed = await Seed.connect(server.database_url)
+    try:
+        ids = await seed.users("path", 50)
+        fifty = await seed.tag("fifty", ids)
+        nobody = await seed.tag("nobody", [])
+        server.start()
+        headers = {"Authorization": f"Bearer {server.token(ids[0])}"}
+        async with httpx.AsyncClient(base_url=server.http, headers=headers) as http:
+
+            def publish(tag: int) -> Callable[[], Awaitable[httpx.Response]]:
+                return lambda: http.post("/api/notifications/", json={"message": "x", "tag": tag})
+
+            rows = {
+                "GET /healthz": await median_ms(lambda: http.get("/healthz")),
+                "GET /api/users/me/ (auth + 1 query)": await median_ms(
+                    lambda: http.get("/api/users/me/")
+                ),
+                "POST /api/notifications/, 0 subscribers": await median_ms(publish(nobody)),
+                "POST /api/notifications/, 50 subscribers": await median_ms(publish(fifty)),
+                "INSERT INTO notification by SQL, 50 subscribers": await median_ms(
+                    lambda: seed.conn.execute(
+                        "INSERT INTO notification (tag_id, message) VALUES ($1, 'x')", fifty
+                    )
+                ),
+            }
+    finally:
+        await seed.close()
+        server.stop()
+    for name, value in rows.items():
+        print(f"{name:<50} {value:>6} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
