@@ -34,6 +34,8 @@ CATALOG = {
     "triggers": """
         SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger
         WHERE NOT tgisinternal ORDER BY 1""",
+    "views": """
+        SELECT viewname, definition FROM pg_views WHERE schemaname = 'public' ORDER BY 1""",
     "sequences": """
         SELECT sequencename, data_type, increment_by FROM pg_sequences
         WHERE schemaname = 'public' ORDER BY 1""",

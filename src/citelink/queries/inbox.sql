@@ -4,65 +4,47 @@
 -- so each matches its partial index.
 
 -- name: inbox_page_all
-SELECT i.id, i.notification_id, n.tag_id AS tag, t.name AS tag_name, n.message, n.data,
-       n.created_at AS timestamp, i.is_read, i.read_at
-FROM user_notification AS i
-JOIN notification AS n ON n.id = i.notification_id
-JOIN tag AS t ON t.id = n.tag_id
-WHERE i.user_id = $1 AND NOT i.is_deleted AND i.id < $2
-  AND ($3::bigint IS NULL OR n.tag_id = $3)
-ORDER BY i.id DESC
+SELECT id, notification_id, tag, tag_name, message, data, timestamp, is_read, read_at
+FROM inbox_item
+WHERE user_id = $1 AND NOT is_deleted AND id < $2
+  AND ($3::bigint IS NULL OR tag = $3)
+ORDER BY id DESC
 LIMIT $4;
 
 -- name: inbox_page_unread
-SELECT i.id, i.notification_id, n.tag_id AS tag, t.name AS tag_name, n.message, n.data,
-       n.created_at AS timestamp, i.is_read, i.read_at
-FROM user_notification AS i
-JOIN notification AS n ON n.id = i.notification_id
-JOIN tag AS t ON t.id = n.tag_id
-WHERE i.user_id = $1 AND NOT i.is_deleted AND NOT i.is_read AND i.id < $2
-  AND ($3::bigint IS NULL OR n.tag_id = $3)
-ORDER BY i.id DESC
+SELECT id, notification_id, tag, tag_name, message, data, timestamp, is_read, read_at
+FROM inbox_item
+WHERE user_id = $1 AND NOT is_deleted AND NOT is_read AND id < $2
+  AND ($3::bigint IS NULL OR tag = $3)
+ORDER BY id DESC
 LIMIT $4;
 
 -- name: inbox_page_read
-SELECT i.id, i.notification_id, n.tag_id AS tag, t.name AS tag_name, n.message, n.data,
-       n.created_at AS timestamp, i.is_read, i.read_at
-FROM user_notification AS i
-JOIN notification AS n ON n.id = i.notification_id
-JOIN tag AS t ON t.id = n.tag_id
-WHERE i.user_id = $1 AND NOT i.is_deleted AND i.is_read AND i.id < $2
-  AND ($3::bigint IS NULL OR n.tag_id = $3)
-ORDER BY i.id DESC
+SELECT id, notification_id, tag, tag_name, message, data, timestamp, is_read, read_at
+FROM inbox_item
+WHERE user_id = $1 AND NOT is_deleted AND is_read AND id < $2
+  AND ($3::bigint IS NULL OR tag = $3)
+ORDER BY id DESC
 LIMIT $4;
 
 -- name: inbox_page_offset
-SELECT i.id, i.notification_id, n.tag_id AS tag, t.name AS tag_name, n.message, n.data,
-       n.created_at AS timestamp, i.is_read, i.read_at
-FROM user_notification AS i
-JOIN notification AS n ON n.id = i.notification_id
-JOIN tag AS t ON t.id = n.tag_id
-WHERE i.user_id = $1 AND NOT i.is_deleted
-ORDER BY i.id DESC
+SELECT id, notification_id, tag, tag_name, message, data, timestamp, is_read, read_at
+FROM inbox_item
+WHERE user_id = $1 AND NOT is_deleted
+ORDER BY id DESC
 OFFSET $2 LIMIT $3;
 
 -- name: inbox_after
-SELECT i.id, i.notification_id, n.tag_id AS tag, t.name AS tag_name, n.message, n.data,
-       n.created_at AS timestamp, i.is_read, i.read_at
-FROM user_notification AS i
-JOIN notification AS n ON n.id = i.notification_id
-JOIN tag AS t ON t.id = n.tag_id
-WHERE i.user_id = $1 AND NOT i.is_deleted AND i.id > $2
-ORDER BY i.id
+SELECT id, notification_id, tag, tag_name, message, data, timestamp, is_read, read_at
+FROM inbox_item
+WHERE user_id = $1 AND NOT is_deleted AND id > $2
+ORDER BY id
 LIMIT $3;
 
 -- name: inbox_item
-SELECT i.id, i.notification_id, n.tag_id AS tag, t.name AS tag_name, n.message, n.data,
-       n.created_at AS timestamp, i.is_read, i.read_at
-FROM user_notification AS i
-JOIN notification AS n ON n.id = i.notification_id
-JOIN tag AS t ON t.id = n.tag_id
-WHERE i.user_id = $1 AND i.id = $2 AND NOT i.is_deleted;
+SELECT id, notification_id, tag, tag_name, message, data, timestamp, is_read, read_at
+FROM inbox_item
+WHERE user_id = $1 AND id = $2 AND NOT is_deleted;
 
 -- name: inbox_counts
 SELECT coalesce(c.unread, 0) AS unread, coalesce(c.total, 0) AS total
