@@ -50,7 +50,9 @@ CREATE TABLE user_notification (
     is_deleted      boolean     NOT NULL DEFAULT false,
     deleted_at      timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (user_id, notification_id)
+    -- notification_id first: the fan-out inserts in this order (appending to
+    -- the index), and it serves the cascade and recipient count by notification.
+    UNIQUE (notification_id, user_id)
 );
 
 -- Per-user counters kept by triggers, so the unread count stays O(1) at
@@ -100,7 +102,6 @@ CREATE INDEX user_notification_unread_idx
     ON user_notification (user_id, id) WHERE NOT is_deleted AND NOT is_read;
 CREATE INDEX user_notification_read_idx
     ON user_notification (user_id, id) WHERE NOT is_deleted AND is_read;
-CREATE INDEX user_notification_notification_idx ON user_notification (notification_id);
 
 CREATE INDEX audit_log_object_idx ON audit_log (resource, object_id, id);
 CREATE INDEX audit_log_actor_idx ON audit_log (actor_id, id);

@@ -2,6 +2,18 @@
 -- Everything here fires for any writer (the API, psql, another service), so a
 -- row inserted by plain SQL is delivered and audited like one from the API.
 --
+-- Plans: PL/pgSQL plans each query once per session, at its first call, with
+-- the transition tables' sizes of that call as estimates. A join planned for
+-- one row is a nested loop, quadratic when a later statement brings 100,000
+-- rows; one planned for 100,000 scans whole tables when later calls bring one.
+-- So no query here leaves the planner a join to choose: rows reach other
+-- tables through index probes (upserts, scalar subqueries, LATERAL), old and
+-- new rows of an UPDATE are paired by grouping on the id, and a session that
+-- fans out to one user after one to 100,000 (or the other way) stays linear.
+-- `SET enable_seqscan = off` keeps those probes on their indexes when a plan
+-- is made while a table is empty (a fresh database): a sequential scan per
+-- probe would be quadratic once the table has grown.
+--
 -- Events: one channel, `citelink_events`, one message per inbox change:
 --     "<kind> <user_id> <item_id> <notification_id> <unread>"
 -- kind is new | read | unread | delete | restore; unread is the user's unread
@@ -42,8 +54,14 @@ BEGIN
         INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
         SELECT TG_TABLE_NAME, d.id, 'update', d.changes, citelink_actor_id()
         FROM (
-            SELECT n.id, citelink_row_diff(to_jsonb(o), to_jsonb(n)) AS changes
-            FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+            SELECT id, citelink_row_diff(pair -> 'old', pair -> 'new') AS changes
+            FROM (
+                SELECT (r ->> 'id')::bigint AS id, jsonb_object_agg(side, r) AS pair
+                FROM (SELECT 'old' AS side, to_jsonb(o) AS r FROM old_rows AS o
+                      UNION ALL
+                      SELECT 'new', to_jsonb(n) FROM new_rows AS n) AS sides
+                GROUP BY 1
+            ) AS pairs
         ) AS d
         WHERE d.changes <> '{}'
         ORDER BY d.id;
@@ -55,40 +73,33 @@ BEGIN
     RETURN NULL;
 END
 $$;
-
 -- One inbox row per subscriber of the tag, in one set-based statement, and
--- one audit row per notification that summarises the fan-out.
--- Planned at every call with the actual tag ids (force_custom_plan): one huge
--- tag skews the statistics of subscription.tag_id, and a generic plan would
--- then scan every subscription to fan out to a tag of ten.
+-- one audit row per notification that summarises the fan-out. Subscribers are
+-- read through the (tag_id, user_id) index for each new notification, the
+-- right plan for a tag of ten and for a tag of 100,000 alike.
 CREATE FUNCTION citelink_fan_out_notification() RETURNS trigger
 LANGUAGE plpgsql
-SET plan_cache_mode = force_custom_plan
+SET enable_seqscan = off
 AS $$
-DECLARE
-    tags bigint[] := ARRAY(SELECT DISTINCT tag_id FROM new_rows);
 BEGIN
-    WITH items AS (
-        INSERT INTO user_notification (user_id, notification_id)
-        SELECT s.user_id, n.id
-        FROM new_rows AS n JOIN subscription AS s ON s.tag_id = n.tag_id
-        WHERE s.tag_id = ANY (tags)
-        ORDER BY n.id, s.user_id
-        RETURNING notification_id
-    ), recipients AS (
-        SELECT notification_id, count(*) AS total FROM items GROUP BY notification_id
-    )
+    INSERT INTO user_notification (user_id, notification_id)
+    SELECT s.user_id, n.id
+    FROM new_rows AS n
+    CROSS JOIN LATERAL (
+        SELECT user_id FROM subscription WHERE tag_id = n.tag_id OFFSET 0
+    ) AS s
+    ORDER BY n.id, s.user_id;
+
     INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
     SELECT 'notification', n.id, 'create',
-           citelink_row_diff(NULL, to_jsonb(n))
-               || jsonb_build_object('recipients', jsonb_build_array(NULL, coalesce(r.total, 0))),
+           citelink_row_diff(NULL, to_jsonb(n)) || jsonb_build_object('recipients', jsonb_build_array(
+               NULL, (SELECT count(*) FROM user_notification AS i WHERE i.notification_id = n.id))),
            citelink_actor_id()
-    FROM new_rows AS n LEFT JOIN recipients AS r ON r.notification_id = n.id
+    FROM new_rows AS n
     ORDER BY n.id;
     RETURN NULL;
 END
 $$;
-
 -- Inbox inserts are serialised until commit: a transaction can only take
 -- inbox ids once every earlier inserter has committed (or aborted), so ids
 -- are handed out in commit order and `id > last seen` never skips an item
@@ -117,66 +128,68 @@ $$;
 
 -- New inbox rows: bump the owners' counters, then one event per row.
 CREATE FUNCTION citelink_publish_new_items() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    sent bigint;
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
 BEGIN
-    WITH counts AS (
-        INSERT INTO inbox_count AS c (user_id, unread, total)
-        SELECT user_id,
-               count(*) FILTER (WHERE NOT is_read AND NOT is_deleted),
-               count(*) FILTER (WHERE NOT is_deleted)
-        FROM new_rows GROUP BY user_id
-        ON CONFLICT (user_id) DO UPDATE
-            SET unread = c.unread + excluded.unread, total = c.total + excluded.total
-        RETURNING c.user_id, c.unread
-    )
-    SELECT count(*) INTO sent FROM (
-        SELECT pg_notify('citelink_events', concat_ws(' ', 'new', e.user_id, e.id, e.notification_id, e.unread))
-        FROM (
-            SELECT r.user_id, r.id, r.notification_id, c.unread
-            FROM new_rows AS r JOIN counts AS c ON c.user_id = r.user_id
-            WHERE NOT r.is_deleted
-            ORDER BY r.id OFFSET 0
-        ) AS e
-    ) AS events;
+    INSERT INTO inbox_count AS c (user_id, unread, total)
+    SELECT user_id,
+           count(*) FILTER (WHERE NOT is_read AND NOT is_deleted),
+           count(*) FILTER (WHERE NOT is_deleted)
+    FROM new_rows GROUP BY user_id
+    ON CONFLICT (user_id) DO UPDATE
+        SET unread = c.unread + excluded.unread, total = c.total + excluded.total;
+
+    PERFORM pg_notify('citelink_events', concat_ws(' ', 'new', e.user_id, e.id, e.notification_id,
+                      (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
+    FROM (SELECT user_id, id, notification_id FROM new_rows
+          WHERE NOT is_deleted ORDER BY id OFFSET 0) AS e;
     RETURN NULL;
 END
 $$;
 
 -- Changed read/deleted flags: adjust counters, then one event per row.
 CREATE FUNCTION citelink_publish_item_changes() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    sent bigint;
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
 BEGIN
-    WITH changed AS (
-        SELECT n.id, n.user_id, n.notification_id,
-               CASE WHEN n.is_deleted AND NOT o.is_deleted THEN 'delete'
-                    WHEN o.is_deleted AND NOT n.is_deleted THEN 'restore'
-                    WHEN n.is_read THEN 'read'
-                    ELSE 'unread' END AS kind,
-               (NOT n.is_read AND NOT n.is_deleted)::int - (NOT o.is_read AND NOT o.is_deleted)::int AS unread,
-               (NOT n.is_deleted)::int - (NOT o.is_deleted)::int AS total
-        FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
-        WHERE (n.is_read, n.is_deleted) IS DISTINCT FROM (o.is_read, o.is_deleted)
-          AND n.user_id = o.user_id
-    ), counts AS (
-        UPDATE inbox_count AS c
-        SET unread = c.unread + d.unread, total = c.total + d.total
-        FROM (SELECT user_id, sum(unread) AS unread, sum(total) AS total
-              FROM changed GROUP BY user_id) AS d
-        WHERE c.user_id = d.user_id
-        RETURNING c.user_id, c.unread
-    )
-    SELECT count(*) INTO sent FROM (
-        SELECT pg_notify('citelink_events', concat_ws(' ', e.kind, e.user_id, e.id, e.notification_id, e.unread))
+    -- Counter deltas need no pairing: what the new rows count minus what the
+    -- old rows counted, per owner.
+    INSERT INTO inbox_count AS c (user_id, unread, total)
+    SELECT user_id,
+           coalesce(sum(sign) FILTER (WHERE NOT is_read AND NOT is_deleted), 0),
+           coalesce(sum(sign) FILTER (WHERE NOT is_deleted), 0)
+    FROM (SELECT user_id, is_read, is_deleted, 1 AS sign FROM new_rows
+          UNION ALL
+          SELECT user_id, is_read, is_deleted, -1 FROM old_rows) AS sides
+    GROUP BY user_id
+    ON CONFLICT (user_id) DO UPDATE
+        SET unread = c.unread + excluded.unread, total = c.total + excluded.total;
+
+    PERFORM pg_notify('citelink_events', concat_ws(' ', e.kind, e.user_id, e.id, e.notification_id,
+                      (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
+    FROM (
+        SELECT id, user_id, notification_id,
+               CASE WHEN is_deleted AND NOT was_deleted THEN 'delete'
+                    WHEN was_deleted AND NOT is_deleted THEN 'restore'
+                    WHEN is_read THEN 'read'
+                    ELSE 'unread' END AS kind
         FROM (
-            SELECT ch.kind, ch.user_id, ch.id, ch.notification_id, c.unread
-            FROM changed AS ch JOIN counts AS c ON c.user_id = ch.user_id
-            ORDER BY ch.id OFFSET 0
-        ) AS e
-    ) AS events;
+            SELECT id, min(user_id) AS user_id, min(notification_id) AS notification_id,
+                   min(user_id) = max(user_id) AS same_owner,
+                   bool_or(is_read) FILTER (WHERE side = 'old') AS was_read,
+                   bool_or(is_deleted) FILTER (WHERE side = 'old') AS was_deleted,
+                   bool_or(is_read) FILTER (WHERE side = 'new') AS is_read,
+                   bool_or(is_deleted) FILTER (WHERE side = 'new') AS is_deleted
+            FROM (SELECT 'old' AS side, * FROM old_rows
+                  UNION ALL
+                  SELECT 'new', * FROM new_rows) AS sides
+            GROUP BY id
+        ) AS pairs
+        WHERE same_owner AND (is_read, is_deleted) IS DISTINCT FROM (was_read, was_deleted)
+        ORDER BY id OFFSET 0
+    ) AS e;
     RETURN NULL;
 END
 $$;
@@ -184,29 +197,27 @@ $$;
 -- Inbox rows removed outright (plain SQL or a cascade): fix the counters and
 -- tell the owners their visible items went away.
 CREATE FUNCTION citelink_publish_removed_items() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    sent bigint;
+LANGUAGE plpgsql
+-- An UPDATE, not an upsert: when a user is deleted, the cascade has removed
+-- their counter row already. Nested loops only, so the join below is always
+-- one index probe per owner (see "Plans" above).
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
 BEGIN
-    WITH counts AS (
-        UPDATE inbox_count AS c
-        SET unread = c.unread - d.unread, total = c.total - d.total
-        FROM (SELECT user_id,
-                     count(*) FILTER (WHERE NOT is_read AND NOT is_deleted) AS unread,
-                     count(*) FILTER (WHERE NOT is_deleted) AS total
-              FROM old_rows GROUP BY user_id) AS d
-        WHERE c.user_id = d.user_id
-        RETURNING c.user_id, c.unread
-    )
-    SELECT count(*) INTO sent FROM (
-        SELECT pg_notify('citelink_events', concat_ws(' ', 'delete', e.user_id, e.id, e.notification_id, e.unread))
-        FROM (
-            SELECT r.user_id, r.id, r.notification_id, c.unread
-            FROM old_rows AS r JOIN counts AS c ON c.user_id = r.user_id
-            WHERE NOT r.is_deleted
-            ORDER BY r.id OFFSET 0
-        ) AS e
-    ) AS events;
+    UPDATE inbox_count AS c
+    SET unread = c.unread - d.unread, total = c.total - d.total
+    FROM (SELECT user_id,
+                 count(*) FILTER (WHERE NOT is_read AND NOT is_deleted) AS unread,
+                 count(*) FILTER (WHERE NOT is_deleted) AS total
+          FROM old_rows GROUP BY user_id) AS d
+    WHERE c.user_id = d.user_id;
+
+    PERFORM pg_notify('citelink_events', concat_ws(' ', 'delete', e.user_id, e.id, e.notification_id,
+                      (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
+    FROM (SELECT user_id, id, notification_id FROM old_rows
+          WHERE NOT is_deleted ORDER BY id OFFSET 0) AS e;
     RETURN NULL;
 END
 $$;

@@ -286,3 +286,32 @@ async def test_fan_out_to_100000_subscribers_commits(conn, events):
     assert recipients == "100000"
     received = await events.take(100_000)
     assert len({p.split()[1] for p in received}) == 100_000
+
+
+async def test_big_statements_after_small_ones_stay_linear(conn):
+    """PL/pgSQL plans a trigger's queries at their first call in a session, with
+    that call's row counts: small statements first must not leave a plan that
+    is quadratic for a big one (20,000 rows would then take minutes)."""
+    await conn.execute("SET statement_timeout = '20s'")
+    (alice,) = await users(conn, "alice")
+    small = await subscribe(conn, alice, "small")
+    await publish(conn, small)
+    await conn.execute("UPDATE user_notification SET is_read = true WHERE user_id = $1", alice)
+    await conn.execute("DELETE FROM user_notification WHERE user_id = $1", alice)
+    await conn.execute(
+        "INSERT INTO users (username, password_hash) SELECT 'u' || g, 'x' "
+        "FROM generate_series(1, 20000) g"
+    )
+    big = await conn.fetchval("INSERT INTO tag (name) VALUES ('big') RETURNING id")
+    await conn.execute("INSERT INTO subscription (user_id, tag_id) SELECT id, $1 FROM users", big)
+
+    note = await publish(conn, big)
+    await conn.execute(
+        "UPDATE user_notification SET is_read = true WHERE notification_id = $1", note
+    )
+    unread, total = await conn.fetchrow("SELECT sum(unread), sum(total) FROM inbox_count")
+    assert (unread, total) == (0, 20_001)
+    await conn.execute("DELETE FROM user_notification WHERE notification_id = $1", note)
+
+    assert await conn.fetchval("SELECT sum(total) FROM inbox_count") == 0
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'update'") == 20_002
