@@ -172,8 +172,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             print(f"no tag {args.tag!r}", file=sys.stderr)
             return 1
         row = await conn.fetchrow(Q.publish, tag_id, args.message, data, None)
-        recipients = await conn.fetchval(Q.recipient_count, row["id"])
-        print(f"published notification {row['id']} to {recipients} recipient(s)")
+        print(f"published notification {row['id']} to {row['recipients']} recipient(s)")
         return 0
 
     return _run(_settings(), work)

@@ -1,8 +1,9 @@
 """Notifications: staff publish and read them back.
 
-Publishing is one INSERT statement in a transaction of its own; the database
-fans it out to every subscriber's inbox in that transaction, so the 201 comes
-after every inbox row is committed, with the number of recipients.
+Publishing is one call of citelink_publish() (sql/triggers.sql), a transaction
+of its own: the database fans the notification out to every subscriber's inbox
+in it, so the 201 comes after every inbox row is committed, with the number of
+recipients.
 """
 
 from __future__ import annotations
@@ -40,14 +41,13 @@ async def publish(call: Call) -> dict:
         )
     except asyncpg.ForeignKeyViolationError:
         raise ApiError(422, "invalid request body", {"tag": "no such tag"}) from None
-    recipients = await call.pool.fetchval(Q.recipient_count, row["id"])
     return {
         "id": row["id"],
         "tag": row["tag_id"],
         "message": row["message"],
         "data": row["data"],
         "timestamp": row["created_at"],
-        "recipients": recipients,
+        "recipients": row["recipients"],
     }
 
 

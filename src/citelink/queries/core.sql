@@ -31,16 +31,6 @@ UPDATE users SET is_staff = $2 WHERE lower(username) = lower($1) RETURNING id;
 SELECT id FROM tag WHERE name = $1;
 
 -- name: publish
--- One statement, run outside an explicit transaction: it sets the audit actor
--- ($4, the publisher) for its own transaction, and commits as soon as it ends.
--- Inbox inserts are serialised until commit, so no client round trip may
--- happen while they are held.
-WITH actor AS (SELECT set_config('citelink.actor_id', coalesce($4::bigint::text, ''), true))
-INSERT INTO notification (tag_id, message, data, created_by)
-SELECT $1, $2, $3, $4 FROM actor
-RETURNING id, tag_id, message, data, created_at;
-
--- name: recipient_count
-SELECT coalesce((changes -> 'recipients' ->> 1)::bigint, 0) AS recipients
-FROM audit_log
-WHERE resource = 'notification' AND object_id = $1 AND action = 'create';
+-- One statement, run outside an explicit transaction (sql/triggers.sql).
+SELECT id, tag_id, message, data, created_at, recipients
+FROM citelink_publish($1, $2, $3, $4);
