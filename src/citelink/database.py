@@ -58,6 +58,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Return a connection to the pool as it is. asyncpg's default reset (RESET
+    ALL, UNLISTEN *, ...) is one more round trip per query, and the app keeps no
+    session state on pooled connections: the actor is set per transaction and
+    LISTEN has a connection of its own. An open transaction is still rolled back."""
+
+
 async def connect(url: str) -> asyncpg.Connection:
     """One connection with citelink's codecs (jsonb <-> Python via orjson)."""
     conn = await asyncpg.connect(url)
@@ -103,6 +110,7 @@ async def create_pool(
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         init=_init_connection,
+        reset=_keep_session,
         loop=None,
         connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,
