@@ -52,7 +52,7 @@ async def run(args: argparse.Namespace) -> dict:
     server = Server(args.database_url)
     seed = await Seed.connect(server.database_url)
     results: dict = {}
-    fleet = None
+    fleet = publisher = None
     try:
         log(f"seeding {sockets + big - 1_000 + 1:,} users")
         # Users 1..sockets hold a socket each; big-fan-out adds (big - 1000) offline users;
@@ -135,6 +135,8 @@ async def run(args: argparse.Namespace) -> dict:
         results["server_rss_final_kib"] = server.rss_kib()
         results["postgres"] = await seed.conn.fetchval("SHOW server_version")
     finally:
+        if publisher:
+            await publisher.close()
         if fleet:
             for client in fleet.clients:
                 client.proc.kill()

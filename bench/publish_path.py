@@ -13,8 +13,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-import httpx
-
+from .scenarios import http_client, post_json
 from .server import Seed, Server
 
 ROUNDS = 100
@@ -37,16 +36,19 @@ async def main() -> None:
         fifty = await seed.tag("fifty", ids)
         nobody = await seed.tag("nobody", [])
         server.start()
-        headers = {"Authorization": f"Bearer {server.token(ids[0])}"}
-        async with httpx.AsyncClient(base_url=server.http, headers=headers) as http:
+        async with http_client(server.http, server.token(ids[0])) as http:
 
-            def publish(tag: int) -> Callable[[], Awaitable[httpx.Response]]:
-                return lambda: http.post("/api/notifications/", json={"message": "x", "tag": tag})
+            async def get(path: str) -> None:
+                async with http.get(path) as response:
+                    await response.read()
+
+            def publish(tag: int) -> Callable[[], Awaitable[object]]:
+                return lambda: post_json(http, "/api/notifications/", {"message": "x", "tag": tag})
 
             rows = {
-                "GET /healthz": await median_ms(lambda: http.get("/healthz")),
+                "GET /healthz": await median_ms(lambda: get("/healthz")),
                 "GET /api/users/me/ (auth + 1 query)": await median_ms(
-                    lambda: http.get("/api/users/me/")
+                    lambda: get("/api/users/me/")
                 ),
                 "POST /api/notifications/, 0 subscribers": await median_ms(publish(nobody)),
                 "POST /api/notifications/, 50 subscribers": await median_ms(publish(fifty)),

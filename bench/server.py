@@ -9,10 +9,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import asyncpg
-import httpx
 
 from citelink import database, passwords, tokens
 from citelink.embedded import stop as stop_embedded
@@ -64,9 +65,9 @@ class Server:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"{self.http}/readyz").status_code == 200:
+                with urllib.request.urlopen(f"{self.http}/readyz", timeout=5):
                     return
-            except httpx.HTTPError:
+            except OSError:  # refused while starting, or 503 until ready
                 pass
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError(f"server did not start; see {self.tmp}/server.log")
