@@ -246,7 +246,10 @@ class Client:
             self._closed.set_result((code, reason))
 
     async def wait_closed(self) -> tuple[int | None, str]:
-        return await asyncio.shield(self._closed)
+        """The close code and reason, once `close` is called. Only the socket's
+        own session waits here, so there is no shield (a future and two
+        callbacks more per socket): cancelling the wait marks the client closed."""
+        return await self._closed
 
     def send(self, frames: list[str]) -> None:
         """Queue frames without waiting; a full queue closes the socket (4408)."""

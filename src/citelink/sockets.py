@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import orjson
 import uvicorn
+from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import inbox, tokens
@@ -42,6 +43,8 @@ log = logging.getLogger("citelink.sockets")
 BIGINT_MAX = 2**63 - 1
 # How long a close may wait for a client that does not read.
 CLOSE_TIMEOUT = 10.0
+# Where clients open their socket (citelink.app.App routes it).
+SOCKET_PATH = "/ws/notifications/"
 # Page size of the seed's numbered pages when the client does not say.
 SEED_PAGE_SIZE = 10
 
@@ -93,7 +96,7 @@ class Session:
     """One open socket of an authenticated user."""
 
     def __init__(
-        self, websocket: WebSocket, client: Client, claims: dict, hub: Hub, settings: Settings
+        self, websocket: WebSocket, client: Client, expires: float, hub: Hub, settings: Settings
     ):
         self.websocket = websocket
         self.client = client
@@ -102,7 +105,7 @@ class Session:
         self.pool: asyncpg.Pool = websocket.state.pool
         # A timer, not a task: one socket costs less memory (see BENCHMARKS.md).
         self.expiry: asyncio.TimerHandle | None = None
-        self.expire_at(claims["exp"])
+        self.expire_at(expires)
         self.rate = _RateLimit(settings.ws_frames_per_second)
 
     async def run(self) -> None:
@@ -308,6 +311,19 @@ async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
     await websocket.close(code, reason)
 
 
+def _token_owner(websocket: WebSocket, settings: Settings) -> tuple[int, float] | None:
+    """(user id, expiry) of the `?token=` access token; None when it is not valid.
+    Neither the claims nor the parsed query string outlive this call (the
+    socket's coroutine would keep them for as long as it is open)."""
+    assert settings.secret_key
+    token = QueryParams(websocket.scope["query_string"]).get("token", "")
+    try:
+        claims = tokens.decode(settings.secret_key, token, "access")
+    except tokens.InvalidToken:
+        return None
+    return claims["user_id"], claims["exp"]
+
+
 async def notifications_socket(websocket: WebSocket) -> None:
     """Authenticate from `?token=`, attach to the hub and run the session.
 
@@ -316,15 +332,12 @@ async def notifications_socket(websocket: WebSocket) -> None:
     """
     settings: Settings = websocket.state.settings
     hub: Hub = websocket.state.hub
-    assert settings.secret_key
-    try:
-        claims = tokens.decode(
-            settings.secret_key, websocket.query_params.get("token", ""), "access"
-        )
-    except tokens.InvalidToken:
+    owner = _token_owner(websocket, settings)
+    if owner is None:
         await _refuse(websocket, 4401, "invalid or expired access token")
         return
-    client = Client(claims["user_id"], settings.ws_send_queue)
+    user_id, expires = owner
+    client = Client(user_id, settings.ws_send_queue)
     try:
         await hub.attach(client)
     except Refused as refused:
@@ -332,7 +345,7 @@ async def notifications_socket(websocket: WebSocket) -> None:
         return
     try:
         await websocket.accept()
-        await Session(websocket, client, claims, hub, settings).run()
+        await Session(websocket, client, expires, hub, settings).run()
     except (OSError, WebSocketDisconnect):
         pass  # the client left during the handshake
     finally:
