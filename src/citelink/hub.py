@@ -138,17 +138,17 @@ def _state_after(kind: str, known: ItemState | None) -> ItemState:
 
 class Outbox:
     """A socket's bounded FIFO of deliveries, with asyncio.Queue's put, get,
-    task_done and join. It keeps one deque and one shared waiter where
-    asyncio.Queue keeps four deques and an Event: about 6 KiB less per socket,
-    which counts at 10,000 sockets per process (BENCHMARKS.md)."""
+    task_done and join. It keeps one deque and the futures of whoever waits
+    where asyncio.Queue keeps four deques and an Event: about 6 KiB less per
+    socket, which counts at 10,000 sockets per process (BENCHMARKS.md)."""
 
-    __slots__ = ("_items", "_unfinished", "_waiter", "maxsize")
+    __slots__ = ("_items", "_unfinished", "_waiters", "maxsize")
 
     def __init__(self, maxsize: int):
         self.maxsize = maxsize
         self._items: deque[list[str]] = deque()
         self._unfinished = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] | None = None
 
     def full(self) -> bool:
         return len(self._items) >= self.maxsize
@@ -191,18 +191,24 @@ class Outbox:
             await self._wait()
 
     async def _wait(self) -> None:
-        # Every waiter shares one future and checks its own condition again
-        # when it resolves; shield it so a cancelled waiter does not cancel it
-        # for the others.
-        if self._waiter is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self._waiter)
+        # Each waiter has a future of its own (cancelling one waiter cancels no
+        # other); any change wakes them all, and each checks its condition again.
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = [waiter]
+        else:
+            self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters and waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     def _wake(self) -> None:
-        if self._waiter is not None:
-            if not self._waiter.done():
-                self._waiter.set_result(None)
-            self._waiter = None
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class Client:
