@@ -91,10 +91,11 @@ class Publisher:
 
 async def fan_out(fleet: Fleet, publisher: Publisher, tag: int, n: int, repeats: int = 3) -> dict:
     """One POST to a tag whose n subscribers each hold a socket: POST sent → last socket."""
-    lasts, firsts, received = [], [], []
+    lasts, firsts, commits, received = [], [], [], []
     for r in range(repeats):
         fleet.arm(n, timeout=60)
-        sent, _, _ = await publisher.post(tag, f"fan-out {n} #{r}")
+        sent, answered, _ = await publisher.post(tag, f"fan-out {n} #{r}")
+        commits.append(answered - sent)
         records = await asyncio.to_thread(fleet.collect)
         times = [t for t, _, _ in records]
         received.append(len(records))
@@ -104,6 +105,8 @@ async def fan_out(fleet: Fleet, publisher: Publisher, tag: int, n: int, repeats:
         "subscribers": n,
         "last_socket_ms": ms(statistics.median(lasts)),
         "first_socket_ms": ms(statistics.median(firsts)),
+        # The POST's answer: every inbox row committed (the relay's part is the rest).
+        "commit_ms": ms(statistics.median(commits)),
         "runs_last_socket_ms": [ms(x) for x in lasts],
         "received": min(received),
         "expected": n,
