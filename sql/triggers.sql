@@ -186,6 +186,8 @@ BEGIN
           UNION ALL
           SELECT user_id, is_read, is_deleted, -1 FROM old_rows) AS sides
     GROUP BY user_id
+    HAVING sum(sign) FILTER (WHERE NOT is_read AND NOT is_deleted) <> 0
+        OR sum(sign) FILTER (WHERE NOT is_deleted) <> 0
     ON CONFLICT (user_id) DO UPDATE
         SET unread = c.unread + excluded.unread, total = c.total + excluded.total;
 
