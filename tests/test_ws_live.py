@@ -63,6 +63,10 @@ async def test_push_on_api_publish(server, client, conn, make_user):
         assert push["data"] == {"url": "/x"}
         assert push["timestamp"] == response.json()["timestamp"]
         assert await ws.recv() == {"type": "counts", "unread": 1}
+        # The publishing process renders the push from what it published; it
+        # must match the item as the inbox reads it back.
+        (item,) = (await ws.request("notifications_list", page=1, page_size=5))["data"]
+        assert push == {"type": "notification", **item}
 
 
 async def test_two_sockets_stay_in_sync_whatever_changes_the_item(server, client, conn, make_user):
