@@ -41,17 +41,20 @@ CREATE TABLE notification (
 -- One row per recipient of a notification. The id is the inbox item id and,
 -- because inserts are serialised until commit (see triggers.sql), id order
 -- is commit order: "every item after id N" is a gapless resume cursor.
+-- user_id and notification_id are checked, and their rows removed with the
+-- user or notification, by triggers rather than foreign keys: a whole
+-- statement at once instead of one row at a time ("Inbox keys" in triggers.sql).
 CREATE TABLE user_notification (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    user_id         bigint      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    notification_id bigint      NOT NULL REFERENCES notification (id) ON DELETE CASCADE,
+    user_id         bigint      NOT NULL,
+    notification_id bigint      NOT NULL,
     is_read         boolean     NOT NULL DEFAULT false,
     read_at         timestamptz,
     is_deleted      boolean     NOT NULL DEFAULT false,
     deleted_at      timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     -- notification_id first: the fan-out inserts in this order (appending to
-    -- the index), and it serves the cascade and recipient count by notification.
+    -- the index), and it finds a notification's rows (recipient count, removal).
     UNIQUE (notification_id, user_id)
 );
 
@@ -102,6 +105,10 @@ CREATE INDEX user_notification_unread_idx
     ON user_notification (user_id, id) WHERE NOT is_deleted AND NOT is_read;
 CREATE INDEX user_notification_read_idx
     ON user_notification (user_id, id) WHERE NOT is_deleted AND is_read;
+-- With the inbox index, every row of a user (to remove a deleted user's rows);
+-- new items are not deleted, so the fan-out never writes to it.
+CREATE INDEX user_notification_deleted_idx
+    ON user_notification (user_id, id) WHERE is_deleted;
 
 CREATE INDEX audit_log_object_idx ON audit_log (resource, object_id, id);
 CREATE INDEX audit_log_actor_idx ON audit_log (actor_id, id);

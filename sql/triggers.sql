@@ -76,12 +76,15 @@ $$;
 -- One inbox row per subscriber of the tag, in one set-based statement, and
 -- one audit row per notification that summarises the fan-out. Subscribers are
 -- read through the (tag_id, user_id) index for each new notification, the
--- right plan for a tag of ten and for a tag of 100,000 alike.
+-- right plan for a tag of ten and for a tag of 100,000 alike. The inbox lock
+-- comes first, so subscribers are read after every user deletion before it
+-- has committed.
 CREATE FUNCTION citelink_fan_out_notification() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_seqscan = off
 AS $$
 BEGIN
+    PERFORM citelink_lock_inbox();
     INSERT INTO user_notification (user_id, notification_id)
     SELECT s.user_id, n.id
     FROM new_rows AS n
@@ -122,14 +125,79 @@ BEGIN
 END
 $$;
 
--- Inbox inserts are serialised until commit: a transaction can only take
--- inbox ids once every earlier inserter has committed (or aborted), so ids
--- are handed out in commit order and `id > last seen` never skips an item
--- that committed late. Cost: publishers commit one at a time.
-CREATE FUNCTION citelink_serialize_inbox_inserts() RETURNS trigger
+-- The inbox lock, held until commit by whatever adds inbox rows and by
+-- whatever deletes users or notifications:
+--  * inbox ids are handed out in commit order: a transaction takes inbox ids
+--    only once every earlier inserter has committed (or aborted), so
+--    `id > last seen` never skips an item that committed late;
+--  * inbox keys stay valid without foreign keys (see "Inbox keys" below): no
+--    user or notification is deleted while rows for it are being added.
+-- Cost: publishers commit one at a time.
+CREATE FUNCTION citelink_lock_inbox() RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock(7155521937341702721)  -- 'citelink inbox'
+$$;
+
+CREATE FUNCTION citelink_lock_inbox_for_statement() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(7155521937341702721);  -- 'citelink inbox'
+    PERFORM citelink_lock_inbox();
+    RETURN NULL;
+END
+$$;
+
+-- Inbox keys: user_notification.user_id and .notification_id name existing
+-- rows. Foreign keys would check them one row at a time (two checks and a
+-- row lock per row, a third of a 100,000-row fan-out); these triggers check a
+-- whole statement at once, and the inbox lock stands in for the row locks.
+
+-- Every inbox row a statement inserts names an existing user and notification.
+CREATE FUNCTION citelink_check_inbox_keys() RETURNS trigger
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
+DECLARE
+    bad record;
+BEGIN
+    SELECT r.user_id, r.notification_id INTO bad
+    FROM new_rows AS r
+    WHERE (SELECT true FROM users AS u WHERE u.id = r.user_id) IS NULL
+       OR (SELECT true FROM notification AS n WHERE n.id = r.notification_id) IS NULL
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE foreign_key_violation USING
+            MESSAGE = 'inbox row names no such user or notification',
+            DETAIL = format('Key (user_id, notification_id)=(%s, %s).', bad.user_id, bad.notification_id);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- An inbox row belongs to one user and one notification for life.
+CREATE FUNCTION citelink_keep_inbox_keys() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE restrict_violation USING
+        MESSAGE = 'an inbox row cannot move to another user or notification';
+END
+$$;
+
+-- Deleting users or notifications deletes their inbox rows (what ON DELETE
+-- CASCADE did), through the indexes: a user's rows are in the inbox index and
+-- the deleted-items index, a notification's in the unique index.
+CREATE FUNCTION citelink_remove_inbox_rows() RETURNS trigger
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
+DECLARE
+    ids bigint[] := ARRAY(SELECT id FROM old_rows);
+BEGIN
+    IF TG_TABLE_NAME = 'users' THEN
+        DELETE FROM user_notification WHERE user_id = ANY (ids) AND NOT is_deleted;
+        DELETE FROM user_notification WHERE user_id = ANY (ids) AND is_deleted;
+    ELSE
+        DELETE FROM user_notification WHERE notification_id = ANY (ids);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -200,8 +268,7 @@ BEGIN
                     WHEN is_read THEN 'read'
                     ELSE 'unread' END AS kind
         FROM (
-            SELECT id, min(user_id) AS user_id, min(notification_id) AS notification_id,
-                   min(user_id) = max(user_id) AS same_owner,
+            SELECT id, user_id, notification_id,
                    bool_or(is_read) FILTER (WHERE side = 'old') AS was_read,
                    bool_or(is_deleted) FILTER (WHERE side = 'old') AS was_deleted,
                    bool_or(is_read) FILTER (WHERE side = 'new') AS is_read,
@@ -209,9 +276,9 @@ BEGIN
             FROM (SELECT 'old' AS side, * FROM old_rows
                   UNION ALL
                   SELECT 'new', * FROM new_rows) AS sides
-            GROUP BY id
+            GROUP BY id, user_id, notification_id
         ) AS pairs
-        WHERE same_owner AND (is_read, is_deleted) IS DISTINCT FROM (was_read, was_deleted)
+        WHERE (is_read, is_deleted) IS DISTINCT FROM (was_read, was_deleted)
         ORDER BY id OFFSET 0
     ) AS e;
     RETURN NULL;
@@ -265,7 +332,36 @@ CREATE TRIGGER citelink_fan_out
 
 CREATE TRIGGER citelink_serialize_inserts
     BEFORE INSERT ON user_notification
-    FOR EACH STATEMENT EXECUTE FUNCTION citelink_serialize_inbox_inserts();
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_lock_inbox_for_statement();
+
+CREATE TRIGGER citelink_check_keys
+    AFTER INSERT ON user_notification
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_check_inbox_keys();
+
+CREATE TRIGGER citelink_keep_keys
+    BEFORE UPDATE OF user_id, notification_id ON user_notification
+    FOR EACH ROW
+    WHEN (NEW.user_id <> OLD.user_id OR NEW.notification_id <> OLD.notification_id)
+    EXECUTE FUNCTION citelink_keep_inbox_keys();
+
+CREATE TRIGGER citelink_lock_inbox_before_user_deletes
+    BEFORE DELETE ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_lock_inbox_for_statement();
+
+CREATE TRIGGER citelink_remove_inbox_of_deleted_users
+    AFTER DELETE ON users
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_remove_inbox_rows();
+
+CREATE TRIGGER citelink_lock_inbox_before_notification_deletes
+    BEFORE DELETE ON notification
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_lock_inbox_for_statement();
+
+CREATE TRIGGER citelink_remove_inbox_of_deleted_notifications
+    AFTER DELETE ON notification
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_remove_inbox_rows();
 
 CREATE TRIGGER citelink_stamp_state
     BEFORE UPDATE ON user_notification

@@ -229,6 +229,69 @@ async def test_uniqueness_is_enforced(conn):
         )
 
 
+async def test_inbox_keys_name_existing_rows(conn):
+    (alice,) = await users(conn, "alice")
+    sports = await subscribe(conn, alice, "sports")
+    note = await publish(conn, sports)
+    insert = "INSERT INTO user_notification (user_id, notification_id) VALUES ($1, $2)"
+    (bob,) = await users(conn, "bob")
+
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="no such user or notification"):
+        await conn.execute(insert, 10**9, note)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await conn.execute(insert, bob, 10**9)
+    with pytest.raises(asyncpg.RestrictViolationError, match="cannot move"):
+        await conn.execute("UPDATE user_notification SET user_id = $1", bob)
+
+    rows = await conn.fetch("SELECT user_id, notification_id FROM user_notification")
+    assert [tuple(r) for r in rows] == [(alice, note)]
+    # Changing anything else is fine.
+    await conn.execute("UPDATE user_notification SET is_read = true, user_id = user_id")
+
+
+async def test_deleting_a_user_removes_all_their_inbox_rows(conn, events):
+    alice, bob = await users(conn, "alice", "bob")
+    sports = await subscribe(conn, alice, "sports")
+    await subscribe(conn, bob, "sports")
+    for message in ("one", "two", "three"):
+        await publish(conn, sports, message)
+    await events.take(6)
+    # One of Alice's items is soft-deleted: it must go too.
+    await conn.execute(
+        "UPDATE user_notification SET is_deleted = true WHERE id = "
+        "(SELECT min(id) FROM user_notification WHERE user_id = $1)",
+        alice,
+    )
+    await events.take(1)
+
+    await conn.execute("DELETE FROM users WHERE id = $1", alice)
+
+    owners = await conn.fetch("SELECT DISTINCT user_id FROM user_notification")
+    assert [r["user_id"] for r in owners] == [bob]
+    assert await conn.fetchval("SELECT count(*) FROM user_notification") == 3
+    received = await events.take(3)  # revoke, then her two visible items
+    assert sorted(p.split()[0] for p in received) == ["delete", "delete", "revoke"]
+
+
+async def test_deleting_a_notification_removes_its_inbox_rows(conn, events):
+    alice, bob = await users(conn, "alice", "bob")
+    sports = await subscribe(conn, alice, "sports")
+    await subscribe(conn, bob, "sports")
+    kept = await publish(conn, sports, "kept")
+    gone = await publish(conn, sports, "gone")
+    await events.take(4)
+
+    await conn.execute("DELETE FROM notification WHERE id = $1", gone)
+
+    left = await conn.fetch("SELECT DISTINCT notification_id FROM user_notification")
+    assert [r["notification_id"] for r in left] == [kept]
+    received = await events.take(2)
+    assert sorted(p.split()[1] for p in received) == sorted([str(alice), str(bob)])
+    assert {p.split()[0] for p in received} == {"delete"}
+    counts = await conn.fetch("SELECT unread, total FROM inbox_count ORDER BY user_id")
+    assert [tuple(c) for c in counts] == [(1, 1), (1, 1)]
+
+
 async def test_inbox_ids_follow_commit_order(conn, db_url):
     """Two publishers: the one that takes inbox ids first must commit first, so a
     client resuming after the highest id it saw can never skip a late commit."""
