@@ -79,7 +79,9 @@ async def delete_tag(call: Call) -> None:
     try:
         async with transaction(call.pool, call.me.id) as conn:
             deleted = await conn.fetchval(Q.delete_tag, call.id)
-    except asyncpg.RestrictViolationError:
+    # ON DELETE RESTRICT: PostgreSQL 18 reports restrict_violation, earlier
+    # versions foreign_key_violation.
+    except (asyncpg.RestrictViolationError, asyncpg.ForeignKeyViolationError):
         raise ApiError(
             409, "the tag has notifications and cannot be deleted (inboxes keep their history)"
         ) from None
