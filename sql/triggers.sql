@@ -119,9 +119,12 @@ BEGIN
     INSERT INTO notification (tag_id, message, data, created_by)
     VALUES (tag, body, extra, actor)
     RETURNING * INTO note;
+    -- The fan-out counted the recipients once, into the notification's audit row.
     RETURN QUERY
     SELECT note.id, note.tag_id, note.message, note.data, note.created_at,
-           (SELECT count(*) FROM user_notification AS i WHERE i.notification_id = note.id);
+           (a.changes -> 'recipients' ->> 1)::bigint
+    FROM audit_log AS a
+    WHERE a.resource = 'notification' AND a.object_id = note.id AND a.action = 'create';
 END
 $$;
 

@@ -1,13 +1,21 @@
--- Inbox keys checked by statement-level triggers instead of per-row foreign
--- keys, one inbox lock for inserts and for deleting users or notifications,
--- and an index of deleted items so a user's rows are all reachable (the same
--- as sql/schema.sql and sql/triggers.sql).
--- depends: 0006_publish_function
+-- Statement-level inbox triggers (the same as sql/schema.sql and
+-- sql/triggers.sql):
+--  * trigger plans that stay linear whatever the size of the statement that
+--    made them ("Plans" in sql/triggers.sql), and no custom plan per fan-out;
+--  * inbox keys checked per statement by triggers instead of per-row foreign
+--    keys, with one inbox lock for inserts and for deleting users or
+--    notifications ("Inbox keys");
+--  * citelink_publish(): publishing in one round trip;
+--  * the inbox unique index led by notification_id, replacing a separate
+--    index, and an index of deleted items so a user's rows are all reachable.
+-- depends: 0004_inbox_item_view
 
 ALTER TABLE user_notification
     DROP CONSTRAINT user_notification_user_id_fkey,
-    DROP CONSTRAINT user_notification_notification_id_fkey;
-
+    DROP CONSTRAINT user_notification_notification_id_fkey,
+    DROP CONSTRAINT user_notification_user_id_notification_id_key,
+    ADD UNIQUE (notification_id, user_id);
+DROP INDEX user_notification_notification_idx;
 -- With the inbox index, every row of a user (to remove a deleted user's rows);
 -- new items are not deleted, so the fan-out never writes to it.
 CREATE INDEX user_notification_deleted_idx
@@ -15,6 +23,97 @@ CREATE INDEX user_notification_deleted_idx
 
 DROP TRIGGER citelink_serialize_inserts ON user_notification;
 DROP FUNCTION citelink_serialize_inbox_inserts();
+
+-- One audit row per changed row of the table the trigger is on.
+CREATE OR REPLACE FUNCTION citelink_audit_changes() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
+        SELECT TG_TABLE_NAME, r.id, 'create', citelink_row_diff(NULL, to_jsonb(r)), citelink_actor_id()
+        FROM new_rows AS r ORDER BY r.id;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
+        SELECT TG_TABLE_NAME, d.id, 'update', d.changes, citelink_actor_id()
+        FROM (
+            SELECT id, citelink_row_diff(pair -> 'old', pair -> 'new') AS changes
+            FROM (
+                SELECT (r ->> 'id')::bigint AS id, jsonb_object_agg(side, r) AS pair
+                FROM (SELECT 'old' AS side, to_jsonb(o) AS r FROM old_rows AS o
+                      UNION ALL
+                      SELECT 'new', to_jsonb(n) FROM new_rows AS n) AS sides
+                GROUP BY 1
+            ) AS pairs
+        ) AS d
+        WHERE d.changes <> '{}'
+        ORDER BY d.id;
+    ELSE
+        INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
+        SELECT TG_TABLE_NAME, r.id, 'delete', citelink_row_diff(to_jsonb(r), NULL), citelink_actor_id()
+        FROM old_rows AS r ORDER BY r.id;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+
+-- One inbox row per subscriber of the tag, in one set-based statement, and
+-- one audit row per notification that summarises the fan-out. Subscribers are
+-- read through the (tag_id, user_id) index for each new notification, the
+-- right plan for a tag of ten and for a tag of 100,000 alike. The inbox lock
+-- comes first, so subscribers are read after every user deletion before it
+-- has committed.
+CREATE OR REPLACE FUNCTION citelink_fan_out_notification() RETURNS trigger
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
+BEGIN
+    PERFORM citelink_lock_inbox();
+    INSERT INTO user_notification (user_id, notification_id)
+    SELECT s.user_id, n.id
+    FROM new_rows AS n
+    CROSS JOIN LATERAL (
+        SELECT user_id FROM subscription WHERE tag_id = n.tag_id OFFSET 0
+    ) AS s
+    ORDER BY n.id, s.user_id;
+
+    INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
+    SELECT 'notification', n.id, 'create',
+           citelink_row_diff(NULL, to_jsonb(n)) || jsonb_build_object('recipients', jsonb_build_array(
+               NULL, (SELECT count(*) FROM user_notification AS i WHERE i.notification_id = n.id))),
+           citelink_actor_id()
+    FROM new_rows AS n
+    ORDER BY n.id;
+    RETURN NULL;
+END
+$$;
+
+
+-- Publishing as the API does it, in one round trip: the publisher is the
+-- audit actor, the notification is inserted like any other (the triggers
+-- fan it out), and it comes back with its number of recipients. Called
+-- outside an explicit transaction, it commits as soon as it returns, so no
+-- client round trip happens while inbox inserts are serialised.
+CREATE FUNCTION citelink_publish(tag bigint, body text, extra jsonb, actor bigint)
+RETURNS TABLE (id bigint, tag_id bigint, message text, data jsonb, created_at timestamptz,
+               recipients bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    note notification;
+BEGIN
+    PERFORM set_config('citelink.actor_id', coalesce(actor::text, ''), true);
+    INSERT INTO notification (tag_id, message, data, created_by)
+    VALUES (tag, body, extra, actor)
+    RETURNING * INTO note;
+    -- The fan-out counted the recipients once, into the notification's audit row.
+    RETURN QUERY
+    SELECT note.id, note.tag_id, note.message, note.data, note.created_at,
+           (a.changes -> 'recipients' ->> 1)::bigint
+    FROM audit_log AS a
+    WHERE a.resource = 'notification' AND a.object_id = note.id AND a.action = 'create';
+END
+$$;
+
 
 -- The inbox lock, held until commit by whatever adds inbox rows and by
 -- whatever deletes users or notifications:
@@ -93,33 +192,25 @@ BEGIN
 END
 $$;
 
--- One inbox row per subscriber of the tag, in one set-based statement, and
--- one audit row per notification that summarises the fan-out. Subscribers are
--- read through the (tag_id, user_id) index for each new notification, the
--- right plan for a tag of ten and for a tag of 100,000 alike. The inbox lock
--- comes first, so subscribers are read after every user deletion before it
--- has committed.
-CREATE OR REPLACE FUNCTION citelink_fan_out_notification() RETURNS trigger
+
+-- New inbox rows: bump the owners' counters, then one event per row.
+CREATE OR REPLACE FUNCTION citelink_publish_new_items() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_seqscan = off
 AS $$
 BEGIN
-    PERFORM citelink_lock_inbox();
-    INSERT INTO user_notification (user_id, notification_id)
-    SELECT s.user_id, n.id
-    FROM new_rows AS n
-    CROSS JOIN LATERAL (
-        SELECT user_id FROM subscription WHERE tag_id = n.tag_id OFFSET 0
-    ) AS s
-    ORDER BY n.id, s.user_id;
+    INSERT INTO inbox_count AS c (user_id, unread, total)
+    SELECT user_id,
+           count(*) FILTER (WHERE NOT is_read AND NOT is_deleted),
+           count(*) FILTER (WHERE NOT is_deleted)
+    FROM new_rows GROUP BY user_id
+    ON CONFLICT (user_id) DO UPDATE
+        SET unread = c.unread + excluded.unread, total = c.total + excluded.total;
 
-    INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
-    SELECT 'notification', n.id, 'create',
-           citelink_row_diff(NULL, to_jsonb(n)) || jsonb_build_object('recipients', jsonb_build_array(
-               NULL, (SELECT count(*) FROM user_notification AS i WHERE i.notification_id = n.id))),
-           citelink_actor_id()
-    FROM new_rows AS n
-    ORDER BY n.id;
+    PERFORM pg_notify('citelink_events', concat_ws(' ', 'new', e.user_id, e.id, e.notification_id,
+                      (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
+    FROM (SELECT user_id, id, notification_id FROM new_rows
+          WHERE NOT is_deleted ORDER BY id OFFSET 0) AS e;
     RETURN NULL;
 END
 $$;
@@ -172,6 +263,34 @@ BEGIN
 END
 $$;
 
+
+-- Inbox rows removed outright (plain SQL or a cascade): fix the counters and
+-- tell the owners their visible items went away.
+CREATE OR REPLACE FUNCTION citelink_publish_removed_items() RETURNS trigger
+LANGUAGE plpgsql
+-- An UPDATE, not an upsert: when a user is deleted, the cascade has removed
+-- their counter row already. Nested loops only, so the join below is always
+-- one index probe per owner (see "Plans" above).
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+BEGIN
+    UPDATE inbox_count AS c
+    SET unread = c.unread - d.unread, total = c.total - d.total
+    FROM (SELECT user_id,
+                 count(*) FILTER (WHERE NOT is_read AND NOT is_deleted) AS unread,
+                 count(*) FILTER (WHERE NOT is_deleted) AS total
+          FROM old_rows GROUP BY user_id) AS d
+    WHERE c.user_id = d.user_id;
+
+    PERFORM pg_notify('citelink_events', concat_ws(' ', 'delete', e.user_id, e.id, e.notification_id,
+                      (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
+    FROM (SELECT user_id, id, notification_id FROM old_rows
+          WHERE NOT is_deleted ORDER BY id OFFSET 0) AS e;
+    RETURN NULL;
+END
+$$;
 
 CREATE TRIGGER citelink_serialize_inserts
     BEFORE INSERT ON user_notification
