@@ -28,43 +28,54 @@ CREATE TABLE subscription (
 );
 
 -- A tag that has notifications cannot be deleted (RESTRICT): inboxes keep
--- their history.
+-- their history. `recipients` counts the inbox rows made for the notification,
+-- kept by triggers; the API answers it from here, never from the audit log.
 CREATE TABLE notification (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     tag_id     bigint      NOT NULL REFERENCES tag (id) ON DELETE RESTRICT,
     message    text        NOT NULL,
     data       jsonb       NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(data) = 'object'),
     created_at timestamptz NOT NULL DEFAULT now(),
-    created_by bigint      REFERENCES users (id) ON DELETE SET NULL
+    created_by bigint      REFERENCES users (id) ON DELETE SET NULL,
+    recipients bigint      NOT NULL DEFAULT 0
 );
 
--- One row per recipient of a notification. The id is the inbox item id and,
--- because inserts are serialised until commit (see triggers.sql), id order
--- is commit order: "every item after id N" is a gapless resume cursor.
--- user_id and notification_id are checked, and their rows removed with the
--- user or notification, by triggers rather than foreign keys: a whole
--- statement at once instead of one row at a time ("Inbox keys" in triggers.sql).
+-- One row per recipient of a notification; `id` is the inbox item id.
+-- `position` numbers each user's items 1, 2, 3, ... in commit order, without
+-- holes: it is taken from the user's inbox_count row while that row is locked
+-- until commit (sql/triggers.sql, "Per-user order"), so a transaction that
+-- commits later gets a later number, and one that aborts gives its numbers
+-- back. Lists, `resume` and back-fill follow it; ids are names.
+-- user_id and notification_id are kept valid by triggers rather than foreign
+-- keys, whose per-row checks were most of a 100,000-row fan-out
+-- ("Inbox keys" in sql/triggers.sql, tested under every isolation level).
 CREATE TABLE user_notification (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     user_id         bigint      NOT NULL,
     notification_id bigint      NOT NULL,
+    position        bigint      NOT NULL,
     is_read         boolean     NOT NULL DEFAULT false,
     read_at         timestamptz,
     is_deleted      boolean     NOT NULL DEFAULT false,
     deleted_at      timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     -- notification_id first: the fan-out inserts in this order (appending to
-    -- the index), and it finds a notification's rows (recipient count, removal).
+    -- the index), and it finds a notification's rows (its recipients, removal).
     UNIQUE (notification_id, user_id)
 );
 
--- Per-user counters kept by triggers, so the unread count stays O(1) at
--- millions of inbox rows. `total` counts non-deleted items.
+-- One row per user, kept by triggers: the unread and total (non-deleted)
+-- counts, so the badge stays O(1) at millions of inbox rows, and the position
+-- of the user's newest item. Whoever adds items for a user locks this row
+-- until commit: that lock is what orders the user's items. Every fan-out
+-- updates its recipients' rows: half of each page is left free so that the
+-- new versions stay on their page (HOT) and need no index entry.
 CREATE TABLE inbox_count (
-    user_id bigint PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
-    unread  bigint NOT NULL DEFAULT 0,
-    total   bigint NOT NULL DEFAULT 0
-);
+    user_id       bigint PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    unread        bigint NOT NULL DEFAULT 0,
+    total         bigint NOT NULL DEFAULT 0,
+    last_position bigint NOT NULL DEFAULT 0
+) WITH (fillfactor = 50);
 
 CREATE TABLE audit_log (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -84,7 +95,7 @@ CREATE TABLE audit_log (
 CREATE VIEW inbox_item AS
 SELECT i.id, i.user_id, i.is_deleted, i.notification_id, n.tag_id AS tag,
        t.name AS tag_name, n.message, n.data, n.created_at AS timestamp,
-       i.is_read, i.read_at
+       i.is_read, i.read_at, i.position
 FROM user_notification AS i
 JOIN notification AS n ON n.id = i.notification_id
 JOIN tag AS t ON t.id = n.tag_id;
@@ -98,17 +109,18 @@ CREATE INDEX subscription_tag_user_idx ON subscription (tag_id, user_id);
 
 CREATE INDEX notification_tag_idx ON notification (tag_id, id);
 
--- Inbox keyset pages (newest first) and resume (oldest first), by status.
-CREATE INDEX user_notification_inbox_idx
-    ON user_notification (user_id, id) WHERE NOT is_deleted;
+-- Inbox keyset pages (newest first) and resume (oldest first), by status, in
+-- each user's order. Unique: no two visible items of a user share a position.
+CREATE UNIQUE INDEX user_notification_inbox_idx
+    ON user_notification (user_id, position) WHERE NOT is_deleted;
 CREATE INDEX user_notification_unread_idx
-    ON user_notification (user_id, id) WHERE NOT is_deleted AND NOT is_read;
+    ON user_notification (user_id, position) WHERE NOT is_deleted AND NOT is_read;
 CREATE INDEX user_notification_read_idx
-    ON user_notification (user_id, id) WHERE NOT is_deleted AND is_read;
+    ON user_notification (user_id, position) WHERE NOT is_deleted AND is_read;
 -- With the inbox index, every row of a user (to remove a deleted user's rows);
 -- new items are not deleted, so the fan-out never writes to it.
 CREATE INDEX user_notification_deleted_idx
-    ON user_notification (user_id, id) WHERE is_deleted;
+    ON user_notification (user_id, position) WHERE is_deleted;
 
 CREATE INDEX audit_log_object_idx ON audit_log (resource, object_id, id);
 CREATE INDEX audit_log_actor_idx ON audit_log (actor_id, id);

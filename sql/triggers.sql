@@ -14,12 +14,43 @@
 -- is made while a table is empty (a fresh database): a sequential scan per
 -- probe would be quadratic once the table has grown.
 --
--- Events: one channel, `citelink_events`, one message per inbox change:
---     "<kind> <user_id> <item_id> <notification_id> <unread>"
--- kind is new | read | unread | delete | restore; unread is the user's unread
--- count after the change. "revoke <user_id> 0 0 0": the user was deactivated
--- or deleted. Payloads carry ids only, so they stay far below the
--- 8000-byte pg_notify limit whatever the message length.
+-- Events: one channel, `citelink_events`; payloads carry ids only, so they
+-- stay far below the 8000-byte pg_notify limit whatever the message length:
+--     "<kind> <user_id> <item_id> <notification_id> <position> <unread>"
+--         one inbox item changed; kind is new | read | unread | delete |
+--         restore, unread is the user's unread count after the change;
+--     "fanout <notification_id> <recipients>"
+--         a statement added more than citelink_events_per_item_limit() items
+--         of one notification: one event for all of them instead of one per
+--         recipient (each relay reads which of its connected users got one);
+--     "revoke <user_id>"
+--         the user was deactivated or deleted.
+--
+-- Per-user order: each user's items are numbered (`position`) 1, 2, 3, ... in
+-- commit order. Whoever adds items for a user first locks the user's
+-- inbox_count row (an upsert), takes the next numbers from it, and holds the
+-- lock until commit: a second writer for the same user waits for the first to
+-- commit (it then numbers after it) or abort (it then reuses its numbers), so
+-- positions have no holes and never go backwards. Writers for different users
+-- lock different rows and never wait on each other: there is no lock wider
+-- than one user. The fan-out locks its recipients in user id order, so two
+-- fan-outs to overlapping users cannot deadlock.
+--
+-- Inbox keys: user_notification.user_id and .notification_id name existing
+-- rows, under every isolation level, without per-row foreign key checks:
+--  * user_id: inbox rows are only added under the owner's counter row lock
+--    (above), and that row has a real foreign key to users, with cascade.
+--    A user who does not exist has no counter row, and a new one fails its
+--    foreign key. Deleting a user deletes the counter row, so it waits for
+--    every open transaction adding items for them; under REPEATABLE READ or
+--    SERIALIZABLE it then fails to serialize, under READ COMMITTED it goes on
+--    and removes their inbox rows, those included (citelink_remove_inbox_rows).
+--  * notification_id: the fan-out adds rows only for the notifications its own
+--    statement inserted, which no one else can see, let alone delete, before
+--    it commits. A plain SQL insert of inbox rows updates the recipient count
+--    of each notification it names, and fails when one is missing; deleting
+--    a notification conflicts with that update as a user's deletion does with
+--    the counter row.
 
 -- Functions ------------------------------------------------------------------
 
@@ -73,121 +104,194 @@ BEGIN
     RETURN NULL;
 END
 $$;
--- One inbox row per subscriber of the tag, in one set-based statement, and
--- one audit row per notification that summarises the fan-out. Subscribers are
--- read through the (tag_id, user_id) index for each new notification, the
--- right plan for a tag of ten and for a tag of 100,000 alike. The inbox lock
--- comes first, so subscribers are read after every user deletion before it
--- has committed.
+-- More items of one notification in one statement than this, and the
+-- statement sends one `fanout` event instead of one event per item: queueing
+-- 100,000 events at commit holds PostgreSQL's cluster-wide NOTIFY lock, which
+-- every other notifying commit waits for, and makes every relay parse 100,000
+-- payloads to find the few users it serves.
+CREATE FUNCTION citelink_events_per_item_limit() RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT 1000::bigint
+$$;
+
+-- Each new notification gets one inbox row per subscriber of its tag, and one
+-- audit row that summarises the fan-out with its recipient count (also kept on
+-- the notification), all set-based whatever the number of notifications in
+-- the statement. The upsert locks each recipient's counter row, in user id
+-- order, and takes as many positions as the user gets items ("Per-user
+-- order"); each (user, notification) pair then gets its own, in notification
+-- order. Subscribers are read through a lateral probe on the (tag_id,
+-- user_id) index, the one plan that suits a tag of ten and one of 100,000;
+-- pairs and counter rows meet in a hash join (no nested loop: "Plans").
 CREATE FUNCTION citelink_fan_out_notification() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_seqscan = off
+SET enable_nestloop = off
 AS $$
+DECLARE
+    notes bigint[];
+    counts bigint[];
 BEGIN
-    PERFORM citelink_lock_inbox();
-    INSERT INTO user_notification (user_id, notification_id)
-    SELECT s.user_id, n.id
-    FROM new_rows AS n
-    CROSS JOIN LATERAL (
-        SELECT user_id FROM subscription WHERE tag_id = n.tag_id OFFSET 0
-    ) AS s
-    ORDER BY n.id, s.user_id;
+    WITH pairs AS (
+        SELECT s.user_id, n.id AS notification_id
+        FROM new_rows AS n
+        CROSS JOIN LATERAL (SELECT user_id FROM subscription WHERE tag_id = n.tag_id OFFSET 0) AS s
+    ), numbered AS (
+        INSERT INTO inbox_count AS c (user_id, unread, total, last_position)
+        SELECT user_id, count(*), count(*), count(*) FROM pairs GROUP BY user_id ORDER BY user_id
+        ON CONFLICT (user_id) DO UPDATE
+            SET unread = c.unread + excluded.unread, total = c.total + excluded.total,
+                last_position = c.last_position + excluded.last_position
+        RETURNING user_id, last_position
+    ), inserted AS (
+        INSERT INTO user_notification (user_id, notification_id, position)
+        SELECT p.user_id, p.notification_id,
+               b.last_position - count(*) OVER (PARTITION BY p.user_id)
+                   + row_number() OVER (PARTITION BY p.user_id ORDER BY p.notification_id)
+        FROM pairs AS p JOIN numbered AS b ON b.user_id = p.user_id
+        RETURNING notification_id
+    )
+    SELECT array_agg(notification_id), array_agg(items) INTO notes, counts
+    FROM (SELECT notification_id, count(*) AS items FROM inserted GROUP BY notification_id) AS made;
 
+    PERFORM citelink_count_recipients(notes, counts);
     INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
     SELECT 'notification', n.id, 'create',
-           citelink_row_diff(NULL, to_jsonb(n)) || jsonb_build_object('recipients', jsonb_build_array(
-               NULL, (SELECT count(*) FROM user_notification AS i WHERE i.notification_id = n.id))),
+           citelink_row_diff(NULL, to_jsonb(n)) || jsonb_build_object('recipients',
+               jsonb_build_array(NULL, (SELECT recipients FROM notification WHERE id = n.id))),
            citelink_actor_id()
     FROM new_rows AS n
     ORDER BY n.id;
     RETURN NULL;
 END
 $$;
+
+-- Adds `counts[i]` inbox rows to the recipient count of notification `ids[i]`,
+-- in array order; returns how many of the notifications exist. Nested loops
+-- only: one primary key probe per notification ("Plans").
+CREATE FUNCTION citelink_count_recipients(ids bigint[], counts bigint[]) RETURNS bigint
+LANGUAGE sql
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
+    WITH counted AS (
+        UPDATE notification AS n SET recipients = n.recipients + c.items
+        FROM unnest(ids, counts) AS c (id, items)
+        WHERE n.id = c.id
+        RETURNING 1
+    )
+    SELECT count(*) FROM counted
+$$;
+
 -- Publishing as the API does it, in one round trip: the publisher is the
 -- audit actor, the notification is inserted like any other (the triggers
 -- fan it out), and it comes back with its number of recipients. Called
--- outside an explicit transaction, it commits as soon as it returns, so no
--- client round trip happens while inbox inserts are serialised.
+-- outside an explicit transaction, it commits as soon as it returns, so the
+-- recipients' counter rows are locked for no client round trip.
 CREATE FUNCTION citelink_publish(tag bigint, body text, extra jsonb, actor bigint)
 RETURNS TABLE (id bigint, tag_id bigint, message text, data jsonb, created_at timestamptz,
                recipients bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
-    note notification;
+    note_id bigint;
 BEGIN
     PERFORM set_config('citelink.actor_id', coalesce(actor::text, ''), true);
     INSERT INTO notification (tag_id, message, data, created_by)
     VALUES (tag, body, extra, actor)
-    RETURNING * INTO note;
-    -- The fan-out counted the recipients once, into the notification's audit row.
+    RETURNING notification.id INTO note_id;
+    -- Read back: the fan-out has set the recipient count since.
     RETURN QUERY
-    SELECT note.id, note.tag_id, note.message, note.data, note.created_at,
-           (a.changes -> 'recipients' ->> 1)::bigint
-    FROM audit_log AS a
-    WHERE a.resource = 'notification' AND a.object_id = note.id AND a.action = 'create';
+    SELECT n.id, n.tag_id, n.message, n.data, n.created_at, n.recipients
+    FROM notification AS n WHERE n.id = note_id;
 END
 $$;
 
--- The inbox lock, held until commit by whatever adds inbox rows and by
--- whatever deletes users or notifications:
---  * inbox ids are handed out in commit order: a transaction takes inbox ids
---    only once every earlier inserter has committed (or aborted), so
---    `id > last seen` never skips an item that committed late;
---  * inbox keys stay valid without foreign keys (see "Inbox keys" below): no
---    user or notification is deleted while rows for it are being added.
--- Cost: publishers commit one at a time.
-CREATE FUNCTION citelink_lock_inbox() RETURNS void
-LANGUAGE sql AS $$
-    SELECT pg_advisory_xact_lock(7155521937341702721)  -- 'citelink inbox'
-$$;
-
-CREATE FUNCTION citelink_lock_inbox_for_statement() RETURNS trigger
+-- An inbox row inserted by plain SQL (not by the fan-out, which numbers its
+-- own rows set-based): lock the owner's counter row, count the item and give
+-- it the next position. Whatever position the statement gave is replaced.
+CREATE FUNCTION citelink_number_item() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM citelink_lock_inbox();
-    RETURN NULL;
+    INSERT INTO inbox_count AS c (user_id, unread, total, last_position)
+    VALUES (NEW.user_id, (NOT NEW.is_read AND NOT NEW.is_deleted)::int,
+            (NOT NEW.is_deleted)::int, 1)
+    ON CONFLICT (user_id) DO UPDATE
+        SET unread = c.unread + excluded.unread, total = c.total + excluded.total,
+            last_position = c.last_position + 1
+    RETURNING last_position INTO NEW.position;
+    RETURN NEW;
 END
 $$;
 
--- Inbox keys: user_notification.user_id and .notification_id name existing
--- rows. Foreign keys would check them one row at a time (two checks and a
--- row lock per row, a third of a 100,000-row fan-out); these triggers check a
--- whole statement at once, and the inbox lock stands in for the row locks.
+-- Cursors are item ids (what clients hold), orders are positions: the bound
+-- an id stands for in a user's order. An item of the user stands for its own
+-- position. Any other id (another user's item, one removed outright, a
+-- made-up number) stands for the point just after the user's newest item, in
+-- their order, with a smaller id: found by walking their inbox back from the
+-- newest, so it costs as many steps as they have newer items.
+-- `before`: items with a position below the result come before the id.
+-- `after`: items with a position above the result come after it.
+CREATE FUNCTION citelink_position_before(owner bigint, item bigint) RETURNS bigint
+LANGUAGE sql STABLE STRICT AS $$
+    SELECT coalesce(
+        (SELECT position FROM user_notification WHERE id = item AND user_id = owner),
+        (SELECT position + 1 FROM user_notification
+         WHERE user_id = owner AND NOT is_deleted AND id < item
+         ORDER BY position DESC LIMIT 1),
+        0)
+$$;
 
--- Every inbox row a statement inserts names an existing user and notification.
-CREATE FUNCTION citelink_check_inbox_keys() RETURNS trigger
-LANGUAGE plpgsql
-SET enable_seqscan = off
-AS $$
-DECLARE
-    bad record;
+CREATE FUNCTION citelink_position_after(owner bigint, item bigint) RETURNS bigint
+LANGUAGE sql STABLE STRICT AS $$
+    SELECT coalesce(
+        (SELECT position FROM user_notification WHERE id = item AND user_id = owner),
+        (SELECT position FROM user_notification
+         WHERE user_id = owner AND NOT is_deleted AND id < item
+         ORDER BY position DESC LIMIT 1),
+        0)
+$$;
+
+-- An inbox row belongs to one user and one notification for life, and keeps
+-- its place in the user's order.
+CREATE FUNCTION citelink_keep_inbox_keys() RETURNS trigger
+LANGUAGE plpgsql AS $$
 BEGIN
-    SELECT r.user_id, r.notification_id INTO bad
-    FROM new_rows AS r
-    WHERE (SELECT true FROM users AS u WHERE u.id = r.user_id) IS NULL
-       OR (SELECT true FROM notification AS n WHERE n.id = r.notification_id) IS NULL
-    LIMIT 1;
-    IF FOUND THEN
+    RAISE restrict_violation USING
+        MESSAGE = 'an inbox row cannot move to another user, notification or position';
+END
+$$;
+
+-- Inbox rows inserted by plain SQL: each notification they name counts them
+-- as recipients, which locks it against deletion until commit ("Inbox
+-- keys"); a name that matches no notification is a foreign key violation.
+CREATE FUNCTION citelink_count_direct_recipients() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    notes bigint[];
+    counts bigint[];
+    missing bigint;
+BEGIN
+    SELECT array_agg(notification_id ORDER BY notification_id),
+           array_agg(items ORDER BY notification_id)
+    INTO notes, counts
+    FROM (SELECT notification_id, count(*) AS items FROM new_rows GROUP BY notification_id) AS named;
+    IF citelink_count_recipients(notes, counts) < cardinality(notes) THEN
+        SELECT id INTO missing FROM unnest(notes) AS id
+        WHERE NOT EXISTS (SELECT FROM notification AS n WHERE n.id = id)
+        LIMIT 1;
         RAISE foreign_key_violation USING
-            MESSAGE = 'inbox row names no such user or notification',
-            DETAIL = format('Key (user_id, notification_id)=(%s, %s).', bad.user_id, bad.notification_id);
+            MESSAGE = 'inbox row names no such notification',
+            DETAIL = format('Key (notification_id)=(%s) is not present in table "notification".',
+                            missing);
     END IF;
     RETURN NULL;
 END
 $$;
 
--- An inbox row belongs to one user and one notification for life.
-CREATE FUNCTION citelink_keep_inbox_keys() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE restrict_violation USING
-        MESSAGE = 'an inbox row cannot move to another user or notification';
-END
-$$;
-
 -- Deleting users or notifications deletes their inbox rows (what ON DELETE
--- CASCADE did), through the indexes: a user's rows are in the inbox index and
--- the deleted-items index, a notification's in the unique index.
+-- CASCADE would do), through the indexes: a user's rows are in the inbox index
+-- and the deleted-items index, a notification's in the unique index.
 CREATE FUNCTION citelink_remove_inbox_rows() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_seqscan = off
@@ -201,6 +305,15 @@ BEGIN
     ELSE
         DELETE FROM user_notification WHERE notification_id = ANY (ids);
     END IF;
+    RETURN NULL;
+END
+$$;
+
+-- TRUNCATE of users or notifications (no row triggers fire) empties the inbox.
+CREATE FUNCTION citelink_empty_inbox() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE user_notification;
     RETURN NULL;
 END
 $$;
@@ -219,24 +332,24 @@ BEGIN
 END
 $$;
 
--- New inbox rows: bump the owners' counters, then one event per row.
+-- New inbox rows (counted and numbered before they were inserted): one event
+-- per row, or one `fanout` event per notification for a big statement.
 CREATE FUNCTION citelink_publish_new_items() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_seqscan = off
 AS $$
 BEGIN
-    INSERT INTO inbox_count AS c (user_id, unread, total)
-    SELECT user_id,
-           count(*) FILTER (WHERE NOT is_read AND NOT is_deleted),
-           count(*) FILTER (WHERE NOT is_deleted)
-    FROM new_rows GROUP BY user_id
-    ON CONFLICT (user_id) DO UPDATE
-        SET unread = c.unread + excluded.unread, total = c.total + excluded.total;
-
-    PERFORM pg_notify('citelink_events', concat_ws(' ', 'new', e.user_id, e.id, e.notification_id,
-                      (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
-    FROM (SELECT user_id, id, notification_id FROM new_rows
-          WHERE NOT is_deleted ORDER BY id OFFSET 0) AS e;
+    IF (SELECT count(*) > citelink_events_per_item_limit() FROM new_rows) THEN
+        PERFORM pg_notify('citelink_events', concat_ws(' ', 'fanout', e.notification_id, e.items))
+        FROM (SELECT notification_id, count(*) AS items FROM new_rows
+              WHERE NOT is_deleted GROUP BY notification_id ORDER BY notification_id) AS e;
+    ELSE
+        PERFORM pg_notify('citelink_events', concat_ws(' ', 'new', e.user_id, e.id,
+                          e.notification_id, e.position,
+                          (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
+        FROM (SELECT user_id, id, notification_id, position FROM new_rows
+              WHERE NOT is_deleted ORDER BY id OFFSET 0) AS e;
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -259,19 +372,20 @@ BEGIN
     GROUP BY user_id
     HAVING sum(sign) FILTER (WHERE NOT is_read AND NOT is_deleted) <> 0
         OR sum(sign) FILTER (WHERE NOT is_deleted) <> 0
+    ORDER BY user_id  -- the fan-out's lock order
     ON CONFLICT (user_id) DO UPDATE
         SET unread = c.unread + excluded.unread, total = c.total + excluded.total;
 
     PERFORM pg_notify('citelink_events', concat_ws(' ', e.kind, e.user_id, e.id, e.notification_id,
-                      (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
+                      e.position, (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
     FROM (
-        SELECT id, user_id, notification_id,
+        SELECT id, user_id, notification_id, position,
                CASE WHEN is_deleted AND NOT was_deleted THEN 'delete'
                     WHEN was_deleted AND NOT is_deleted THEN 'restore'
                     WHEN is_read THEN 'read'
                     ELSE 'unread' END AS kind
         FROM (
-            SELECT id, user_id, notification_id,
+            SELECT id, user_id, notification_id, position,
                    bool_or(is_read) FILTER (WHERE side = 'old') AS was_read,
                    bool_or(is_deleted) FILTER (WHERE side = 'old') AS was_deleted,
                    bool_or(is_read) FILTER (WHERE side = 'new') AS is_read,
@@ -279,7 +393,7 @@ BEGIN
             FROM (SELECT 'old' AS side, * FROM old_rows
                   UNION ALL
                   SELECT 'new', * FROM new_rows) AS sides
-            GROUP BY id, user_id, notification_id
+            GROUP BY id, user_id, notification_id, position
         ) AS pairs
         WHERE (is_read, is_deleted) IS DISTINCT FROM (was_read, was_deleted)
         ORDER BY id OFFSET 0
@@ -309,8 +423,8 @@ BEGIN
     WHERE c.user_id = d.user_id;
 
     PERFORM pg_notify('citelink_events', concat_ws(' ', 'delete', e.user_id, e.id, e.notification_id,
-                      (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
-    FROM (SELECT user_id, id, notification_id FROM old_rows
+                      e.position, (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
+    FROM (SELECT user_id, id, notification_id, position FROM old_rows
           WHERE NOT is_deleted ORDER BY id OFFSET 0) AS e;
     RETURN NULL;
 END
@@ -321,7 +435,7 @@ $$;
 CREATE FUNCTION citelink_publish_user_revoked() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('citelink_events', concat_ws(' ', 'revoke', OLD.id, 0, 0, 0));
+    PERFORM pg_notify('citelink_events', concat_ws(' ', 'revoke', OLD.id));
     RETURN NULL;
 END
 $$;
@@ -333,38 +447,41 @@ CREATE TRIGGER citelink_fan_out
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION citelink_fan_out_notification();
 
-CREATE TRIGGER citelink_serialize_inserts
+CREATE TRIGGER citelink_number_items
     BEFORE INSERT ON user_notification
-    FOR EACH STATEMENT EXECUTE FUNCTION citelink_lock_inbox_for_statement();
-
-CREATE TRIGGER citelink_check_keys
-    AFTER INSERT ON user_notification
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION citelink_check_inbox_keys();
+    FOR EACH ROW WHEN (pg_trigger_depth() = 0)
+    EXECUTE FUNCTION citelink_number_item();
 
 CREATE TRIGGER citelink_keep_keys
-    BEFORE UPDATE OF user_id, notification_id ON user_notification
+    BEFORE UPDATE OF user_id, notification_id, position ON user_notification
     FOR EACH ROW
-    WHEN (NEW.user_id <> OLD.user_id OR NEW.notification_id <> OLD.notification_id)
+    WHEN (NEW.user_id <> OLD.user_id OR NEW.notification_id <> OLD.notification_id
+          OR NEW.position <> OLD.position)
     EXECUTE FUNCTION citelink_keep_inbox_keys();
 
-CREATE TRIGGER citelink_lock_inbox_before_user_deletes
-    BEFORE DELETE ON users
-    FOR EACH STATEMENT EXECUTE FUNCTION citelink_lock_inbox_for_statement();
+CREATE TRIGGER citelink_count_direct_items
+    AFTER INSERT ON user_notification
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT WHEN (pg_trigger_depth() = 0)
+    EXECUTE FUNCTION citelink_count_direct_recipients();
 
 CREATE TRIGGER citelink_remove_inbox_of_deleted_users
     AFTER DELETE ON users
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION citelink_remove_inbox_rows();
 
-CREATE TRIGGER citelink_lock_inbox_before_notification_deletes
-    BEFORE DELETE ON notification
-    FOR EACH STATEMENT EXECUTE FUNCTION citelink_lock_inbox_for_statement();
-
 CREATE TRIGGER citelink_remove_inbox_of_deleted_notifications
     AFTER DELETE ON notification
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION citelink_remove_inbox_rows();
+
+CREATE TRIGGER citelink_empty_inbox_of_truncated_users
+    AFTER TRUNCATE ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_empty_inbox();
+
+CREATE TRIGGER citelink_empty_inbox_of_truncated_notifications
+    AFTER TRUNCATE ON notification
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_empty_inbox();
 
 CREATE TRIGGER citelink_stamp_state
     BEFORE UPDATE ON user_notification
@@ -415,10 +532,12 @@ CREATE TRIGGER citelink_audit_item_deletes
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION citelink_audit_changes();
 
+-- The fan-out's own update (the recipient count) is in its create row already.
 CREATE TRIGGER citelink_audit_notification_updates
     AFTER UPDATE ON notification
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION citelink_audit_changes();
+    FOR EACH STATEMENT WHEN (pg_trigger_depth() = 0)
+    EXECUTE FUNCTION citelink_audit_changes();
 
 CREATE TRIGGER citelink_audit_notification_deletes
     AFTER DELETE ON notification

@@ -167,4 +167,5 @@ ITEM_KEYS = {
     "timestamp",
     "is_read",
     "read_at",
+    "position",
 }

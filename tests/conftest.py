@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -134,6 +136,37 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     await connection.close()
 
 
+async def wait_until(
+    predicate: Callable[[], Any], within: float = 5.0, interval: float = 0.005
+) -> Any:
+    """Poll `predicate` (a function, or a coroutine function) until it returns a
+    truthy value, which is returned; TimeoutError after `within` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+            await asyncio.sleep(interval)
+
+
+async def blockers(conn: asyncpg.Connection, waiter: asyncpg.Connection) -> list[int]:
+    """The backends whose locks the backend of `waiter` is waiting for."""
+    return await conn.fetchval("SELECT pg_blocking_pids($1)", waiter.get_server_pid())
+
+
+async def waits_for(
+    conn: asyncpg.Connection, waiter: asyncpg.Connection, holder: asyncpg.Connection
+) -> None:
+    """Until `waiter`'s backend waits on a lock that `holder`'s backend holds."""
+
+    async def waiting() -> bool:
+        return holder.get_server_pid() in await blockers(conn, waiter)
+
+    await wait_until(waiting)
+
+
 class User:
     """A test user with a valid access token."""
 
@@ -162,6 +195,23 @@ def make_user(conn: asyncpg.Connection, settings: Settings):
         return User(user_id, username, password, staff, token)
 
     return make
+
+
+async def add_users(conn: asyncpg.Connection, *names: str) -> list[int]:
+    """Users made by plain SQL, without a usable password (fast); their ids."""
+    rows = await conn.fetch(
+        "INSERT INTO users (username, password_hash) SELECT n, 'x' FROM unnest($1::text[]) n "
+        "RETURNING id",
+        list(names),
+    )
+    return [r["id"] for r in rows]
+
+
+async def publish(conn: asyncpg.Connection, tag_id: int, message: str = "hello") -> int:
+    """Publish by plain SQL, as psql or a cron job would; the notification id."""
+    return await conn.fetchval(
+        "INSERT INTO notification (tag_id, message) VALUES ($1, $2) RETURNING id", tag_id, message
+    )
 
 
 async def subscribe(conn: asyncpg.Connection, user_id: int, tag: str) -> int:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import psycopg
+from yoyo import get_backend, read_migrations
+from yoyo.migrations import MigrationList
 
-from citelink.migrations import resource_dir
+from citelink.migrations import resource_dir, yoyo_url
 
 from .conftest import with_database
 
@@ -20,6 +22,11 @@ CATALOG = {
         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm') AND a.attnum > 0
           AND NOT a.attisdropped AND c.relname NOT LIKE '%yoyo%'
         ORDER BY 1, 2""",
+    "tables": """
+        SELECT c.relname, c.reloptions FROM pg_class c
+        WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
+          AND c.relname NOT LIKE '%yoyo%'
+        ORDER BY 1""",
     "indexes": """
         SELECT indexname, indexdef FROM pg_indexes
         WHERE schemaname = 'public' AND tablename NOT LIKE '%yoyo%' ORDER BY 1""",
@@ -66,3 +73,63 @@ def test_migrations_build_the_schema_of_sql_files(server_url, template_url):
     for part in CATALOG:
         assert from_files[part], f"no {part} found: the comparison would prove nothing"
         assert from_files[part] == from_migrations[part], f"{part} differ"
+
+
+# Alice gets notifications 1, 2 and 3 (reads 1), Bob 1 and 3 (deletes 3).
+OLD_INBOXES = """
+    INSERT INTO users (username, password_hash) VALUES ('alice', 'x'), ('bob', 'x');
+    INSERT INTO tag (name) VALUES ('news'), ('private');
+    INSERT INTO subscription (user_id, tag_id) VALUES (1, 1), (2, 1), (1, 2);
+    INSERT INTO notification (tag_id, message) VALUES (1, 'one'), (2, 'two'), (1, 'three');
+    UPDATE user_notification SET is_read = true WHERE user_id = 1 AND notification_id = 1;
+    UPDATE user_notification SET is_deleted = true WHERE user_id = 2 AND notification_id = 3;
+"""
+
+
+def test_per_user_order_migration_keeps_existing_inboxes(server_url):
+    """Items made before positions existed are numbered in id order (commit
+    order under the old inbox lock), counters and states are kept, recipient
+    counts come over from the audit log, and the migration writes no audit row."""
+    name = "citelink_before_positions"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    url = with_database(server_url, name)
+    backend = get_backend(yoyo_url(url))
+    try:
+        migrations = read_migrations(str(resource_dir("migrations")))
+        earlier = MigrationList([m for m in migrations if m.id < "0006"])
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(earlier))
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(OLD_INBOXES)
+            audit_rows = conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+            states = conn.execute(
+                "SELECT id, user_id, is_read, is_deleted FROM user_notification ORDER BY id"
+            ).fetchall()
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(migrations))
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT id, user_id, is_read, is_deleted, position "
+                "FROM user_notification ORDER BY id"
+            ).fetchall()
+            assert [r[:4] for r in rows] == states
+            assert [(r[1], r[4]) for r in rows] == [(1, 1), (2, 1), (1, 2), (1, 3), (2, 2)]
+            counters = conn.execute(
+                "SELECT user_id, unread, total, last_position FROM inbox_count ORDER BY 1"
+            ).fetchall()
+            assert counters == [(1, 2, 3, 3), (2, 1, 1, 2)]
+            recipients = conn.execute("SELECT recipients FROM notification ORDER BY id").fetchall()
+            assert recipients == [(2,), (1,), (2,)]
+            assert conn.execute("SELECT count(*) FROM audit_log").fetchone()[0] == audit_rows
+            # And the database works on: a new item numbers after the old ones.
+            conn.execute("INSERT INTO notification (tag_id, message) VALUES (2, 'four')")
+            new = conn.execute(
+                "SELECT position FROM user_notification WHERE notification_id = 4"
+            ).fetchone()
+            assert new == (4,)
+    finally:
+        backend.connection.close()
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -9,13 +9,9 @@ import signal
 import httpx
 
 from .api_support import make_user
-from .conftest import subscribe
+from .conftest import subscribe, wait_until
 from .processes import citelink_serve
 from .wsclient import Follower, losses_and_duplicates, open_socket
-
-# The lock that serialises inbox inserts (sql/triggers.sql): held by a test, it
-# keeps a publish request in flight for as long as the test wants.
-INBOX_LOCK = 7155521937341702721
 
 
 async def inbox_ids(conn, user_id: int) -> list[int]:
@@ -88,7 +84,12 @@ async def test_sigterm_closes_sockets_with_1001_and_finishes_requests_in_flight(
     ):
         assert await ws.request("ping") == {"type": "pong"}
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", INBOX_LOCK)
+            # Alice's counter row, locked, holds any fan-out to her in the database.
+            await conn.execute(
+                "INSERT INTO inbox_count (user_id) VALUES ($1) "
+                "ON CONFLICT (user_id) DO UPDATE SET total = inbox_count.total",
+                alice.id,
+            )
             in_flight = asyncio.create_task(
                 client.post(
                     "/api/notifications/",
@@ -97,10 +98,10 @@ async def test_sigterm_closes_sockets_with_1001_and_finishes_requests_in_flight(
                 )
             )
             # Until the request waits for the lock inside the database.
-            while not await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            ):
-                assert not in_flight.done(), in_flight.result()
+            await wait_until(
+                lambda: conn.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            )
+            assert not in_flight.done()
             serve.process.send_signal(signal.SIGTERM)
             assert await ws.close_code(within=10) == 1001
             assert not in_flight.done()

@@ -12,9 +12,9 @@ import pytest
 
 from citelink import database, tokens
 
-from .conftest import SECRET_KEY, pg_ctl, start_postgres, subscribe
+from .conftest import SECRET_KEY, pg_ctl, publish, start_postgres, subscribe
 from .proxy import FreezableProxy
-from .wsclient import StalledSocket, logged, messages, open_socket, publish, serving
+from .wsclient import StalledSocket, logged, messages, open_socket, serving
 
 TERMINATE_OTHERS = (
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "

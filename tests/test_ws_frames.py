@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from .conftest import subscribe
-from .wsclient import open_socket, publish, serving
+from .conftest import publish, subscribe
+from .wsclient import open_socket, serving
 
 
 @pytest.mark.parametrize(

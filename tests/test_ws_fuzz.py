@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzz_settings
 from hypothesis import strategies as st
 
-from .conftest import subscribe
-from .wsclient import Socket, messages, open_socket, publish, serving
+from .conftest import publish, subscribe
+from .wsclient import Socket, messages, open_socket, serving
 
 BIGINT = 2**63 - 1
 # No `ping`: its pong is what marks the end of the answers to a frame.

@@ -11,11 +11,10 @@ import orjson
 import pytest
 
 from citelink import database
-from citelink.hub import Client, Delivery, Hub, parse_event
+from citelink.hub import Client, Delivery, Event, Hub, parse_event
 from citelink.listener import CHANNEL
 
-from .conftest import subscribe
-from .wsclient import publish
+from .conftest import publish, subscribe
 
 
 def frames_of(client: Client) -> list[dict]:
@@ -25,23 +24,29 @@ def frames_of(client: Client) -> list[dict]:
     return frames
 
 
+# In these tests an item's position in its user's order is its id.
 def new(seq: int, item_id: int, unread: int) -> Delivery:
-    return Delivery(seq, "new", item_id, unread, f'{{"type":"notification","id":{item_id}}}')
+    frame = f'{{"type":"notification","id":{item_id}}}'
+    return Delivery(seq, "new", item_id, item_id, unread, frame)
 
 
 def state(seq: int, kind: str, item_id: int, unread: int) -> Delivery:
-    return Delivery(seq, kind, item_id, unread, f'{{"type":"{kind}","id":{item_id}}}')
+    return Delivery(seq, kind, item_id, item_id, unread, f'{{"type":"{kind}","id":{item_id}}}')
 
 
 def test_event_payloads_are_parsed_strictly():
-    assert parse_event("new 1 2 3 4") == ("new", 1, 2, 3, 4)
-    for junk in ("", "marker", "new 1 2 3", "new 1 2 3 x", "drop 1 2 3 4", "new 1 2 3 4 5"):
-        assert parse_event(junk) is None
+    assert parse_event("new 1 2 3 4 5") == Event("new", 1, 2, 3, 4, 5)
+    assert parse_event("read 1 2 3 4 0") == Event("read", 1, 2, 3, 4, 0)
+    assert parse_event("fanout 7 100000") == Event("fanout", 0, 0, 7, 0, 100_000)
+    assert parse_event("revoke 9") == Event("revoke", 9)
+    junk = ("", "marker", "new 1 2 3 4", "new 1 2 3 4 x", "drop 1 2 3 4 5", "new 1 2 3 4 5 6")
+    for payload in (*junk, "fanout 7", "fanout 7 1 2", "revoke", "revoke 9 0 0 0", "revoke x"):
+        assert parse_event(payload) is None
 
 
 async def test_client_sends_each_item_once_and_counts_only_on_change():
     client = Client(user_id=1, queue_size=10)
-    client.last_id = 5  # the newest item when the socket opened
+    client.last_position = 5  # the newest item when the socket opened
     client.apply([new(1, 4, 3), new(2, 6, 4), new(3, 6, 4)])
     assert frames_of(client) == [
         {"type": "notification", "id": 6},
@@ -60,7 +65,7 @@ async def test_client_holds_events_and_releases_them_through_the_dedupe():
     client.offer([new(1, 7, 1)], hold=True)
     client.offer([state(2, "read", 7, 0)], hold=True)
     assert frames_of(client) == []
-    client.last_id = 7  # a snapshot showed item 7 already read
+    client.last_position = 7  # a snapshot showed item 7 already read
     client.remember(7, (True, False))
     client.release()
     assert frames_of(client) == [{"type": "counts", "unread": 0}]
@@ -73,7 +78,7 @@ async def test_client_holds_events_and_releases_them_through_the_dedupe():
 
 async def test_client_backfill_tells_only_what_changed():
     client = Client(user_id=1, queue_size=10)
-    client.last_id = 3
+    client.last_position = 3
     client.unread = 2
     for item_id in (1, 2, 3):
         client.remember(item_id, (item_id == 1, item_id == 2))
@@ -87,8 +92,9 @@ async def test_client_backfill_tells_only_what_changed():
         "timestamp": None,
         "is_read": False,
         "read_at": None,
+        "position": 2,
     }
-    item4 = restored | {"id": 4, "notification_id": 4, "message": "four"}
+    item4 = restored | {"id": 4, "notification_id": 4, "message": "four", "position": 4}
     client.backfill(
         items=[item4],
         states={1: (True, False), 2: (False, False)},  # 3 deleted outright
@@ -101,7 +107,7 @@ async def test_client_backfill_tells_only_what_changed():
         ("delete", 3),
         ("notification", 4),
     ]
-    assert client.last_id == 4
+    assert client.last_position == 4
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 from citelink.hub import Hub
 
 from .api_support import ITEM_KEYS
-from .conftest import subscribe
-from .wsclient import messages, open_socket, publish
+from .conftest import publish, subscribe
+from .wsclient import messages, open_socket
 
 
 async def items_of(conn, user_id: int) -> list[int]:
@@ -37,6 +37,7 @@ async def test_push_on_plain_sql_insert(server, conn, make_user):
             "timestamp": push["timestamp"],
             "is_read": False,
             "read_at": None,
+            "position": 1,
         }
         assert push["timestamp"].endswith("Z")
         assert await ws.recv() == {"type": "counts", "unread": 1}

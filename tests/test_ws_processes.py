@@ -14,9 +14,9 @@ import pytest
 
 from citelink import tokens
 
-from .conftest import SECRET_KEY, subscribe
+from .conftest import SECRET_KEY, publish, subscribe
 from .processes import citelink_serve
-from .wsclient import messages, open_socket, publish, serving
+from .wsclient import messages, open_socket, serving
 
 
 async def test_two_processes_each_deliver_to_their_own_sockets(conn, db_url, tmp_path, make_user):

@@ -6,8 +6,8 @@ import asyncio
 
 from citelink import database
 
-from .conftest import subscribe
-from .wsclient import StalledSocket, messages, open_socket, publish, serving
+from .conftest import publish, subscribe, waits_for
+from .wsclient import StalledSocket, messages, open_socket, serving
 
 
 async def test_resume_after_a_disconnect(server, conn, make_user):
@@ -72,19 +72,11 @@ async def test_items_committed_during_a_replay_are_sent_once(settings, conn, mak
     assert not ws.frames[resumed - 1]["message"].startswith("old ")
 
 
-async def wait_for_advisory_lock(conn, pid: int) -> None:
-    """Until backend `pid` waits on an advisory lock (the inbox insert lock);
-    each check is a round trip, which paces the loop."""
-    query = "SELECT wait_event = 'advisory' FROM pg_stat_activity WHERE pid = $1"
-    while not await conn.fetchval(query, pid):
-        pass
-
-
 async def test_resume_never_skips_an_item_committed_late(server, conn, db_url, make_user):
     """Two publishers: the first holds its transaction open, the second (a higher
-    notification id) wants to commit first. Inbox ids are handed out in commit
-    order (the second waits on the inbox lock), so a client resuming from the
-    highest id it saw never skips the one that committed late."""
+    notification id) wants to commit first. Alice's items are numbered in
+    commit order (the second waits on her counter row), so a client resuming
+    after the last item it saw never skips the one that committed late."""
     alice = await make_user("alice")
     news = await subscribe(conn, alice.id, "news")
     first = await database.connect(db_url)
@@ -98,7 +90,7 @@ async def test_resume_never_skips_an_item_committed_late(server, conn, db_url, m
             await slow.start()
             await publish(first, news, "slow, first id")
             fast = asyncio.create_task(publish(second, news, "fast, second id"))
-            await wait_for_advisory_lock(conn, second.get_server_pid())
+            await waits_for(conn, second, first)
 
             # A client resuming now sees neither (neither has committed)...
             await ws.send(type="resume", after=before["id"])
@@ -114,7 +106,7 @@ async def test_resume_never_skips_an_item_committed_late(server, conn, db_url, m
             await ws.send(type="resume", after=before["id"])
             frames = await ws.recv_until("resumed")
             assert messages(frames) == ["slow, first id", "fast, second id"]
-            assert frames[0]["id"] < frames[1]["id"]
+            assert frames[1]["position"] == frames[0]["position"] + 1
             assert frames[0]["notification_id"] < frames[1]["notification_id"]
             await publish(conn, news, "marker")
             assert messages(await ws.until_message("marker")) == ["marker"]

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-import asyncpg
 import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -165,15 +164,6 @@ async def serving(
         yield running
     finally:
         await running.stop()
-
-
-async def publish(conn: asyncpg.Connection, tag_id: int, message: str) -> int:
-    """Publish by plain SQL, as psql or a cron job would; the notification id."""
-    return await conn.fetchval(
-        "INSERT INTO notification (tag_id, message) VALUES ($1, $2) RETURNING id",
-        tag_id,
-        message,
-    )
 
 
 @contextmanager

@@ -6,14 +6,17 @@ channel to `Hub.publish`. Events of users with no socket here are dropped on
 the spot, without a query. The others are rendered by one dispatcher task, in
 batches (everything that arrived together): the content of `new` items is read
 with one query per batch and kept in a small LRU, so a notification is read
-once however many recipients are connected. Each socket then gets its frames
-through its own bounded queue (`Client`); one that falls behind is closed with
-4408 and nobody else waits for it.
+once however many recipients are connected, and a `fanout` event (one for all
+recipients of a big notification) costs one query for the users connected
+here. Each socket then gets its frames through its own bounded queue
+(`Client`); one that falls behind is closed with 4408 and nobody else waits
+for it.
 
-No gaps, no duplicates. Inbox ids are handed out in commit order
-(sql/triggers.sql), so every socket only needs the highest item id it was
-sent (`Client.last_id`): an item is pushed once, when its id is above it, and
-"every item above it" read from the database is exactly what a socket missed.
+No gaps, no duplicates. Each user's items have positions in commit order
+(sql/triggers.sql, "Per-user order"), so every socket only needs the highest
+position it was sent (`Client.last_position`): an item is pushed once, when
+its position is above it, and "every item above it" read from the database is
+exactly what a socket missed.
 Whenever a socket's view is rebuilt from the database (opening, `resume`,
 listing, back-fill after the listener reconnects), live events for it are held
 from before the query until its answer is queued, then released through the
@@ -59,31 +62,39 @@ CONTENT_CACHE = 256
 # Seconds a shutdown waits for sockets to send their close frames.
 SHUTDOWN_WAIT = 3.0
 
-KINDS = frozenset({"new", "read", "unread", "delete", "restore", "revoke"})
+ITEM_KINDS = frozenset({"new", "read", "unread", "delete", "restore"})
 # Why the sockets of a user deactivated or deleted are closed.
 REVOKED = "user is inactive or deleted"
 
 
 class Event(NamedTuple):
-    """One `citelink_events` payload: "<kind> <user_id> <item_id> <notification_id> <unread>"."""
+    """One `citelink_events` payload (the grammar is in sql/triggers.sql):
+    "<kind> <user_id> <item_id> <notification_id> <position> <unread>" for an
+    item, "fanout <notification_id> <recipients>", "revoke <user_id>". Fields
+    a kind does not carry are 0."""
 
     kind: str
     user_id: int
-    item_id: int
-    notification_id: int
-    unread: int
+    item_id: int = 0
+    notification_id: int = 0
+    position: int = 0
+    unread: int = 0
 
 
 def parse_event(payload: str) -> Event | None:
     """The event in `payload`, or None when it is not one of ours."""
-    parts = payload.split(" ")
-    if len(parts) != 5 or parts[0] not in KINDS:
-        return None
+    kind, *fields = payload.split(" ")
     try:
-        user_id, item_id, notification_id, unread = (int(p) for p in parts[1:])
+        numbers = [int(f) for f in fields]
     except ValueError:
         return None
-    return Event(parts[0], user_id, item_id, notification_id, unread)
+    if kind in ITEM_KINDS and len(numbers) == 5:
+        return Event(kind, *numbers)
+    if kind == "fanout" and len(numbers) == 2:
+        return Event(kind, 0, notification_id=numbers[0], unread=numbers[1])
+    if kind == "revoke" and len(numbers) == 1:
+        return Event(kind, numbers[0])
+    return None
 
 
 def item_frame(item: dict) -> str:
@@ -118,6 +129,7 @@ class Delivery:
     seq: int
     kind: str
     item_id: int
+    position: int
     unread: int
     frame: str
     is_read: bool = False
@@ -223,9 +235,10 @@ class Client:
     def __init__(self, user_id: int, queue_size: int):
         self.user_id = user_id
         self.queue = Outbox(queue_size)
-        self.last_id = 0
-        # The newest item when the socket opened: items above it, up to
-        # `last_id`, were pushed to it already and a resume must not repeat them.
+        # The highest position (in the user's order) of an item sent to it.
+        self.last_position = 0
+        # The newest position when the socket opened: items above it, up to
+        # `last_position`, were pushed already and a resume must not repeat them.
         self.opened_at = 0
         # The unread count last sent; None until one was.
         self.unread: int | None = None
@@ -307,9 +320,9 @@ class Client:
                 continue
             unread = d.unread
             if d.kind == "new":
-                if d.item_id <= self.last_id:
+                if d.position <= self.last_position:
                     continue  # already sent by a snapshot
-                self.last_id = d.item_id
+                self.last_position = d.position
                 self.remember(d.item_id, (False, False))
             elif d.kind == "restore":
                 self.remember(d.item_id, (d.is_read, False))
@@ -333,7 +346,7 @@ class Client:
         unread: int,
     ) -> None:
         """Catch up from the database after events were lost: state changes of
-        items shown before, items above `last_id`, and the unread count."""
+        items shown before, items above `last_position`, and the unread count."""
         frames: list[str] = []
         for item_id, known in list(self.shown.items()):
             current = states.get(item_id, (known[0], True))
@@ -349,8 +362,8 @@ class Client:
             else:
                 frames.append(_state_frame("read" if current[0] else "unread", item_id))
         for item in items:
-            if item["id"] > self.last_id:
-                self.last_id = item["id"]
+            if item["position"] > self.last_position:
+                self.last_position = item["position"]
                 self.remember(item["id"], (item["is_read"], False))
                 frames.append(item_frame(item))
         if unread != self.unread:
@@ -424,7 +437,7 @@ class Hub:
             if row is None or not row["is_active"]:
                 self.detach(client)
                 raise Refused(4401, REVOKED)
-            client.last_id = client.opened_at = row["last_id"]
+            client.last_position = client.opened_at = row["last_position"]
             if client.synced == self._generation:
                 client.release()
 
@@ -461,28 +474,30 @@ class Hub:
                     client.release()
 
     async def resume(self, client: Client, after: int) -> None:
-        """Replay every non-deleted item above `after`, in id order, then a
-        `resumed` frame; live pushes continue after it without a gap.
+        """Replay every non-deleted item after item `after` (an id, as clients
+        know them; 0 for all), in the user's order, then a `resumed` frame;
+        live pushes continue after it without a gap.
 
-        Why "id > after" is a gapless cursor: an id is taken when a row is
-        inserted, not when it commits, so with free-running ids a transaction
-        holding id 7 could commit after one holding id 8 had been seen, and a
-        client resuming after 8 would never get 7. Inbox inserts therefore take
-        a transaction-scoped lock (sql/triggers.sql): a publisher gets inbox ids
-        only once every earlier publisher has committed or aborted, so id order
-        is commit order, and every item a client has not seen has a higher id
-        than every item it has.
+        Why this cursor is gapless: an id is taken when a row is inserted, not
+        when it commits, so a client that saw id 8 may still be missing id 7,
+        which committed later. Positions are numbered under the user's counter
+        row lock (sql/triggers.sql, "Per-user order"): an item that commits
+        later for this user always has a higher position, so "above the
+        position of item `after`" is everything the client has not seen.
         """
-        count, cursor = 0, after
+        count, last_id = 0, after
         async with self.snapshot(client):
+            cursor = await inbox.position_after(self._pool, client.user_id, after)
             while True:
                 rows = await inbox.after(self._pool, client.user_id, cursor, BATCH_ROWS)
                 # A client resuming right after connecting may have been pushed
                 # items already: those are not sent twice.
-                missed = [r for r in rows if not client.opened_at < r["id"] <= client.last_id]
+                missed = [
+                    r for r in rows if not client.opened_at < r["position"] <= client.last_position
+                ]
                 if rows:
                     client.remember_items(missed)
-                    cursor = rows[-1]["id"]
+                    cursor, last_id = rows[-1]["position"], rows[-1]["id"]
                     count += len(missed)
                     if missed:
                         await client.reply([item_frame(r) for r in missed])
@@ -491,10 +506,9 @@ class Hub:
                     await client.queue.join()
                 if len(rows) < BATCH_ROWS:
                     break
-            if count:
-                client.last_id = max(client.last_id, cursor)
+            client.last_position = max(client.last_position, cursor)
             await client.reply(
-                [dumps({"type": "resumed", "count": count, "last_id": cursor}).decode()]
+                [dumps({"type": "resumed", "count": count, "last_id": last_id}).decode()]
             )
 
     # Events -------------------------------------------------------------------
@@ -504,7 +518,7 @@ class Hub:
         self._received += 1
         if event.kind == "revoke":
             self._revoke(event.user_id)
-        elif event.user_id in self._clients:
+        elif event.user_id in self._clients or (event.kind == "fanout" and self._clients):
             self._pending.append((self._received, event))
             self._wakeup.set()
 
@@ -557,7 +571,9 @@ class Hub:
                 self._pool.acquire() as conn,
                 conn.transaction(isolation="repeatable_read", readonly=True),
             ):
-                items = await self._items_after(conn, user_id, min(c.last_id for c in clients))
+                items = await self._items_after(
+                    conn, user_id, min(c.last_position for c in clients)
+                )
                 rows = await conn.fetch(Q.relay_item_states, user_id, shown) if shown else []
                 states = {r["id"]: (r["is_read"], r["is_deleted"]) for r in rows}
                 restored = {}
@@ -577,14 +593,14 @@ class Hub:
                     client.release()
 
     @staticmethod
-    async def _items_after(conn: asyncpg.Connection, user_id: int, after: int) -> list[dict]:
+    async def _items_after(conn: asyncpg.Connection, user_id: int, position: int) -> list[dict]:
         items: list[dict] = []
         while True:
-            rows = await inbox.after(conn, user_id, after, BATCH_ROWS)
+            rows = await inbox.after(conn, user_id, position, BATCH_ROWS)
             items.extend(rows)
             if len(rows) < BATCH_ROWS:
                 return items
-            after = rows[-1]["id"]
+            position = rows[-1]["position"]
 
     async def _dispatch(self) -> None:
         while True:
@@ -602,7 +618,8 @@ class Hub:
                 self.on_failure()
 
     async def _deliver(self, received: list[tuple[int, Event]]) -> None:
-        batch = [(seq, e) for seq, e in received if e.user_id in self._clients]
+        batch = await self._expand_fan_outs(received)
+        batch = [(seq, e) for seq, e in batch if e.user_id in self._clients]
         content: dict[int, str] = {}
         for notification_id in {e.notification_id for _, e in batch if e.kind == "new"}:
             if notification_id in self._content:
@@ -625,7 +642,7 @@ class Hub:
                 tail = content[e.notification_id]
                 if not tail:
                     continue  # the notification was deleted before we read it
-                frame = f'{{"type":"notification","id":{e.item_id},{tail}'
+                frame = f'{{"type":"notification","id":{e.item_id},"position":{e.position},{tail}'
             elif e.kind == "restore":
                 item = restored.get(e.item_id)
                 if item is None:
@@ -634,12 +651,46 @@ class Hub:
             else:
                 frame = _state_frame(e.kind, e.item_id)
             per_user.setdefault(e.user_id, []).append(
-                Delivery(seq, e.kind, e.item_id, e.unread, frame, is_read)
+                Delivery(seq, e.kind, e.item_id, e.position, e.unread, frame, is_read)
             )
         for user_id, deliveries in per_user.items():
             for client in self._clients.get(user_id, ()):
                 hold = client.lock.locked() or client.synced != self._generation
                 client.offer(deliveries, hold)
+
+    async def _expand_fan_outs(self, batch: list[tuple[int, Event]]) -> list[tuple[int, Event]]:
+        """`fanout` events as the `new` events of the users connected here: one
+        query for the batch, by notification when the recipients are fewer than
+        the connected users, else by connected user."""
+        fan_outs = {e.notification_id: e.unread for _, e in batch if e.kind == "fanout"}
+        if not fan_outs:
+            return batch
+        notifications = list(fan_outs)
+        if sum(fan_outs.values()) <= len(self._clients):
+            rows = await self._pool.fetch(
+                Q.relay_fan_out_items, notifications, timeout=QUERY_TIMEOUT
+            )
+        else:
+            rows = await self._pool.fetch(
+                Q.relay_fan_out_items_of_users,
+                notifications,
+                list(self._clients),
+                timeout=QUERY_TIMEOUT,
+            )
+        by_notification: dict[int, list[Event]] = {}
+        for r in rows:
+            by_notification.setdefault(r["notification_id"], []).append(
+                Event(
+                    "new", r["user_id"], r["id"], r["notification_id"], r["position"], r["unread"]
+                )
+            )
+        expanded: list[tuple[int, Event]] = []
+        for seq, e in batch:
+            if e.kind == "fanout":
+                expanded.extend((seq, new) for new in by_notification.get(e.notification_id, ()))
+            else:
+                expanded.append((seq, e))
+        return expanded
 
     async def _load_content(self, notification_ids: list[int]) -> dict[int, str]:
         rows = await self._pool.fetch(

@@ -1,9 +1,12 @@
 """A user's inbox, for REST and WebSocket alike.
 
 Items have one shape everywhere: {id, notification_id, tag, tag_name, message,
-data, timestamp, is_read, read_at}; `id` is the inbox (user_notification) id
-and `tag` the tag id, as in the seed. Writes run with the user as the audit
-actor; the triggers then tell every socket of the user.
+data, timestamp, is_read, read_at, position}; `id` is the inbox
+(user_notification) id and `tag` the tag id, as in the seed. `position` is the
+item's place in the user's order (1, 2, 3, ... in commit order): lists are
+newest first by it, and cursors given as item ids are placed in it by the
+database. Writes run with the user as the audit actor; the triggers then tell
+every socket of the user.
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ from .queries import Q
 
 Status = Literal["all", "unread", "read"]
 _PAGE = {"all": Q.inbox_page_all, "unread": Q.inbox_page_unread, "read": Q.inbox_page_read}
-# Larger than any bigint id: "before" defaults to the newest item.
-NEWEST = 2**63 - 1
 
 
 def item(row: asyncpg.Record) -> dict:
@@ -34,8 +35,9 @@ async def page(
     status: Status = "all",
     tag: int | None = None,
 ) -> list[dict]:
-    """Newest first, items with id < before (keyset pagination)."""
-    rows = await conn.fetch(_PAGE[status], user_id, before or NEWEST, tag, limit)
+    """Newest first, the items before item `before` (keyset pagination); from
+    the newest when None."""
+    rows = await conn.fetch(_PAGE[status], user_id, before, tag, limit)
     return [item(r) for r in rows]
 
 
@@ -48,11 +50,19 @@ async def page_by_number(
 
 
 async def after(
-    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, last_seen: int, limit: int
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, position: int, limit: int
 ) -> list[dict]:
-    """Items with id > last_seen, oldest first. Ids are handed out in commit order
-    (sql/triggers.sql), so this never skips an item that committed late."""
-    return [item(r) for r in await conn.fetch(Q.inbox_after, user_id, last_seen, limit)]
+    """Items above `position` in the user's order, oldest first. Positions are
+    given in commit order (sql/triggers.sql), so this never skips an item that
+    committed late."""
+    return [item(r) for r in await conn.fetch(Q.inbox_after, user_id, position, limit)]
+
+
+async def position_after(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, item_id: int
+) -> int:
+    """The position that "after item `item_id`" stands for (0: from the start)."""
+    return await conn.fetchval(Q.inbox_position_after, user_id, item_id)
 
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, user_id: int, item_id: int) -> dict | None:

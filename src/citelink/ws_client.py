@@ -65,6 +65,7 @@ async def listen(
     """Print frames until interrupted; `token(renew)` gives an access token
     (a new one when `renew`, or raises SignInError)."""
     last = after
+    position = 0  # of `last`, once a frame tells it
     renew = False
     attempt = 0
     while True:
@@ -82,12 +83,14 @@ async def listen(
                     frame = orjson.loads(message)
                     if learning and frame.get("type") == "notifications_list":
                         learning = False
-                        last = max([i["id"] for i in frame["data"]] + [last or 0])
+                        newest = frame["data"][0] if frame["data"] else {"id": 0, "position": 0}
+                        last, position = newest["id"], newest["position"]
                         print(f"citelink listen: connected, newest item {last}", file=sys.stderr)
                         continue
                     print(message, file=out, flush=True)
-                    if frame.get("type") == "notification":
-                        last = max(last or 0, frame["id"])
+                    # The newest item in the user's order (a restored one is older).
+                    if frame.get("type") == "notification" and frame["position"] > position:
+                        last, position = frame["id"], frame["position"]
             code = ws.close_code
         except websockets.ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd else 1006

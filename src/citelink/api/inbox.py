@@ -12,6 +12,9 @@ TAG_FILTER = Integer(description="only items of this tag (id)")
 PAGE_FILTERS = Query(
     {
         **PAGE,
+        "before": Integer(
+            description="only items older than this item, in my order (the `next` of a page)"
+        ),
         "status": Choice(choices=("all", "unread", "read"), description="default all"),
         "tag": TAG_FILTER,
     }
@@ -28,11 +31,11 @@ def _not_found() -> ApiError:
     response="Page[InboxItem]",
 )
 async def list_items(call: Call) -> dict:
-    before, limit = page_bounds(call.query)
+    _, limit = page_bounds(call.query)
     rows = await inbox.page(
         call.pool,
         call.me.id,
-        before=before,
+        before=call.query.get("before"),
         limit=limit + 1,
         status=call.query.get("status", "all"),
         tag=call.query.get("tag"),

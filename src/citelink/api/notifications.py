@@ -3,10 +3,12 @@
 Publishing is one call of citelink_publish() (sql/triggers.sql), a transaction
 of its own: the database fans the notification out to every subscriber's inbox
 in it, so the 201 comes after every inbox row is committed, with the number of
-recipients.
+recipients (kept on the notification row).
 """
 
 from __future__ import annotations
+
+import logging
 
 import asyncpg
 
@@ -14,6 +16,13 @@ from ..errors import ApiError
 from ..queries import Q
 from .endpoint import Call, endpoint
 from .validation import PAGE, Body, Integer, JsonObject, Query, String, page, page_bounds
+
+log = logging.getLogger("citelink.api")
+
+# A publish fails as a whole when it races the deletion of one of its
+# recipients (sql/triggers.sql, "Inbox keys"): nothing was committed, so it is
+# simply made again, against the subscribers as they are now.
+PUBLISH_ATTEMPTS = 3
 
 NEW_NOTIFICATION = Body(
     {
@@ -35,12 +44,21 @@ NEW_NOTIFICATION = Body(
 )
 async def publish(call: Call) -> dict:
     body = call.body
-    try:
-        row = await call.pool.fetchrow(
-            Q.publish, body["tag"], body["message"], body.get("data", {}), call.me.id
-        )
-    except asyncpg.ForeignKeyViolationError:
-        raise ApiError(422, "invalid request body", {"tag": "no such tag"}) from None
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            row = await call.pool.fetchrow(
+                Q.publish, body["tag"], body["message"], body.get("data", {}), call.me.id
+            )
+            break
+        except asyncpg.ForeignKeyViolationError as exc:
+            if exc.constraint_name == "notification_tag_id_fkey":
+                raise ApiError(422, "invalid request body", {"tag": "no such tag"}) from None
+            lost = exc
+        except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+            lost = exc
+        log.info("publish attempt %d lost a race (%s); retrying", attempt, type(lost).__name__)
+    else:
+        raise ApiError(503, "the recipients kept changing while publishing; try again")
     return {
         "id": row["id"],
         "tag": row["tag_id"],

@@ -78,6 +78,10 @@ SCHEMAS: dict[str, dict] = {
             "timestamp": _TIME,
             "is_read": _BOOL,
             "read_at": {"type": ["string", "null"], "format": "date-time"},
+            "position": {
+                **_INT,
+                "description": "place in my order: 1, 2, 3, ... as items are committed",
+            },
         }
     ),
     "InboxCounts": _object({"unread": _INT, "total": _INT}),

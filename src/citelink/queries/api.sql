@@ -57,23 +57,16 @@ WHERE id = $1 AND ($2::bigint IS NULL OR user_id = $2)
 RETURNING id;
 
 -- name: notifications_page
--- recipients: from the fan-out's audit row (one per notification).
-SELECT n.id, n.tag_id AS tag, n.message, n.data, n.created_at AS timestamp,
-       coalesce((a.changes -> 'recipients' ->> 1)::bigint, 0) AS recipients
-FROM notification AS n
-LEFT JOIN audit_log AS a
-       ON a.resource = 'notification' AND a.object_id = n.id AND a.action = 'create'
-WHERE ($1::bigint IS NULL OR n.tag_id = $1) AND n.id < $2
-ORDER BY n.id DESC
+SELECT id, tag_id AS tag, message, data, created_at AS timestamp, recipients
+FROM notification
+WHERE ($1::bigint IS NULL OR tag_id = $1) AND id < $2
+ORDER BY id DESC
 LIMIT $3;
 
 -- name: notification_by_id
-SELECT n.id, n.tag_id AS tag, n.message, n.data, n.created_at AS timestamp,
-       coalesce((a.changes -> 'recipients' ->> 1)::bigint, 0) AS recipients
-FROM notification AS n
-LEFT JOIN audit_log AS a
-       ON a.resource = 'notification' AND a.object_id = n.id AND a.action = 'create'
-WHERE n.id = $1;
+SELECT id, tag_id AS tag, message, data, created_at AS timestamp, recipients
+FROM notification
+WHERE id = $1;
 
 -- name: audit_page
 SELECT id, created_at AS timestamp, resource, object_id, action, changes, actor_id AS actor

@@ -2,13 +2,12 @@
 -- sockets. Inbox pages, resume and writes are in inbox.sql.
 
 -- name: relay_socket_start
--- A socket opens: is its user still allowed in, and what is the newest item
--- it should not be pushed (the watermark back-fills start from)? max(id) over
--- the partial inbox index is one index probe.
-SELECT u.is_active,
-       coalesce((SELECT max(i.id) FROM user_notification AS i
-                 WHERE i.user_id = u.id AND NOT i.is_deleted), 0) AS last_id
+-- A socket opens: is its user still allowed in, and what is the position of
+-- their newest item (the watermark: items above it are pushed, and back-fills
+-- start from it)?
+SELECT u.is_active, coalesce(c.last_position, 0) AS last_position
 FROM users AS u
+LEFT JOIN inbox_count AS c ON c.user_id = u.id
 WHERE u.id = $1;
 
 -- name: relay_notifications
@@ -26,3 +25,22 @@ WHERE n.id = ANY($1::bigint[]);
 SELECT id, is_read, is_deleted
 FROM user_notification
 WHERE user_id = $1 AND id = ANY($2::bigint[]);
+
+-- name: relay_fan_out_items
+-- The items of `fanout` notifications, for the relay to keep those of its
+-- connected users (when they outnumber the recipients).
+SELECT i.notification_id, i.user_id, i.id, i.position, c.unread
+FROM user_notification AS i
+JOIN inbox_count AS c ON c.user_id = i.user_id
+WHERE i.notification_id = ANY($1::bigint[]) AND NOT i.is_deleted
+ORDER BY i.notification_id, i.user_id;
+
+-- name: relay_fan_out_items_of_users
+-- The same, for the given users only (when the recipients outnumber them):
+-- one probe of the (notification_id, user_id) index per pair.
+SELECT i.notification_id, i.user_id, i.id, i.position, c.unread
+FROM user_notification AS i
+JOIN inbox_count AS c ON c.user_id = i.user_id
+WHERE i.notification_id = ANY($1::bigint[]) AND i.user_id = ANY($2::bigint[])
+  AND NOT i.is_deleted
+ORDER BY i.notification_id, i.user_id;

@@ -18,9 +18,13 @@ const state = {
   me: null, // {id, username, is_staff}
   items: new Map(), // inbox items on screen, by id
   next: null, // `before` cursor of the next older page; null when all are loaded
+  nextPosition: 0, // position of that oldest loaded item
   filter: { status: "all", tag: "" },
   loadGeneration: 0, // drops answers to superseded page loads
-  lastSeen: 0, // highest inbox id seen: a reconnecting socket resumes after it
+  // The newest item seen (items come in the user's order, by position): a
+  // reconnecting socket resumes after it.
+  lastSeen: 0,
+  lastPosition: 0,
   tags: new Map(), // id -> name
   users: new Map(), // id -> username (staff)
   auditNext: null,
@@ -294,15 +298,15 @@ const matches = (item) =>
   (!state.filter.tag || String(item.tag) === state.filter.tag);
 
 // Older items than the oldest loaded one belong to a page not fetched yet.
-const inLoadedRange = (id) => state.next === null || id > state.next;
+const inLoadedRange = (item) => state.next === null || item.position > state.nextPosition;
 
 /** A new item from the socket (live or replayed by resume). */
 function receive(frame) {
   const item = { ...frame, is_read: frame.is_read ?? false, read_at: frame.read_at ?? null };
   delete item.type;
-  const fresh = item.id > state.lastSeen;
-  state.lastSeen = Math.max(state.lastSeen, item.id);
-  if (!matches(item) || !inLoadedRange(item.id)) return;
+  const fresh = item.position > state.lastPosition;
+  if (fresh) Object.assign(state, { lastSeen: item.id, lastPosition: item.position });
+  if (!matches(item) || !inLoadedRange(item)) return;
   const row = show(item);
   if (fresh && row) {
     row.classList.add("arrived");
@@ -321,10 +325,10 @@ async function changed(id, fields) {
   }
   // Not on screen, but it may belong there now (e.g. the "Read" filter).
   const status = state.filter.status;
-  if (status === "all" || (status === "read") !== fields.is_read || !inLoadedRange(id)) return;
+  if (status === "all" || (status === "read") !== fields.is_read) return;
   try {
     const fetched = await api("GET", `/api/inbox/${id}/`);
-    if (matches(fetched) && inLoadedRange(fetched.id)) show(fetched);
+    if (matches(fetched) && inLoadedRange(fetched)) show(fetched);
   } catch {
     // deleted meanwhile, or offline: nothing to show
   }
@@ -345,7 +349,7 @@ function show(item) {
   state.items.set(item.id, item);
   const row = renderItem(item);
   const list = $("#inbox-list");
-  const older = Array.from(list.children).find((r) => Number(r.dataset.id) < item.id);
+  const older = Array.from(list.children).find((r) => Number(r.dataset.position) < item.position);
   list.insertBefore(row, older ?? null);
   paint(item);
   updateEmpty();
@@ -356,7 +360,7 @@ function renderItem(item) {
   const hasData = item.data && typeof item.data === "object" && Object.keys(item.data).length > 0;
   return el(
     "li",
-    { class: "item", "data-id": item.id },
+    { class: "item", "data-id": item.id, "data-position": item.position },
     el(
       "div",
       { class: "meta" },
@@ -429,6 +433,7 @@ async function loadPage(reset, limit = PAGE_SIZE) {
   const page = await api("GET", `/api/inbox/?${params}`);
   if (generation !== state.loadGeneration) return;
   state.next = page.next;
+  state.nextPosition = page.results.at(-1)?.position ?? 0;
   // lastSeen moves only with the socket: a filtered page says nothing about
   // the items of other tags or states that the socket may not have sent yet.
   for (const item of page.results) show(item);
@@ -715,7 +720,8 @@ async function start() {
     api("GET", "/api/inbox/?limit=1"),
   ]);
   setUnread(counts.unread);
-  state.lastSeen = newest.results[0]?.id ?? 0;
+  const last = newest.results[0];
+  Object.assign(state, { lastSeen: last?.id ?? 0, lastPosition: last?.position ?? 0 });
   connect();
   await loadPage(true);
 }
@@ -756,7 +762,7 @@ function signOut(message) {
   clearTimeout(refreshTimer);
   dropSocket();
   socket.opened = false;
-  Object.assign(state, { me: null, next: null, lastSeen: 0, auditNext: null });
+  Object.assign(state, { me: null, next: null, lastSeen: 0, lastPosition: 0, auditNext: null });
   state.items.clear();
   $("#inbox-list").replaceChildren();
   setUnread(0);
