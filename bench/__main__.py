@@ -28,8 +28,11 @@ from .server import Seed, Server
 ALL = [
     "fan_out",
     "big_fan_out",
+    "head_of_line",
+    "idle_writer",
     "latency",
     "throughput",
+    "parallel",
     "deliveries",
     "history",
     "capacity",
@@ -61,7 +64,16 @@ async def run(args: argparse.Namespace) -> dict:
         staff, history_user = ids[0], ids[-1]
         online = ids[:sockets]
         tags = {n: await seed.tag(f"fan-out-{n}", online[:n]) for n in fan_out_sizes}
-        big_tag = await seed.tag("big", online[:1_000] + ids[sockets:-1])
+        # The big tag's connected subscribers are the first users; the next one
+        # is alone on a tag of their own (head-of-line).
+        big_connected = min(1_000, sockets - 1)
+        big_tag = await seed.tag("big", online[:big_connected] + ids[sockets:-1])
+        single_tag = await seed.tag("single", [online[big_connected]])
+        held_tag = await seed.tag("held", online[-20:-10])
+        free_tag = await seed.tag("free", online[-10:])
+        parallel_tags = [
+            await seed.tag(f"parallel-{k}", online[100 + 10 * k : 110 + 10 * k]) for k in range(8)
+        ]
         latency_tag = await seed.tag("latency", online[:50])
         throughput_tag = await seed.tag("throughput", online[:10])
         burst_tag = await seed.tag("burst", online[:1_000])
@@ -71,7 +83,8 @@ async def run(args: argparse.Namespace) -> dict:
         rss_idle = server.rss_kib()
         publisher = scenarios.Publisher(server, staff)
 
-        if only & {"fan_out", "big_fan_out", "latency", "throughput", "deliveries", "capacity"}:
+        socket_scenarios = set(ALL) - {"history", "login"}
+        if only & socket_scenarios:
             log(f"connecting {sockets:,} sockets from {args.clients} client processes")
             started = time.monotonic()
             # Round robin: the first n users of any scenario are spread over every
@@ -109,16 +122,30 @@ async def run(args: argparse.Namespace) -> dict:
             results["throughput"] = await scenarios.publish_throughput(
                 fleet, server, staff, throughput_tag, 10
             )
+        if "parallel" in only:
+            log("parallel publishers: 8 HTTP clients, a tag of 10 subscribers each, 10 s")
+            results["parallel"] = await scenarios.parallel_publishers(
+                fleet, server, staff, parallel_tags, 10
+            )
+        if "idle_writer" in only:
+            log("idle writer: a transaction left open on one tag, 100 POSTs to another")
+            results["idle_writer"] = await scenarios.idle_writer(
+                fleet, seed, publisher, server, online[0], held_tag, free_tag, 100, 0.02
+            )
         if "deliveries" in only:
             log("deliveries: 50 notifications back to back to 1,000 sockets")
             results["deliveries"] = await scenarios.deliveries_per_process(
                 fleet, seed, server, burst_tag, 1_000, 50
             )
-        # Last of the socket scenarios: 100,000 events keep the server busy for a while.
         if "big_fan_out" in only:
-            log(f"fan-out to {big:,} subscribers, 1,000 connected")
+            log(f"fan-out to {big:,} subscribers, {big_connected:,} connected")
             results["big_fan_out"] = await scenarios.big_fan_out(
-                fleet, publisher, big_tag, big, 1_000
+                fleet, publisher, big_tag, big, big_connected
+            )
+        if "head_of_line" in only:
+            log(f"head-of-line: a broadcast to {big:,} in flight, 5 rounds")
+            results["head_of_line"] = await scenarios.head_of_line(
+                fleet, publisher, big_tag, single_tag, big_connected, 5
             )
         if fleet:
             for client in fleet.clients:

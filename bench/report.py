@@ -50,6 +50,49 @@ def rows(r: dict) -> list[list[str]]:
                 and b["received"] == b["connected"],
             )
         )
+    if h := r.get("head_of_line"):
+        out.append(
+            _row(
+                "head-of-line: 1-subscriber POST → push, broadcast in flight",
+                f"{h['single_push_p50_ms']} ms (runs {h['single_push_runs_ms']})",
+                "≤ 50 ms",
+                "-",
+                h["single_push_p50_ms"] <= 50,
+            )
+        )
+        out.append(
+            _row(
+                "head-of-line: the broadcast's commit",
+                f"{h['broadcast_commit_p50_ms']} ms",
+                "≤ 3000 ms",
+                "-",
+                h["broadcast_commit_p50_ms"] <= 3000,
+            )
+        )
+    if w := r.get("idle_writer"):
+        out.append(
+            _row(
+                "idle writer: POST / push p50 / p99 on another tag",
+                f"{w['post_p50_ms']} / {w['post_p99_ms']} ms, push {w['push_p50_ms']} / "
+                f"{w['push_p99_ms']} ms, {w['posts_answered_while_open']}/{w['posts']} "
+                f"answered while open; counts {w['counts_p50_ms']} / {w['counts_p99_ms']} ms",
+                "usual latency",
+                "-",
+                w["posts_answered_while_open"] == w["posts"],
+            )
+        )
+    if pp := r.get("parallel"):
+        out.append(
+            _row(
+                "parallel publishers (8 clients, own tag of 10 each)",
+                f"{pp['notifications_per_s']:,}/s, {pp['deliveries_per_s']:,} deliveries/s; "
+                f"CPU server {pp['server_cpu_cores']}, PostgreSQL {pp['postgres_cpu_cores']}, "
+                f"publisher {pp['publisher_cpu_cores']}, sockets {pp['socket_clients_cpu_cores']}",
+                "≥ 1,000/s",
+                "-",
+                pp["notifications_per_s"] >= 1000,
+            )
+        )
     if lat := r.get("latency"):
         out.append(
             _row(

@@ -345,3 +345,165 @@ async def login(
         "server_cpu_cores": round((server.cpu_seconds() - cpu0) / seconds, 2),
         "hash": "argon2id t=2 m=19MiB p=1",
     }
+
+
+async def head_of_line(
+    fleet: Fleet, publisher: Publisher, big_tag: int, single_tag: int, connected: int, rounds: int
+) -> dict:
+    """A broadcast to the big tag is in flight when, 100 ms later, a notification
+    goes to a tag of one subscriber who shares nothing with it: how long does
+    the small one take, POST sent → its socket? (The broadcast's `connected`
+    recipients and that one subscriber are the first connected + 1 users.)"""
+    singles, broadcasts = [], []
+    for r in range(rounds):
+        fleet.arm(connected + 1, timeout=120)
+        broadcast = asyncio.create_task(publisher.post(big_tag, f"broadcast #{r}"))
+        await asyncio.sleep(0.1)
+        sent, _, _ = await publisher.post(single_tag, f"single #{r}")
+        b_sent, b_answered, _ = await broadcast
+        records = await asyncio.to_thread(fleet.collect)
+        pushed = [t for t, _, m in records if m == f"single #{r}"]
+        singles.append(pushed[0] - sent if pushed else float("nan"))
+        broadcasts.append(b_answered - b_sent)
+    return {
+        "rounds": rounds,
+        "single_push_p50_ms": ms(statistics.median(singles)),
+        "single_push_runs_ms": [ms(s) for s in singles],
+        "broadcast_commit_p50_ms": ms(statistics.median(broadcasts)),
+        "broadcast_commit_runs_ms": [ms(b) for b in broadcasts],
+    }
+
+
+async def idle_writer(
+    fleet: Fleet,
+    seed: Seed,
+    publisher: Publisher,
+    server: Server,
+    reader_id: int,
+    held_tag: int,
+    free_tag: int,
+    count: int,
+    gap_s: float,
+) -> dict:
+    """A session inserts a notification on `held_tag` and does not commit (a
+    psql user, a slow batch job) while `count` POSTs go to `free_tag`, whose
+    subscribers are not `held_tag`'s, `gap_s` apart; then it commits. Each
+    POST's answer and push, and another user's GET /api/inbox/counts/."""
+    timeout = aiohttp.ClientTimeout(total=30)
+    sent_at: dict[str, int] = {}
+    answers: list[int] = []
+    counts: list[int] = []
+    idle = await seed.another_connection()
+    fleet.arm(None, timeout=count * gap_s + 8)
+    tx = idle.transaction()
+    await tx.start()
+    await idle.execute(
+        "INSERT INTO notification (tag_id, message) VALUES ($1, 'held open')", held_tag
+    )
+    start = time.monotonic()
+
+    async def one(i: int) -> None:
+        message = f"free #{i}"
+        sent_at[message] = time.monotonic_ns()
+        async with publisher.http.post(
+            "/api/notifications/",
+            data=orjson.dumps({"message": message, "tag": free_tag}),
+            headers=JSON,
+            timeout=timeout,
+        ) as response:
+            await response.read()
+        answers.append(time.monotonic_ns() - sent_at[message])
+
+    async with http_client(server.http, server.token(reader_id)) as reader:
+
+        async def read_counts() -> None:
+            t0 = time.monotonic_ns()
+            async with reader.get("/api/inbox/counts/", timeout=timeout) as response:
+                await response.read()
+            counts.append(time.monotonic_ns() - t0)
+
+        tasks = []
+        for i in range(count):
+            await asyncio.sleep(max(0.0, start + i * gap_s - time.monotonic()))
+            tasks += [asyncio.create_task(one(i)), asyncio.create_task(read_counts())]
+        # The idle session gives up after the last POST was sent, not before.
+        done, _ = await asyncio.wait(tasks, timeout=5)
+        held_s = time.monotonic() - start
+        await tx.commit()
+        await asyncio.gather(*tasks)
+    await idle.close()
+    records = await asyncio.to_thread(fleet.collect)
+    pushes = [t - sent_at[m] for t, _, m in records if m in sent_at]
+    return {
+        "posts": count,
+        "gap_ms": gap_s * 1000,
+        "held_open_s": round(held_s, 2),
+        "posts_answered_while_open": sum(1 for t in tasks[::2] if t in done),
+        "post_p50_ms": ms(percentile(answers, 0.5)),
+        "post_p99_ms": ms(percentile(answers, 0.99)),
+        "push_p50_ms": ms(percentile(pushes, 0.5)),
+        "push_p99_ms": ms(percentile(pushes, 0.99)),
+        "pushes": len(pushes),
+        "counts_p50_ms": ms(percentile(counts, 0.5)),
+        "counts_p99_ms": ms(percentile(counts, 0.99)),
+    }
+
+
+def _parallel_loop(url: str, token: str, tags: list[int], seconds: float, out) -> None:
+    async def main() -> tuple[int, int]:
+        ok = errors = 0
+        deadline = time.monotonic() + seconds
+
+        async def worker(tag: int) -> None:
+            nonlocal ok, errors
+            async with http_client(url, token) as http:
+                i = 0
+                while time.monotonic() < deadline:
+                    status, _ = await post_json(
+                        http, "/api/notifications/", {"message": f"parallel {tag}/{i}", "tag": tag}
+                    )
+                    ok, errors = (ok + 1, errors) if status == 201 else (ok, errors + 1)
+                    i += 1
+
+        await asyncio.gather(*(worker(tag) for tag in tags))
+        return ok, errors
+
+    ok, errors = asyncio.run(main())
+    out.send((ok, errors, time.process_time()))
+
+
+async def parallel_publishers(
+    fleet: Fleet,
+    server: Server,
+    staff_id: int,
+    tags: list[int],
+    subscribers: int,
+    seconds: float = 10.0,
+) -> dict:
+    """One HTTP client per tag, each tag with its own `subscribers` (connected),
+    publishing as fast as answers come for `seconds`: notifications and
+    deliveries per second, and the CPU each process used."""
+    fleet.arm(None, timeout=seconds + 5)
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(
+        target=_parallel_loop, args=(server.http, server.token(staff_id), tags, seconds, child)
+    )
+    cpu0, pg0 = server.cpu_seconds(), server.postgres_cpu_seconds()
+    proc.start()
+    ok, errors, client_cpu = await asyncio.to_thread(parent.recv)
+    cpu, pg = server.cpu_seconds() - cpu0, server.postgres_cpu_seconds() - pg0
+    proc.join()
+    records = await asyncio.to_thread(fleet.collect)
+    return {
+        "publishers": len(tags),
+        "seconds": seconds,
+        "subscribers_per_tag": subscribers,
+        "notifications_per_s": round(ok / seconds, 1),
+        "deliveries_per_s": round(len(records) / seconds, 1),
+        "errors": errors,
+        "server_cpu_cores": round(cpu / seconds, 2),
+        "postgres_cpu_cores": round(pg / seconds, 2),
+        "publisher_cpu_cores": round(client_cpu / seconds, 2),
+        "socket_clients_cpu_cores": round(fleet.cpu_used() / (seconds + 5), 2),
+    }

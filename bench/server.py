@@ -115,12 +115,16 @@ class Server:
 class Seed:
     """Bulk data by plain SQL: users, tags, subscriptions, history."""
 
-    def __init__(self, conn: asyncpg.Connection):
-        self.conn = conn
+    def __init__(self, conn: asyncpg.Connection, url: str):
+        self.conn, self.url = conn, url
 
     @classmethod
     async def connect(cls, url: str) -> Seed:
-        return cls(await database.connect(url))
+        return cls(await database.connect(url), url)
+
+    async def another_connection(self) -> asyncpg.Connection:
+        """One more plain SQL connection (for a transaction of a scenario's own)."""
+        return await database.connect(self.url)
 
     async def users(self, prefix: str, count: int, password: str = "bench-pw") -> list[int]:
         hashed = passwords.hash_password(password)
