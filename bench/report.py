@@ -74,11 +74,12 @@ def rows(r: dict) -> list[list[str]]:
             _row(
                 "idle writer: POST / push p50 / p99 on another tag",
                 f"{w['post_p50_ms']} / {w['post_p99_ms']} ms, push {w['push_p50_ms']} / "
-                f"{w['push_p99_ms']} ms, {w['posts_answered_while_open']}/{w['posts']} "
-                f"answered while open; counts {w['counts_p50_ms']} / {w['counts_p99_ms']} ms",
+                f"{w['push_p99_ms']} ms, {w['published_while_open']}/{w['posts']} "
+                f"published while open, {w['errors']} errors; "
+                f"counts {w['counts_p50_ms']} / {w['counts_p99_ms']} ms",
                 "usual latency",
                 "-",
-                w["posts_answered_while_open"] == w["posts"],
+                w["published_while_open"] == w["posts"],
             )
         )
     if pp := r.get("parallel"):

@@ -6,14 +6,32 @@
 -- the transition tables' sizes of that call as estimates. A join planned for
 -- one row is a nested loop, quadratic when a later statement brings 100,000
 -- rows; one planned for 100,000 scans whole tables when later calls bring one.
--- So no query here leaves the planner a join to choose: rows reach other
--- tables through index probes (upserts, scalar subqueries, LATERAL), old and
--- new rows of an UPDATE are paired by grouping on the id, and a session that
--- fans out to one user after one to 100,000 (or the other way) stays linear.
--- `SET enable_seqscan = off` keeps those probes on their indexes when a plan
--- is made while a table is empty (a fresh database): a sequential scan per
--- probe would be quadratic once the table has grown.
---
+-- So no query here leaves the planner a choice it could get wrong. The hints
+-- that do it, each guarded by tests/test_database.py::
+-- test_big_statements_after_small_ones_stay_linear (small statements first,
+-- then big ones under a statement timeout) -- read this before tidying one:
+--  * `SET enable_seqscan = off` (every function that probes other tables):
+--    a plan made while a table is empty (a fresh database) would scan it
+--    whole for every probe, quadratic once the table has grown.
+--  * `SET enable_nestloop = off` (citelink_fan_out_notification): its join of
+--    (user, notification) pairs to the counter rows they lock stays a hash
+--    join, linear at any size. The lateral subscriber probe is a nested loop
+--    still: nothing else can compute it.
+--  * `CROSS JOIN LATERAL (... WHERE tag_id = n.tag_id OFFSET 0)`: the tag id
+--    comes from the outer row, so the subscribers are read by a parameterized
+--    probe of the (tag_id, user_id) index; with the tag id as a plain
+--    parameter, a generic plan may walk the (user_id, tag_id) index instead,
+--    which is in user order too (a 10-recipient fan-out scanned every
+--    subscription). OFFSET 0 keeps the subquery from being flattened.
+--  * `SET enable_hashjoin = off`, `SET enable_mergejoin = off`
+--    (citelink_publish_removed_items, citelink_count_recipients): their join
+--    to inbox_count or notification is one primary key probe per row, never
+--    a scan of the table.
+--  * Old and new rows of an UPDATE are paired by GROUP BY on the id, not
+--    joined (citelink_audit_changes, citelink_publish_item_changes).
+--  * `ORDER BY id OFFSET 0` in the subquery that feeds pg_notify: events are
+--    sent in item order; the fence keeps the ordered subquery as it is.
+
 -- Events: one channel, `citelink_events`; payloads carry ids only, so they
 -- stay far below the 8000-byte pg_notify limit whatever the message length:
 --     "<kind> <user_id> <item_id> <notification_id> <position> <unread>"

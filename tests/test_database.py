@@ -341,3 +341,12 @@ async def test_big_statements_after_small_ones_stay_linear(conn):
 
     assert await conn.fetchval("SELECT sum(total) FROM inbox_count") == 0
     assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'update'") == 20_002
+    # One statement of 20,000 notifications (a batch job), after single ones.
+    await conn.execute(
+        "INSERT INTO notification (tag_id, message) SELECT $1, 'batch ' || g "
+        "FROM generate_series(1, 20000) g",
+        small,
+    )
+    assert await conn.fetchval(
+        "SELECT last_position FROM inbox_count WHERE user_id = $1", alice
+    ) == (20_000 + 2)
