@@ -211,7 +211,7 @@ async def test_cursors_are_item_ids_placed_in_the_owners_order(conn):
     for message in ("a1", "b1", "a2", "b2", "a3"):
         await publish(conn, mine if message.startswith("a") else theirs, message)
         ids.append(await conn.fetchval("SELECT max(id) FROM user_notification"))
-    a1, b1, a2, b2, a3 = ids
+    _, b1, a2, b2, a3 = ids
 
     async def bounds(item: int) -> tuple[int, int]:
         return tuple(

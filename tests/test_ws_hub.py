@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from citelink import database
-from citelink.hub import Client, Delivery, Event, Hub, parse_event
-from citelink.listener import CHANNEL
+from citelink.client import Client, Delivery
+from citelink.events import CHANNEL, Event, parse_event
+from citelink.hub import Hub
 
 from .conftest import publish, subscribe
 
@@ -114,7 +115,11 @@ async def test_client_backfill_tells_only_what_changed():
 async def feed(db_url, settings):
     """A hub fed by a LISTEN connection the test can mute, as if it had died."""
     pool = await database.create_pool(db_url, 4)
-    hub = Hub(pool, settings)
+
+    async def no_barrier(pool) -> bool:
+        return False
+
+    hub = Hub(pool, settings, barrier=no_barrier, on_failure=lambda: None)
     hub.start()
     listening = await database.connect(db_url)
     control = SimpleNamespace(hub=hub, muted=False)

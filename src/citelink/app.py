@@ -45,12 +45,10 @@ def create_app(settings: Settings) -> App:
             connect_seconds=settings.db_connect_seconds,
             query_seconds=settings.db_query_seconds,
         )
-        hub = Hub(pool, settings)
-        listener = Listener(
-            settings.database_url, hub, probe_seconds=settings.listener_probe_seconds
-        )
+        listener = Listener(settings.database_url, probe_seconds=settings.listener_probe_seconds)
+        hub = Hub(pool, settings, barrier=listener.barrier, on_failure=listener.reconnect)
         hub.start()
-        await listener.start()
+        await listener.start(hub)
         # Long-lived objects (one set per socket) make full collections slow;
         # collect young objects less often and never rescan what start-up built.
         gc.collect()

@@ -72,6 +72,9 @@ async def connect(url: str) -> asyncpg.Connection:
     return conn
 
 
+# The largest bigint: ids, positions and counts the database can hold.
+BIGINT_MAX = 2**63 - 1
+
 # The database is down, restarting, unreachable or too slow: what the API
 # answers with 503 (never a 500, never a hang: every wait below is bounded).
 UNAVAILABLE = (
@@ -85,6 +88,9 @@ UNAVAILABLE = (
     # progress") before asyncpg notices it is gone.
     asyncpg.InternalClientError,
 )
+# Anything a statement may fail with, the database's own errors included:
+# what the relay and the socket's frames recover from.
+ERRORS = (*UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class _BoundedPool(asyncpg.Pool):

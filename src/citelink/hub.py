@@ -1,117 +1,55 @@
-"""The relay's switchboard: which sockets of this process belong to which user,
-and what each of them has been told.
+"""The relay's switchboard: which sockets of this process belong to which
+user, how events reach them, and every path that rebuilds a socket's view
+from the database.
 
-The listener (citelink/listener.py) hands every event of the `citelink_events`
-channel to `Hub.publish`. Events of users with no socket here are dropped on
-the spot, without a query. The others are rendered by one dispatcher task, in
-batches (everything that arrived together): the content of `new` items is read
-with one query per batch and kept in a small LRU, so a notification is read
-once however many recipients are connected, and a `fanout` event (one for all
-recipients of a big notification) costs one query for the users connected
-here. Each socket then gets its frames through its own bounded queue
-(`Client`); one that falls behind is closed with 4408 and nobody else waits
-for it.
+Follow one event: the listener (citelink/listener.py) hands every payload of
+the events channel, parsed (citelink/events.py), to `Hub.publish`. Events of
+users with no socket here are dropped on the spot, without a query. The
+others are rendered by one dispatcher task, in batches (everything that
+arrived together): the content of `new` items is read with one query per
+batch and kept in a small LRU (citelink/frames.py renders it once per
+notification, however many recipients are connected), and a `fanout` event
+(one for all recipients of a big notification) costs one query for the users
+connected here. Each socket then gets its deliveries through its own bounded
+queue (citelink/client.py), which its session (citelink/sockets.py) writes to
+the socket; one that falls behind is closed with 4408 and nobody else waits.
 
-No gaps, no duplicates. Each user's items have positions in commit order
-(sql/triggers.sql, "Per-user order"), so every socket only needs the highest
-position it was sent (`Client.last_position`): an item is pushed once, when
-its position is above it, and "every item above it" read from the database is
-exactly what a socket missed.
 Whenever a socket's view is rebuilt from the database (opening, `resume`,
 listing, back-fill after the listener reconnects), live events for it are held
-from before the query until its answer is queued, then released through the
-same dedupe: what the snapshot already showed is not sent twice, what
-committed after it is not lost.
+from before the query until its answer is queued (`snapshot`), then released
+through the client's dedupe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import math
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import asyncpg
 
-from . import inbox
+from . import frames, inbox
+from .client import Client, Delivery
+from .database import ERRORS
+from .events import Event
 from .queries import Q
-from .responses import dumps
 from .settings import Settings
 
 log = logging.getLogger("citelink.hub")
 
-# What may fail when the database is unreachable or restarting.
-DATABASE_ERRORS = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    # A pooled connection killed while idle (see citelink.database.UNAVAILABLE).
-    asyncpg.InternalClientError,
-)
 QUERY_TIMEOUT = 10.0
 # Rows per query when replaying or back-filling a long run of items.
 BATCH_ROWS = 500
-# Items whose state a socket remembers (for back-fill after a reconnect).
-SHOWN_LIMIT = 10_000
 # Notifications whose rendered content is kept (a fan-out spans several batches).
 CONTENT_CACHE = 256
 # Seconds a shutdown waits for sockets to send their close frames.
 SHUTDOWN_WAIT = 3.0
 
-ITEM_KINDS = frozenset({"new", "read", "unread", "delete", "restore"})
 # Why the sockets of a user deactivated or deleted are closed.
 REVOKED = "user is inactive or deleted"
-
-
-class Event(NamedTuple):
-    """One `citelink_events` payload (the grammar is in sql/triggers.sql):
-    "<kind> <user_id> <item_id> <notification_id> <position> <unread>" for an
-    item, "fanout <notification_id> <recipients>", "revoke <user_id>". Fields
-    a kind does not carry are 0."""
-
-    kind: str
-    user_id: int
-    item_id: int = 0
-    notification_id: int = 0
-    position: int = 0
-    unread: int = 0
-
-
-def parse_event(payload: str) -> Event | None:
-    """The event in `payload`, or None when it is not one of ours."""
-    kind, *fields = payload.split(" ")
-    try:
-        numbers = [int(f) for f in fields]
-    except ValueError:
-        return None
-    if kind in ITEM_KINDS and len(numbers) == 5:
-        return Event(kind, *numbers)
-    if kind == "fanout" and len(numbers) == 2:
-        return Event(kind, 0, notification_id=numbers[0], unread=numbers[1])
-    if kind == "revoke" and len(numbers) == 1:
-        return Event(kind, numbers[0])
-    return None
-
-
-def item_frame(item: dict) -> str:
-    """The `notification` frame of an inbox item (the shape of citelink.inbox)."""
-    return dumps({"type": "notification", **item}).decode()
-
-
-def counts_frame(unread: int) -> str:
-    return f'{{"type":"counts","unread":{unread}}}'
-
-
-def _state_frame(kind: str, item_id: int) -> str:
-    return f'{{"type":"{kind}","id":{item_id}}}'
-
-
-async def _no_barrier(pool: asyncpg.Pool) -> bool:
-    return False
 
 
 class Refused(Exception):
@@ -122,262 +60,25 @@ class Refused(Exception):
         self.code, self.reason = code, reason
 
 
-@dataclass(slots=True)
-class Delivery:
-    """One event rendered for the sockets of its user."""
-
-    seq: int
-    kind: str
-    item_id: int
-    position: int
-    unread: int
-    frame: str
-    is_read: bool = False
-
-
-# (is_read, is_deleted) of an item, as a socket last told its client.
-ItemState = tuple[bool, bool]
-
-
-def _state_after(kind: str, known: ItemState | None) -> ItemState:
-    is_read, is_deleted = known or (False, False)
-    if kind == "read":
-        return True, is_deleted
-    if kind == "unread":
-        return False, is_deleted
-    return is_read, True
-
-
-class Outbox:
-    """A socket's bounded FIFO of deliveries, with asyncio.Queue's put, get,
-    task_done and join. It keeps one deque and the futures of whoever waits
-    where asyncio.Queue keeps four deques and an Event: about 6 KiB less per
-    socket, which counts at 10,000 sockets per process (BENCHMARKS.md)."""
-
-    __slots__ = ("_items", "_unfinished", "_waiters", "maxsize")
-
-    def __init__(self, maxsize: int):
-        self.maxsize = maxsize
-        self._items: deque[list[str]] = deque()
-        self._unfinished = 0
-        self._waiters: list[asyncio.Future[None]] | None = None
-
-    def full(self) -> bool:
-        return len(self._items) >= self.maxsize
-
-    def empty(self) -> bool:
-        return not self._items
-
-    def put_nowait(self, item: list[str]) -> None:
-        if self.full():
-            raise asyncio.QueueFull
-        self._items.append(item)
-        self._unfinished += 1
-        self._wake()
-
-    async def put(self, item: list[str]) -> None:
-        while self.full():
-            await self._wait()
-        self.put_nowait(item)
-
-    async def get(self) -> list[str]:
-        while not self._items:
-            await self._wait()
-        return self.get_nowait()
-
-    def get_nowait(self) -> list[str]:
-        if not self._items:
-            raise asyncio.QueueEmpty
-        item = self._items.popleft()
-        self._wake()
-        return item
-
-    def task_done(self) -> None:
-        self._unfinished -= 1
-        if not self._unfinished:
-            self._wake()
-
-    async def join(self) -> None:
-        """Until every item put has been taken and marked done."""
-        while self._unfinished:
-            await self._wait()
-
-    async def _wait(self) -> None:
-        # Each waiter has a future of its own (cancelling one waiter cancels no
-        # other); any change wakes them all, and each checks its condition again.
-        waiter = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = [waiter]
-        else:
-            self._waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if self._waiters and waiter in self._waiters:
-                self._waiters.remove(waiter)
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
-
-
-class Client:
-    """One socket as the hub sees it: what its client was told, and its queue.
-
-    The queue holds deliveries (the frames of one event batch, one reply, one
-    slice of a replay), at most `queue_size`: a burst from one commit, such as
-    read-all over 10,000 items, is one delivery and not a reason to close a
-    socket; a client that stops reading falls one delivery behind per commit.
-    """
-
-    def __init__(self, user_id: int, queue_size: int):
-        self.user_id = user_id
-        self.queue = Outbox(queue_size)
-        # The highest position (in the user's order) of an item sent to it.
-        self.last_position = 0
-        # The newest position when the socket opened: items above it, up to
-        # `last_position`, were pushed already and a resume must not repeat them.
-        self.opened_at = 0
-        # The unread count last sent; None until one was.
-        self.unread: int | None = None
-        # Events the hub received up to this number were committed before this
-        # socket's last database snapshot, which already reflects them.
-        self.after_seq = 0
-        self.shown: OrderedDict[int, ItemState] = OrderedDict()
-        # Held by whatever rebuilds this socket's view from the database.
-        self.lock = asyncio.Lock()
-        # The hub generation this socket was last back-filled for.
-        self.synced = -1
-        self._held: list[list[Delivery]] = []
-        self._closed: asyncio.Future[tuple[int | None, str]] = (
-            asyncio.get_running_loop().create_future()
-        )
-
-    @property
-    def closed(self) -> bool:
-        return self._closed.done()
-
-    def close(self, code: int | None, reason: str = "") -> None:
-        """Ask the socket's session to close with `code` (None: the peer is gone)."""
-        if not self._closed.done():
-            self._closed.set_result((code, reason))
-
-    async def wait_closed(self) -> tuple[int | None, str]:
-        """The close code and reason, once `close` is called. Only the socket's
-        own session waits here, so there is no shield (a future and two
-        callbacks more per socket): cancelling the wait marks the client closed."""
-        return await self._closed
-
-    def send(self, frames: list[str]) -> None:
-        """Queue frames without waiting; a full queue closes the socket (4408)."""
-        if not frames or self.closed:
-            return
-        try:
-            self.queue.put_nowait(frames)
-        except asyncio.QueueFull:
-            self._too_slow()
-
-    def _too_slow(self) -> None:
-        log.info("closing a socket of user %s: send queue full", self.user_id)
-        self.close(4408, "too slow: send queue full")
-
-    async def reply(self, frames: list[str]) -> None:
-        """Queue an answer to the client's own request, waiting for room."""
-        if not self.closed:
-            await self.queue.put(frames)
-
-    def remember(self, item_id: int, state: ItemState) -> None:
-        self.shown[item_id] = state
-        self.shown.move_to_end(item_id)
-        if len(self.shown) > SHOWN_LIMIT:
-            self.shown.popitem(last=False)
-
-    def remember_items(self, items: Iterable[dict]) -> None:
-        for item in items:
-            self.remember(item["id"], (item["is_read"], False))
-
-    def offer(self, deliveries: list[Delivery], hold: bool) -> None:
-        if not hold:
-            self.apply(deliveries)
-        elif len(self._held) >= self.queue.maxsize:
-            self._too_slow()
-        else:
-            self._held.append(deliveries)
-
-    def release(self) -> None:
-        """Send what was held while the view was rebuilt, minus what it showed."""
-        held, self._held = self._held, []
-        if held:
-            self.apply([d for deliveries in held for d in deliveries])
-
-    def apply(self, deliveries: list[Delivery]) -> None:
-        frames: list[str] = []
-        unread = None
-        for d in deliveries:
-            if d.seq <= self.after_seq:
-                continue
-            unread = d.unread
-            if d.kind == "new":
-                if d.position <= self.last_position:
-                    continue  # already sent by a snapshot
-                self.last_position = d.position
-                self.remember(d.item_id, (False, False))
-            elif d.kind == "restore":
-                self.remember(d.item_id, (d.is_read, False))
-            else:
-                known = self.shown.get(d.item_id)
-                target = _state_after(d.kind, known)
-                if known == target:
-                    continue  # the client already shows this state
-                self.remember(d.item_id, target)
-            frames.append(d.frame)
-        if unread is not None and unread != self.unread:
-            self.unread = unread
-            frames.append(counts_frame(unread))
-        self.send(frames)
-
-    def backfill(
-        self,
-        items: list[dict],
-        states: dict[int, ItemState],
-        restored: dict[int, dict],
-        unread: int,
-    ) -> None:
-        """Catch up from the database after events were lost: state changes of
-        items shown before, items above `last_position`, and the unread count."""
-        frames: list[str] = []
-        for item_id, known in list(self.shown.items()):
-            current = states.get(item_id, (known[0], True))
-            if current == known:
-                continue
-            self.remember(item_id, current)
-            if current[1]:
-                if not known[1]:
-                    frames.append(_state_frame("delete", item_id))
-            elif known[1]:
-                if restored.get(item_id):
-                    frames.append(item_frame(restored[item_id]))
-            else:
-                frames.append(_state_frame("read" if current[0] else "unread", item_id))
-        for item in items:
-            if item["position"] > self.last_position:
-                self.last_position = item["position"]
-                self.remember(item["id"], (item["is_read"], False))
-                frames.append(item_frame(item))
-        if unread != self.unread:
-            self.unread = unread
-            frames.append(counts_frame(unread))
-        self.send(frames)
-
-
 class Hub:
     """user_id → this process's sockets, and the dispatcher that feeds them."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        *,
+        barrier: Callable[[asyncpg.Pool], Awaitable[bool]],
+        on_failure: Callable[[], None],
+    ):
+        """`barrier(pool)` waits until every event committed before the call has
+        been received (the listener's NOTIFY round trip; False when it cannot
+        tell); `on_failure()` is called when a batch cannot be rendered (the
+        listener then reconnects and back-fills, which recovers it)."""
         self._pool = pool
         self._settings = settings
+        self._barrier = barrier
+        self._on_failure = on_failure
         self._clients: dict[int, list[Client]] = {}
         self._pending: list[tuple[int, Event]] = []
         # Events received so far: their order is commit order.
@@ -392,12 +93,6 @@ class Hub:
         self._empty = asyncio.Event()
         self._empty.set()
         self._task: asyncio.Task | None = None
-        # Called when a batch cannot be rendered: the listener reconnects and
-        # back-fills, which recovers whatever the batch held.
-        self.on_failure: Callable[[], None] = lambda: None
-        # Waits until every event committed before the call has been received
-        # (the listener's NOTIFY round trip); False when it cannot tell.
-        self.barrier: Callable[[asyncpg.Pool], Awaitable[bool]] = _no_barrier
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._dispatch(), name="citelink-hub")
@@ -423,7 +118,7 @@ class Hub:
             # watermark: once the barrier is passed, they have all been received
             # and are dropped for this socket (after_seq).
             if self._live:
-                await self.barrier(self._pool)
+                await self._barrier(self._pool)
             # While the listener is down, the next back-fill covers this socket.
             client.synced = self._generation if self._live else self._generation - 1
             client.after_seq = self._received
@@ -431,7 +126,7 @@ class Hub:
                 row = await self._pool.fetchrow(
                     Q.relay_socket_start, client.user_id, timeout=QUERY_TIMEOUT
                 )
-            except DATABASE_ERRORS:
+            except ERRORS:
                 self.detach(client)
                 raise Refused(1013, "database unavailable, try again later") from None
             if row is None or not row["is_active"]:
@@ -500,16 +195,48 @@ class Hub:
                     cursor, last_id = rows[-1]["position"], rows[-1]["id"]
                     count += len(missed)
                     if missed:
-                        await client.reply([item_frame(r) for r in missed])
+                        await client.reply([frames.item(r) for r in missed])
                     # At the client's pace: a slow reader of a long history
                     # holds one batch in memory, not all of it.
                     await client.queue.join()
                 if len(rows) < BATCH_ROWS:
                     break
             client.last_position = max(client.last_position, cursor)
-            await client.reply(
-                [dumps({"type": "resumed", "count": count, "last_id": last_id}).decode()]
+            await client.reply([frames.frame("resumed", count=count, last_id=last_id)])
+
+    async def list_page(
+        self, client: Client, before: int | None, limit: int, status: inbox.Status, tag: int | None
+    ) -> None:
+        """Answer a cursor-form `notifications_list`: `limit` items before item
+        `before` (None: the newest), newest first, and the `next` cursor."""
+        async with self.snapshot(client):
+            rows = await inbox.page(
+                self._pool, client.user_id, before=before, limit=limit + 1, status=status, tag=tag
             )
+            items = rows[:limit]
+            next_id = items[-1]["id"] if len(rows) > limit else None
+            client.remember_items(items)
+            await client.reply([frames.frame("notifications_list", data=items, next=next_id)])
+
+    async def list_numbered(self, client: Client, page: int, page_size: int) -> None:
+        """Answer a seed-form `notifications_list`: numbered pages, newest first,
+        and the total (both read in one snapshot). The connection goes back to
+        the pool before the answer waits for room in the socket's queue."""
+        async with self.snapshot(client):
+            async with (
+                self._pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                items = await inbox.page_by_number(conn, client.user_id, page, page_size)
+                total = (await inbox.counts(conn, client.user_id))["total"]
+            client.remember_items(items)
+            answer = {
+                "data": items,
+                "total_pages": max(1, math.ceil(total / page_size)),
+                "page": page,
+                "total": total,
+            }
+            await client.reply([frames.frame("notifications_list", **answer)])
 
     # Events -------------------------------------------------------------------
 
@@ -546,7 +273,7 @@ class Hub:
         log.info("back-filling %d user(s) after reconnecting", len(stale))
         # Let events committed before now arrive: each back-fill snapshot then
         # reflects every event received before it (after_seq).
-        await self.barrier(self._pool)
+        await self._barrier(self._pool)
         room = asyncio.Semaphore(self._settings.pool_size)
 
         async def backfill(user_id: int, clients: list[Client]) -> None:
@@ -609,13 +336,13 @@ class Hub:
             batch, self._pending = self._pending, []
             try:
                 await self._deliver(batch)
-            except DATABASE_ERRORS as exc:
+            except ERRORS as exc:
                 log.warning("could not render %d event(s): %r; resyncing", len(batch), exc)
-                self.on_failure()
+                self._on_failure()
             except Exception:
                 # A dead dispatcher would silence every socket: log, resync, go on.
                 log.exception("could not deliver %d event(s); resyncing", len(batch))
-                self.on_failure()
+                self._on_failure()
 
     async def _deliver(self, received: list[tuple[int, Event]]) -> None:
         batch = await self._expand_fan_outs(received)
@@ -647,9 +374,9 @@ class Hub:
                 item = restored.get(e.item_id)
                 if item is None:
                     continue
-                frame, is_read = item_frame(item), item["is_read"]
+                frame, is_read = frames.item(item), item["is_read"]
             else:
-                frame = _state_frame(e.kind, e.item_id)
+                frame = frames.state(e.kind, e.item_id)
             per_user.setdefault(e.user_id, []).append(
                 Delivery(seq, e.kind, e.item_id, e.position, e.unread, frame, is_read)
             )
@@ -698,12 +425,8 @@ class Hub:
         )
         loaded = {}
         for row in rows:
-            body = dict(row) | {"is_read": False, "read_at": None}
-            # Rendered once, without the opening brace: each recipient's frame
-            # is its own `{"type":...,"id":N,` followed by this.
-            loaded[row["notification_id"]] = self._content[row["notification_id"]] = dumps(
-                body
-            ).decode()[1:]
+            content = frames.content(dict(row))
+            loaded[row["notification_id"]] = self._content[row["notification_id"]] = content
         while len(self._content) > CONTENT_CACHE:
             self._content.popitem(last=False)
         return loaded

@@ -24,11 +24,12 @@ import secrets
 
 import asyncpg
 
-from .hub import DATABASE_ERRORS, Hub, parse_event
+from .database import ERRORS
+from .events import CHANNEL, parse_event
+from .hub import Hub
 
 log = logging.getLogger("citelink.listener")
 
-CHANNEL = "citelink_events"
 CONNECT_TIMEOUT = 5.0
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
@@ -42,29 +43,31 @@ def backoff(attempt: int) -> float:
 
 
 class Listener:
-    """Keeps one connection LISTENing and feeds the hub; `alive` while it does."""
+    """Keeps one connection LISTENing and feeds a hub; `alive` while it does.
 
-    def __init__(self, url: str, hub: Hub, *, probe_seconds: float = 5.0):
+    Built before the hub, which takes `barrier` and `reconnect` as its
+    callbacks; `start(hub)` then feeds it."""
+
+    def __init__(self, url: str, *, probe_seconds: float = 5.0):
         self._url = url
-        self._hub = hub
+        self._hub: Hub | None = None
         self._probe_seconds = probe_seconds
         self._probe_channel = f"citelink_probe_{os.getpid()}_{secrets.token_hex(4)}"
         self._replies: dict[str, asyncio.Future[None]] = {}
         self._broken = asyncio.Event()
         self._alive = asyncio.Event()
         self._task: asyncio.Task | None = None
-        hub.on_failure = self.reconnect
-        hub.barrier = self.barrier
 
     @property
     def alive(self) -> bool:
         """LISTENing, and every socket has been back-filled since the last loss."""
         return self._alive.is_set()
 
-    async def start(self, wait: float = 5.0) -> None:
-        """Start listening; give the first connection `wait` seconds (the app
-        starts anyway, not ready, if the database is slow to answer)."""
-        self._task = asyncio.create_task(self._run(), name="citelink-listener")
+    async def start(self, hub: Hub, wait: float = 5.0) -> None:
+        """Start listening for `hub`; give the first connection `wait` seconds
+        (the app starts anyway, not ready, if the database is slow to answer)."""
+        self._hub = hub
+        self._task = asyncio.create_task(self._run(hub), name="citelink-listener")
         try:
             async with asyncio.timeout(wait):
                 await self._alive.wait()
@@ -80,12 +83,12 @@ class Listener:
         """Drop the connection and start over (used when the hub could not render)."""
         self._broken.set()
 
-    async def _run(self) -> None:
+    async def _run(self, hub: Hub) -> None:
         attempt = 0
         while True:
             try:
                 conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT)
-            except DATABASE_ERRORS as exc:
+            except ERRORS as exc:
                 log.warning("cannot connect to listen (attempt %d): %r", attempt + 1, exc)
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
@@ -95,7 +98,7 @@ class Listener:
             try:
                 await conn.add_listener(CHANNEL, self._on_event)
                 await conn.add_listener(self._probe_channel, self._on_probe)
-                await self._hub.resync()
+                await hub.resync()
                 self._alive.set()
                 attempt = 0
                 log.info("listening on %s", CHANNEL)
@@ -107,7 +110,7 @@ class Listener:
                 log.warning("listener failed: %r; reconnecting", exc)
             finally:
                 self._alive.clear()
-                self._hub.lost()
+                hub.lost()
                 conn.terminate()
             await asyncio.sleep(backoff(attempt))
             attempt += 1
@@ -137,7 +140,7 @@ class Listener:
                 await conn.execute("SELECT pg_notify($1, $2)", self._probe_channel, token)
                 await reply
             return True
-        except (TimeoutError, *DATABASE_ERRORS):
+        except (TimeoutError, *ERRORS):
             return False
         finally:
             self._replies.pop(token, None)
@@ -152,4 +155,5 @@ class Listener:
         if event is None:
             log.debug("ignoring a foreign payload on %s: %.80r", CHANNEL, payload)
             return
+        assert self._hub is not None
         self._hub.publish(event)

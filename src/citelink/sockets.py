@@ -1,7 +1,7 @@
 """The WebSocket endpoint `/ws/notifications/?token=<access>` (SPEC §5).
 
 One `Session` per socket runs three tasks: the receiver (client frames, one at
-a time), the sender (the socket's bounded queue, see citelink.hub.Client) and
+a time), the sender (the socket's bounded queue, see citelink.client.Client) and
 the token clock. Whichever decides the socket is done sets its close code; the
 session then stops the others and closes once.
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -32,15 +31,15 @@ import uvicorn
 from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import inbox, tokens
-from .hub import DATABASE_ERRORS, Client, Hub, Refused, counts_frame
+from . import frames, inbox, tokens
+from .client import Client
+from .database import BIGINT_MAX, ERRORS
+from .hub import Hub, Refused
 from .queries import Q
-from .responses import dumps
 from .settings import Settings
 
 log = logging.getLogger("citelink.sockets")
 
-BIGINT_MAX = 2**63 - 1
 # How long a close may wait for a client that does not read.
 CLOSE_TIMEOUT = 10.0
 # Where clients open their socket (citelink.app.App routes it).
@@ -55,10 +54,6 @@ class FrameError(Exception):
     def __init__(self, code: str, detail: str):
         super().__init__(detail)
         self.code, self.detail = code, detail
-
-
-def _error(code: str, detail: str) -> str:
-    return dumps({"type": "error", "code": code, "detail": detail}).decode()
 
 
 def _integer(frame: dict, field: str, *, default: int | None = None, low: int = 1) -> int:
@@ -166,17 +161,18 @@ class Session:
                 if not self.rate.limited:
                     self.rate.limited = True
                     await self.client.reply(
-                        [_error("rate_limited", "too many frames; this one was dropped")]
+                        [frames.error("rate_limited", "too many frames; this one was dropped")]
                     )
                 continue
             self.rate.limited = False
             try:
                 await self._handle(message)
             except FrameError as exc:
-                await self.client.reply([_error(exc.code, exc.detail)])
-            except DATABASE_ERRORS as exc:
+                await self.client.reply([frames.error(exc.code, exc.detail)])
+            except ERRORS as exc:
                 log.warning("socket frame failed on the database: %r", exc)
-                await self.client.reply([_error("unavailable", "database unavailable, retry")])
+                answer = frames.error("unavailable", "database unavailable, retry")
+                await self.client.reply([answer])
 
     async def _handle(self, message: dict) -> None:
         text = message.get("text")
@@ -197,46 +193,26 @@ class Session:
 
     async def notifications_list(self, frame: dict) -> None:
         """Seed form {page, page_size}, or cursor form {before, limit, status?, tag?}."""
-        user_id = self.client.user_id
         largest = self.settings.max_page_size
-        cursor_form = "before" in frame or "limit" in frame
-        if cursor_form:
+        if "before" in frame or "limit" in frame:
             before = _optional_integer(frame, "before")
             limit = _integer(frame, "limit", default=SEED_PAGE_SIZE)
             status = frame.get("status", "all")
             if status not in ("all", "unread", "read"):
                 raise FrameError("invalid", "'status' must be all, unread or read")
             tag = _optional_integer(frame, "tag")
-        else:
-            page = _integer(frame, "page", default=1)
-            limit = _integer(frame, "page_size", default=SEED_PAGE_SIZE)
-            # The page's OFFSET must fit in a bigint too (no inbox is that long).
-            if (page - 1) * limit > BIGINT_MAX:
-                raise FrameError("invalid", "'page' is out of range")
+            if limit > largest:
+                raise FrameError("invalid", f"at most {largest} items per page")
+            await self.hub.list_page(self.client, before, limit, status, tag)
+            return
+        page = _integer(frame, "page", default=1)
+        limit = _integer(frame, "page_size", default=SEED_PAGE_SIZE)
+        # The page's OFFSET must fit in a bigint too (no inbox is that long).
+        if (page - 1) * limit > BIGINT_MAX:
+            raise FrameError("invalid", "'page' is out of range")
         if limit > largest:
             raise FrameError("invalid", f"at most {largest} items per page")
-        async with (
-            self.hub.snapshot(self.client),
-            self.pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            if cursor_form:
-                rows = await inbox.page(
-                    conn, user_id, before=before, limit=limit + 1, status=status, tag=tag
-                )
-                items = rows[:limit]
-                answer = {"data": items, "next": items[-1]["id"] if len(rows) > limit else None}
-            else:
-                items = await inbox.page_by_number(conn, user_id, page, limit)
-                total = (await inbox.counts(conn, user_id))["total"]
-                answer = {
-                    "data": items,
-                    "total_pages": max(1, math.ceil(total / limit)),
-                    "page": page,
-                    "total": total,
-                }
-            self.client.remember_items(items)
-            await self.client.reply([dumps({"type": "notifications_list", **answer}).decode()])
+        await self.hub.list_numbered(self.client, page, limit)
 
     async def read(self, frame: dict) -> None:
         await self._set_read(frame, True)
@@ -256,7 +232,7 @@ class Session:
     async def read_all(self, frame: dict) -> None:
         tag = _optional_integer(frame, "tag")
         updated = await inbox.read_all(self.pool, self.client.user_id, tag)
-        await self.client.reply([dumps({"type": "read_all", "updated": updated}).decode()])
+        await self.client.reply([frames.frame("read_all", updated=updated)])
 
     async def resume(self, frame: dict) -> None:
         await self.hub.resume(self.client, _integer(frame, "after", low=0))
@@ -264,7 +240,7 @@ class Session:
     async def counts(self, frame: dict) -> None:
         unread = (await inbox.counts(self.pool, self.client.user_id))["unread"]
         self.client.unread = unread
-        await self.client.reply([counts_frame(unread)])
+        await self.client.reply([frames.counts(unread)])
 
     async def ping(self, frame: dict) -> None:
         await self.client.reply(['{"type":"pong"}'])
@@ -286,7 +262,7 @@ class Session:
             self.client.close(4401, "user is inactive or deleted")
             return
         self.expire_at(claims["exp"])
-        await self.client.reply([dumps({"type": "auth", "expires_at": claims["exp"]}).decode()])
+        await self.client.reply([frames.frame("auth", expires_at=claims["exp"])])
 
 
 # Client frame type -> Session method: one table for every socket, where a dict

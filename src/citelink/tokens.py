@@ -14,6 +14,8 @@ from typing import Literal
 
 import jwt
 
+from .database import BIGINT_MAX
+
 ALGORITHM = "HS256"
 TokenType = Literal["access", "refresh"]
 _REQUIRED = ["token_type", "user_id", "exp", "iat", "jti"]
@@ -48,6 +50,6 @@ def decode(secret_key: str, token: str, token_type: TokenType) -> dict:
         raise InvalidToken(f"expected a {token_type} token")
     user_id = claims["user_id"]
     # A bigint id: anything else would reach PostgreSQL as a query error.
-    if not isinstance(user_id, int) or isinstance(user_id, bool) or not 0 < user_id < 2**63:
+    if not isinstance(user_id, int) or isinstance(user_id, bool) or not 0 < user_id <= BIGINT_MAX:
         raise InvalidToken("user_id must be a positive 64-bit integer")
     return claims

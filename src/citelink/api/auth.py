@@ -8,10 +8,10 @@ import asyncpg
 from starlette.requests import Request
 
 from .. import tokens
+from ..database import BIGINT_MAX
 from ..errors import ApiError
 from ..queries import Q
 from ..settings import Settings
-from .validation import BIGINT_MAX
 
 
 @dataclass(frozen=True)

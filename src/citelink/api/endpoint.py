@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..database import UNAVAILABLE
+from ..database import BIGINT_MAX, UNAVAILABLE
 from ..errors import ApiError
 from ..responses import json_response
 from ..settings import Settings
 from .auth import CurrentUser, authenticate
-from .validation import BIGINT_MAX, NO_QUERY, Body, Query, read_body
+from .validation import NO_QUERY, Body, Query, read_body
 
 Access = Literal["anyone", "user", "staff"]
 

@@ -18,10 +18,10 @@ import orjson
 from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
 
+from ..database import BIGINT_MAX
 from ..errors import ApiError
 from ..settings import Settings
 
-BIGINT_MAX = 2**63 - 1
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 
 # A limit is a number or the name of the Settings field that holds it.

@@ -1,0 +1,279 @@
+"""One socket as the relay sees it: what its client has been told, and the
+bounded queue of what it is still to be sent. Free of the database (the hub
+feeds it deliveries and database snapshots), so its bookkeeping is tested
+directly (tests/test_ws_hub.py).
+
+No gaps, no duplicates: each user's items have positions in commit order
+(sql/triggers.sql, "Per-user order"), so a socket only needs the highest
+position it was sent (`Client.last_position`): an item is pushed once, when
+its position is above it, and "every item above it" read from the database is
+exactly what a socket missed. While the hub rebuilds a socket's view from the
+database, live deliveries are held (`offer`), then released through the same
+dedupe (`release`): what the snapshot showed is not sent twice, what
+committed after it is not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from . import frames
+
+log = logging.getLogger("citelink.client")
+
+# Items whose state a socket remembers (for back-fill after a reconnect).
+SHOWN_LIMIT = 10_000
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One event rendered for the sockets of its user."""
+
+    seq: int
+    kind: str
+    item_id: int
+    position: int
+    unread: int
+    frame: str
+    is_read: bool = False
+
+
+# (is_read, is_deleted) of an item, as a socket last told its client.
+ItemState = tuple[bool, bool]
+
+
+def _state_after(kind: str, known: ItemState | None) -> ItemState:
+    is_read, is_deleted = known or (False, False)
+    if kind == "read":
+        return True, is_deleted
+    if kind == "unread":
+        return False, is_deleted
+    return is_read, True
+
+
+class Outbox:
+    """A socket's bounded FIFO of deliveries, with asyncio.Queue's put, get,
+    task_done and join. It keeps one deque and the futures of whoever waits
+    where asyncio.Queue keeps four deques and an Event: about 6 KiB less per
+    socket, which counts at 10,000 sockets per process (BENCHMARKS.md)."""
+
+    __slots__ = ("_items", "_unfinished", "_waiters", "maxsize")
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._items: deque[list[str]] = deque()
+        self._unfinished = 0
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def full(self) -> bool:
+        return len(self._items) >= self.maxsize
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: list[str]) -> None:
+        if self.full():
+            raise asyncio.QueueFull
+        self._items.append(item)
+        self._unfinished += 1
+        self._wake()
+
+    async def put(self, item: list[str]) -> None:
+        while self.full():
+            await self._wait()
+        self.put_nowait(item)
+
+    async def get(self) -> list[str]:
+        while not self._items:
+            await self._wait()
+        return self.get_nowait()
+
+    def get_nowait(self) -> list[str]:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item = self._items.popleft()
+        self._wake()
+        return item
+
+    def task_done(self) -> None:
+        self._unfinished -= 1
+        if not self._unfinished:
+            self._wake()
+
+    async def join(self) -> None:
+        """Until every item put has been taken and marked done."""
+        while self._unfinished:
+            await self._wait()
+
+    async def _wait(self) -> None:
+        # Each waiter has a future of its own (cancelling one waiter cancels no
+        # other); any change wakes them all, and each checks its condition again.
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = [waiter]
+        else:
+            self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class Client:
+    """One socket as the hub sees it: what its client was told, and its queue.
+
+    The queue holds deliveries (the frames of one event batch, one reply, one
+    slice of a replay), at most `queue_size`: a burst from one commit, such as
+    read-all over 10,000 items, is one delivery and not a reason to close a
+    socket; a client that stops reading falls one delivery behind per commit.
+    """
+
+    def __init__(self, user_id: int, queue_size: int):
+        self.user_id = user_id
+        self.queue = Outbox(queue_size)
+        # The highest position (in the user's order) of an item sent to it.
+        self.last_position = 0
+        # The newest position when the socket opened: items above it, up to
+        # `last_position`, were pushed already and a resume must not repeat them.
+        self.opened_at = 0
+        # The unread count last sent; None until one was.
+        self.unread: int | None = None
+        # Events the hub received up to this number were committed before this
+        # socket's last database snapshot, which already reflects them.
+        self.after_seq = 0
+        self.shown: OrderedDict[int, ItemState] = OrderedDict()
+        # Held by whatever rebuilds this socket's view from the database.
+        self.lock = asyncio.Lock()
+        # The hub generation this socket was last back-filled for.
+        self.synced = -1
+        self._held: list[list[Delivery]] = []
+        self._closed: asyncio.Future[tuple[int | None, str]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.done()
+
+    def close(self, code: int | None, reason: str = "") -> None:
+        """Ask the socket's session to close with `code` (None: the peer is gone)."""
+        if not self._closed.done():
+            self._closed.set_result((code, reason))
+
+    async def wait_closed(self) -> tuple[int | None, str]:
+        """The close code and reason, once `close` is called. Only the socket's
+        own session waits here, so there is no shield (a future and two
+        callbacks more per socket): cancelling the wait marks the client closed."""
+        return await self._closed
+
+    def send(self, frames: list[str]) -> None:
+        """Queue frames without waiting; a full queue closes the socket (4408)."""
+        if not frames or self.closed:
+            return
+        try:
+            self.queue.put_nowait(frames)
+        except asyncio.QueueFull:
+            self._too_slow()
+
+    def _too_slow(self) -> None:
+        log.info("closing a socket of user %s: send queue full", self.user_id)
+        self.close(4408, "too slow: send queue full")
+
+    async def reply(self, frames: list[str]) -> None:
+        """Queue an answer to the client's own request, waiting for room."""
+        if not self.closed:
+            await self.queue.put(frames)
+
+    def remember(self, item_id: int, state: ItemState) -> None:
+        self.shown[item_id] = state
+        self.shown.move_to_end(item_id)
+        if len(self.shown) > SHOWN_LIMIT:
+            self.shown.popitem(last=False)
+
+    def remember_items(self, items: Iterable[dict]) -> None:
+        for item in items:
+            self.remember(item["id"], (item["is_read"], False))
+
+    def offer(self, deliveries: list[Delivery], hold: bool) -> None:
+        if not hold:
+            self.apply(deliveries)
+        elif len(self._held) >= self.queue.maxsize:
+            self._too_slow()
+        else:
+            self._held.append(deliveries)
+
+    def release(self) -> None:
+        """Send what was held while the view was rebuilt, minus what it showed."""
+        held, self._held = self._held, []
+        if held:
+            self.apply([d for deliveries in held for d in deliveries])
+
+    def apply(self, deliveries: list[Delivery]) -> None:
+        out: list[str] = []
+        unread = None
+        for d in deliveries:
+            if d.seq <= self.after_seq:
+                continue
+            unread = d.unread
+            if d.kind == "new":
+                if d.position <= self.last_position:
+                    continue  # already sent by a snapshot
+                self.last_position = d.position
+                self.remember(d.item_id, (False, False))
+            elif d.kind == "restore":
+                self.remember(d.item_id, (d.is_read, False))
+            else:
+                known = self.shown.get(d.item_id)
+                target = _state_after(d.kind, known)
+                if known == target:
+                    continue  # the client already shows this state
+                self.remember(d.item_id, target)
+            out.append(d.frame)
+        if unread is not None and unread != self.unread:
+            self.unread = unread
+            out.append(frames.counts(unread))
+        self.send(out)
+
+    def backfill(
+        self,
+        items: list[dict],
+        states: dict[int, ItemState],
+        restored: dict[int, dict],
+        unread: int,
+    ) -> None:
+        """Catch up from the database after events were lost: state changes of
+        items shown before, items above `last_position`, and the unread count."""
+        out: list[str] = []
+        for item_id, known in list(self.shown.items()):
+            current = states.get(item_id, (known[0], True))
+            if current == known:
+                continue
+            self.remember(item_id, current)
+            if current[1]:
+                if not known[1]:
+                    out.append(frames.state("delete", item_id))
+            elif known[1]:
+                if restored.get(item_id):
+                    out.append(frames.item(restored[item_id]))
+            else:
+                out.append(frames.state("read" if current[0] else "unread", item_id))
+        for item in items:
+            if item["position"] > self.last_position:
+                self.last_position = item["position"]
+                self.remember(item["id"], (item["is_read"], False))
+                out.append(frames.item(item))
+        if unread != self.unread:
+            self.unread = unread
+            out.append(frames.counts(unread))
+        self.send(out)
