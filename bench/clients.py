@@ -74,6 +74,7 @@ async def _main(ws_base: str, tokens: list[str], pipe: Connection) -> None:
             try:
                 ws = await websockets.connect(
                     f"{ws_base}/ws/notifications/?token={token}",
+                    subprotocols=["citelink.v1"],
                     max_size=None,
                     compression=None,
                     ping_interval=None,

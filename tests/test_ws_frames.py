@@ -39,7 +39,7 @@ from .wsclient import open_socket, serving
             "'page' is out of range",
         ),
         (
-            '{"type": "notifications_list", "page": 1, "page_size": 1000}',
+            '{"type": "notifications_list", "before": null, "limit": 1000}',
             "invalid",
             "at most 100 items per page",
         ),
@@ -130,19 +130,18 @@ async def test_frames_over_the_rate_limit_are_dropped_with_one_error(settings, m
         assert await ws.request("ping") == {"type": "pong"}
 
 
-async def test_sockets_per_user_are_capped(settings, make_user):
+async def test_over_the_cap_the_oldest_socket_of_the_user_goes(settings, make_user):
     alice = await make_user("alice")
     bob = await make_user("bob")
     async with (
         serving(settings, ws_max_sockets_per_user=2) as server,
         open_socket(server, alice.token) as first,
-        open_socket(server, alice.token),
+        open_socket(server, alice.token) as second,
         open_socket(server, bob.token) as other,
     ):
         async with open_socket(server, alice.token) as third:
-            assert await third.close_code() == 4429
-            assert third.connection.close_reason == "too many sockets for this user"
+            assert await third.request("ping") == {"type": "pong"}
+            assert await first.close_code() == 4409
+            assert first.connection.close_reason == "replaced by a newer socket of this user"
+            assert await second.request("ping") == {"type": "pong"}
         assert await other.request("ping") == {"type": "pong"}
-        await first.close()
-        async with open_socket(server, alice.token) as again:
-            assert await again.request("ping") == {"type": "pong"}

@@ -20,6 +20,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from citelink.protocol import EXTENDED
 from citelink.settings import Settings
 
 from .conftest import RunningServer, start_server
@@ -89,10 +90,14 @@ class Socket:
 
 @asynccontextmanager
 async def open_socket(
-    server: RunningServer | Address, token: str, **options: Any
+    server: RunningServer | Address, token: str, *, seed: bool = False, **options: Any
 ) -> AsyncIterator[Socket]:
+    """The extended protocol (citelink.v1), or with `seed` the seed's (no subprotocol)."""
     url = f"{server.ws}/ws/notifications/?token={token}"
-    async with websockets.connect(url, max_size=None, **options) as connection:
+    protocols = None if seed else [EXTENDED]
+    async with websockets.connect(
+        url, max_size=None, subprotocols=protocols, **options
+    ) as connection:
         yield Socket(connection)
 
 
@@ -102,7 +107,7 @@ class StalledSocket:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, url: str):
         self.reader, self.writer = reader, writer
-        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
+        self.protocol = ClientProtocol(parse_uri(url), subprotocols=[EXTENDED], max_size=None)
         self.frames: list[dict] = []
 
     @classmethod
@@ -228,7 +233,9 @@ class Follower:
             url = f"{server.ws}/ws/notifications/?token={self.token}"
             failures += 1
             try:
-                async with websockets.connect(url, max_size=None, open_timeout=WAIT) as conn:
+                async with websockets.connect(
+                    url, max_size=None, open_timeout=WAIT, subprotocols=[EXTENDED]
+                ) as conn:
                     await conn.send(orjson.dumps({"type": "resume", "after": self.after}).decode())
                     self._conn = conn
                     self.connected.set()

@@ -19,8 +19,9 @@ from .errors import exception_handlers
 from .health import healthz, readyz
 from .hub import Hub
 from .listener import Listener
+from .protocol import SOCKET_PATH
 from .settings import Settings
-from .sockets import SOCKET_PATH, GoingAwayServer, notifications_socket
+from .sockets import GoingAwayServer, notifications_socket
 from .web import routes as web_routes
 
 

@@ -139,8 +139,11 @@ class Client:
     socket; a client that stops reading falls one delivery behind per commit.
     """
 
-    def __init__(self, user_id: int, queue_size: int):
+    def __init__(self, user_id: int, queue_size: int, *, extended: bool = True):
         self.user_id = user_id
+        # The extended protocol (citelink.v1); the seed protocol is told no
+        # counts and no unread changes (citelink.sockets).
+        self.extended = extended
         self.queue = Outbox(queue_size)
         # The highest position (in the user's order) of an item sent to it.
         self.last_position = 0
@@ -239,11 +242,18 @@ class Client:
                 if known == target:
                     continue  # the client already shows this state
                 self.remember(d.item_id, target)
+                if d.kind == "unread" and not self.extended:
+                    continue
             out.append(d.frame)
+        self._count(unread, out)
+        self.send(out)
+
+    def _count(self, unread: int | None, out: list[str]) -> None:
+        """A `counts` frame, when the unread count changed (extended protocol)."""
         if unread is not None and unread != self.unread:
             self.unread = unread
-            out.append(frames.counts(unread))
-        self.send(out)
+            if self.extended:
+                out.append(frames.counts(unread))
 
     def backfill(
         self,
@@ -266,14 +276,12 @@ class Client:
             elif known[1]:
                 if restored.get(item_id):
                     out.append(frames.item(restored[item_id]))
-            else:
+            elif current[0] or self.extended:
                 out.append(frames.state("read" if current[0] else "unread", item_id))
         for item in items:
             if item["position"] > self.last_position:
                 self.last_position = item["position"]
                 self.remember(item["id"], (item["is_read"], False))
                 out.append(frames.item(item))
-        if unread != self.unread:
-            self.unread = unread
-            out.append(frames.counts(unread))
+        self._count(unread, out)
         self.send(out)

@@ -35,6 +35,7 @@ from . import frames, inbox
 from .client import Client, Delivery
 from .database import ERRORS
 from .events import Event
+from .protocol import REPLACED
 from .queries import Q
 from .settings import Settings
 
@@ -109,8 +110,6 @@ class Hub:
         if self._closing:
             raise Refused(1001, "server shutting down")
         sockets = self._clients.setdefault(client.user_id, [])
-        if len(sockets) >= self._settings.ws_max_sockets_per_user:
-            raise Refused(4429, "too many sockets for this user")
         async with client.lock:
             sockets.append(client)
             self._empty.clear()
@@ -135,6 +134,10 @@ class Hub:
             client.last_position = client.opened_at = row["last_position"]
             if client.synced == self._generation:
                 client.release()
+        # Over the cap the oldest socket goes: the newest is the one a person
+        # is looking at (a client may open a socket per click, never closing one).
+        while len(sockets) > self._settings.ws_max_sockets_per_user:
+            sockets.pop(0).close(REPLACED, "replaced by a newer socket of this user")
 
     def detach(self, client: Client) -> None:
         sockets = self._clients.get(client.user_id, [])
@@ -232,7 +235,7 @@ class Hub:
             client.remember_items(items)
             answer = {
                 "data": items,
-                "total_pages": max(1, math.ceil(total / page_size)),
+                "total_pages": math.ceil(total / page_size),
                 "page": page,
                 "total": total,
             }

@@ -1,14 +1,21 @@
 """The WebSocket endpoint `/ws/notifications/?token=<access>` (SPEC §5).
 
+Two protocols, chosen by the client as WebSocket protocols are: one that
+offers the subprotocol `citelink.v1` gets the extended protocol (every frame
+type); one that offers nothing gets the seed protocol, exactly the frames the
+original server sent (pushes, `notifications_list` answers, the `read` and
+`delete` echoes) plus error frames, so its demo client works unchanged.
+
 One `Session` per socket runs three tasks: the receiver (client frames, one at
 a time), the sender (the socket's bounded queue, see citelink.client.Client) and
 the token clock. Whichever decides the socket is done sets its close code; the
 session then stops the others and closes once.
 
 Close codes: 4401 bad, expired or refresh token (or the user was deactivated);
-4408 too slow (send queue full); 4429 too many sockets for this user (per
-process); 1001 server shutting down; 1013 database unreachable when opening;
-1009 frame over `ws_max_frame_bytes` (uvicorn's `ws_max_size`). The socket is
+4408 too slow (send queue full); 4409 replaced: a newer socket of the user
+took this one's place, over `ws_max_sockets_per_user` (per process); 1001
+server shutting down; 1013 database unreachable when opening; 1009 frame over
+`ws_max_frame_bytes` (uvicorn's `ws_max_size`). The socket is
 accepted before a refusal so that browsers see the code: a handshake refused
 with HTTP 403 reaches JavaScript as a bare 1006.
 
@@ -35,6 +42,7 @@ from . import frames, inbox, tokens
 from .client import Client
 from .database import BIGINT_MAX, ERRORS
 from .hub import Hub, Refused
+from .protocol import EXTENDED
 from .queries import Q
 from .settings import Settings
 
@@ -42,8 +50,6 @@ log = logging.getLogger("citelink.sockets")
 
 # How long a close may wait for a client that does not read.
 CLOSE_TIMEOUT = 10.0
-# Where clients open their socket (citelink.app.App routes it).
-SOCKET_PATH = "/ws/notifications/"
 # Page size of the seed's numbered pages when the client does not say.
 SEED_PAGE_SIZE = 10
 
@@ -95,6 +101,7 @@ class Session:
     ):
         self.websocket = websocket
         self.client = client
+        self.handlers = HANDLERS if client.extended else SEED_HANDLERS
         self.hub = hub
         self.settings = settings
         self.pool: asyncpg.Pool = websocket.state.pool
@@ -184,7 +191,7 @@ class Session:
             raise FrameError("invalid_json", "the frame is not valid JSON") from None
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             raise FrameError("invalid", "expected a JSON object with a string 'type'")
-        handler = HANDLERS.get(frame["type"])
+        handler = self.handlers.get(frame["type"])
         if handler is None:
             raise FrameError("unknown_type", f"unknown frame type {frame['type'][:50]!r}")
         await handler(self, frame)
@@ -192,9 +199,10 @@ class Session:
     # Client frames ------------------------------------------------------------
 
     async def notifications_list(self, frame: dict) -> None:
-        """Seed form {page, page_size}, or cursor form {before, limit, status?, tag?}."""
+        """Cursor form {before, limit, status?, tag?} (extended protocol), or the
+        seed's numbered pages {page, page_size}."""
         largest = self.settings.max_page_size
-        if "before" in frame or "limit" in frame:
+        if self.client.extended and ("before" in frame or "limit" in frame):
             before = _optional_integer(frame, "before")
             limit = _integer(frame, "limit", default=SEED_PAGE_SIZE)
             status = frame.get("status", "all")
@@ -206,12 +214,11 @@ class Session:
             await self.hub.list_page(self.client, before, limit, status, tag)
             return
         page = _integer(frame, "page", default=1)
-        limit = _integer(frame, "page_size", default=SEED_PAGE_SIZE)
+        # The seed's client always asks for 100: it gets the largest page there is.
+        limit = min(_integer(frame, "page_size", default=SEED_PAGE_SIZE), largest)
         # The page's OFFSET must fit in a bigint too (no inbox is that long).
         if (page - 1) * limit > BIGINT_MAX:
             raise FrameError("invalid", "'page' is out of range")
-        if limit > largest:
-            raise FrameError("invalid", f"at most {largest} items per page")
         await self.hub.list_numbered(self.client, page, limit)
 
     async def read(self, frame: dict) -> None:
@@ -265,14 +272,19 @@ class Session:
         await self.client.reply([frames.frame("auth", expires_at=claims["exp"])])
 
 
-# Client frame type -> Session method: one table for every socket, where a dict
-# of ten bound methods per session was memory each of 10,000 sockets paid for.
-HANDLERS: dict[str, Callable[[Session, dict], Awaitable[None]]] = {
+# Client frame type -> Session method: one table per protocol for every socket,
+# where a dict of bound methods per session was memory 10,000 sockets paid for.
+Handlers = dict[str, Callable[[Session, dict], Awaitable[None]]]
+# What the seed's server understood: nothing else answers but an error frame.
+SEED_HANDLERS: Handlers = {
     "notifications_list": Session.notifications_list,
     "read": Session.read,
-    "unread": Session.unread,
     "deleted": Session.delete,
     "delete": Session.delete,
+}
+HANDLERS: Handlers = {
+    **SEED_HANDLERS,
+    "unread": Session.unread,
     "read_all": Session.read_all,
     "resume": Session.resume,
     "counts": Session.counts,
@@ -281,9 +293,10 @@ HANDLERS: dict[str, Callable[[Session, dict], Awaitable[None]]] = {
 }
 
 
-async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
-    # Accepted first: a handshake refused with HTTP 403 reaches a browser as 1006.
-    await websocket.accept()
+async def _refuse(websocket: WebSocket, subprotocol: str | None, code: int, reason: str) -> None:
+    # Accepted first (with the protocol asked for, or a browser fails the
+    # handshake): a handshake refused with HTTP 403 reaches a browser as 1006.
+    await websocket.accept(subprotocol)
     await websocket.close(code, reason)
 
 
@@ -308,19 +321,20 @@ async def notifications_socket(websocket: WebSocket) -> None:
     """
     settings: Settings = websocket.state.settings
     hub: Hub = websocket.state.hub
+    subprotocol = EXTENDED if EXTENDED in websocket.scope.get("subprotocols", ()) else None
     owner = _token_owner(websocket, settings)
     if owner is None:
-        await _refuse(websocket, 4401, "invalid or expired access token")
+        await _refuse(websocket, subprotocol, 4401, "invalid or expired access token")
         return
     user_id, expires = owner
-    client = Client(user_id, settings.ws_send_queue)
+    client = Client(user_id, settings.ws_send_queue, extended=subprotocol is not None)
     try:
         await hub.attach(client)
     except Refused as refused:
-        await _refuse(websocket, refused.code, refused.reason)
+        await _refuse(websocket, subprotocol, refused.code, refused.reason)
         return
     try:
-        await websocket.accept()
+        await websocket.accept(subprotocol)
         await Session(websocket, client, expires, hub, settings).run()
     except (OSError, WebSocketDisconnect):
         pass  # the client left during the handshake

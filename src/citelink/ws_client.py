@@ -24,10 +24,14 @@ import orjson
 import websockets
 
 from .listener import backoff
+from .protocol import EXTENDED, REPLACED, SOCKET_PATH, TOKEN_REFUSED
 
 # Close codes after which reconnecting cannot help (4401: once a fresh token
 # was refused too).
-FINAL = {4401: "the token is invalid or expired", 4429: "too many sockets open for this user"}
+FINAL = {
+    TOKEN_REFUSED: "the token is invalid or expired",
+    REPLACED: "a newer socket of this user took this one's place",
+}
 
 
 class SignInError(Exception):
@@ -55,7 +59,7 @@ def socket_url(url: str, token: str) -> str:
     """ws(s)://host/ws/notifications/?token=… for an http(s):// server URL."""
     parts = urlsplit(url)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    path = parts.path.rstrip("/") + "/ws/notifications/"
+    path = parts.path.rstrip("/") + SOCKET_PATH
     return urlunsplit((scheme, parts.netloc, path, f"token={quote(token)}", ""))
 
 
@@ -70,7 +74,9 @@ async def listen(
     attempt = 0
     while True:
         try:
-            async with websockets.connect(socket_url(url, token(renew)), max_size=None) as ws:
+            async with websockets.connect(
+                socket_url(url, token(renew)), max_size=None, subprotocols=[EXTENDED]
+            ) as ws:
                 renew, attempt = False, 0
                 learning = last is None
                 if learning:
@@ -97,7 +103,7 @@ async def listen(
         except (OSError, websockets.InvalidHandshake) as exc:
             code = None
             print(f"citelink listen: {exc}; retrying", file=sys.stderr)
-        if code == 4401 and not renew:
+        if code == TOKEN_REFUSED and not renew:
             renew = True  # sign in again, once
             continue
         if code in FINAL:

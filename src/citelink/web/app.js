@@ -188,7 +188,8 @@ function connect() {
   const url = new URL("/ws/notifications/", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("token", state.tokens.access);
-  const ws = new WebSocket(url);
+  // The extended protocol: counts, unread, resume, ping, auth.
+  const ws = new WebSocket(url, ["citelink.v1"]);
   socket.ws = ws;
 
   ws.onopen = () => {
