@@ -150,6 +150,9 @@ class Outbox:
         self._unfinished = 0
         self._waiters: list[asyncio.Future[None]] | None = None
 
+    def qsize(self) -> int:
+        return len(self._items)
+
     def full(self) -> bool:
         return len(self._items) >= self.maxsize
 
@@ -427,6 +430,10 @@ class Hub:
             client.last_id = client.opened_at = row["last_id"]
             if client.synced == self._generation:
                 client.release()
+
+    def clients(self) -> list[Client]:
+        """Every socket attached here (read by citelink.metrics)."""
+        return [client for sockets in self._clients.values() for client in sockets]
 
     def detach(self, client: Client) -> None:
         sockets = self._clients.get(client.user_id, [])

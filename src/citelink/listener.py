@@ -24,6 +24,7 @@ import secrets
 
 import asyncpg
 
+from . import metrics
 from .hub import DATABASE_ERRORS, Hub, parse_event
 
 log = logging.getLogger("citelink.listener")
@@ -101,10 +102,12 @@ class Listener:
                 log.info("listening on %s", CHANNEL)
                 await self._watch(conn, broken)
                 log.warning("listener connection lost; reconnecting")
+                metrics.LISTENER_RECONNECTS.inc()
             except Exception as exc:
                 # Whatever went wrong (the database went away mid back-fill, most
                 # likely), the way out is the same: start over.
                 log.warning("listener failed: %r; reconnecting", exc)
+                metrics.LISTENER_RECONNECTS.inc()
             finally:
                 self._alive.clear()
                 self._hub.lost()
@@ -152,4 +155,5 @@ class Listener:
         if event is None:
             log.debug("ignoring a foreign payload on %s: %.80r", CHANNEL, payload)
             return
+        metrics.event_received(event.kind)
         self._hub.publish(event)

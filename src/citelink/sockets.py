@@ -32,7 +32,7 @@ import uvicorn
 from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import inbox, tokens
+from . import inbox, metrics, tokens
 from .hub import DATABASE_ERRORS, Client, Hub, Refused, counts_frame
 from .queries import Q
 from .responses import dumps
@@ -123,6 +123,7 @@ class Session:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        metrics.socket_closed(code)
         if code is not None:
             # A client that does not read would block the close frame forever.
             with contextlib.suppress(TimeoutError, OSError, WebSocketDisconnect, RuntimeError):
@@ -146,6 +147,7 @@ class Session:
                     await self.websocket.send_text(frame)
             except (OSError, WebSocketDisconnect):
                 return
+            metrics.FRAMES_SENT.inc(len(frames))
             self.client.queue.task_done()
 
     def expire_at(self, exp: float) -> None:
@@ -306,6 +308,7 @@ HANDLERS: dict[str, Callable[[Session, dict], Awaitable[None]]] = {
 
 
 async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
+    metrics.socket_closed(code)
     # Accepted first: a handshake refused with HTTP 403 reaches a browser as 1006.
     await websocket.accept()
     await websocket.close(code, reason)

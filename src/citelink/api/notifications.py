@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncpg
 
 from ..errors import ApiError
+from ..metrics import PUBLISH_SECONDS
 from ..queries import Q
 from .endpoint import Call, endpoint
 from .validation import PAGE, Body, Integer, JsonObject, Query, String, page, page_bounds
@@ -36,9 +37,10 @@ NEW_NOTIFICATION = Body(
 async def publish(call: Call) -> dict:
     body = call.body
     try:
-        row = await call.pool.fetchrow(
-            Q.publish, body["tag"], body["message"], body.get("data", {}), call.me.id
-        )
+        with PUBLISH_SECONDS.time():
+            row = await call.pool.fetchrow(
+                Q.publish, body["tag"], body["message"], body.get("data", {}), call.me.id
+            )
     except asyncpg.ForeignKeyViolationError:
         raise ApiError(422, "invalid request body", {"tag": "no such tag"}) from None
     return {
