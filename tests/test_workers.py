@@ -10,6 +10,7 @@ import re
 import signal
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import httpx
 import websockets
@@ -137,8 +138,20 @@ async def test_workers_share_the_port_and_every_socket_gets_every_event(
 
 
 def running(pid: int) -> bool:
+    """Whether `pid` runs (an exited process not yet reaped does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_workers_stop_when_their_parent_is_killed(db_url, tmp_path):
+    async with citelink_serve(db_url, tmp_path, "--workers", "2") as serve:
+        pids = await worker_pids(serve, 2)
+        serve.process.kill()
+        assert await asyncio.wait_for(serve.process.wait(), 10) == -signal.SIGKILL
+        deadline = time.monotonic() + 15
+        while alive := [pid for pid in pids.values() if running(pid)]:
+            assert time.monotonic() < deadline, f"orphaned workers {alive}"
+            await asyncio.sleep(0.05)
