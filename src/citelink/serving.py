@@ -172,19 +172,24 @@ def serve(
     settings = Settings.from_env()
     port = settings.port if port is None else port
     workers = settings.workers if workers is None else workers
+    if workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        raise Problem("--workers needs SO_REUSEPORT (Linux, BSD, macOS): serve one process")
     own_database = settings.database_url is None and embedded.status(settings.data_dir) is None
+    # The port before anything else: one in use is told before a database starts.
+    sock = bind(host, port)
     signum = None
     try:
         settings = database.resolve(settings)
         migrate(settings.database_url)
         lines = [] if asyncio.run(_has_users(settings.database_url)) else [first_run_hint]
         if workers == 1:
-            _serve_here(settings, host, port, forwarded_allow_ips, lines)
+            _serve_here(settings, host, sock, forwarded_allow_ips, lines)
         else:
-            Workers(settings, host, port, workers, forwarded_allow_ips, lines).run()
+            Workers(settings, host, sock, workers, forwarded_allow_ips, lines).run()
     except Stopped as stopped:
         signum = stopped.signum
     finally:
+        sock.close()
         if own_database and not keep_db and embedded.stop(settings.data_dir):
             announce("stopped the embedded PostgreSQL it had started", settings)
     if signum is not None:
@@ -195,10 +200,8 @@ def serve(
 
 
 def _serve_here(
-    settings: Settings, host: str, port: int, forwarded_allow_ips: str, lines: list[str]
+    settings: Settings, host: str, sock: socket.socket, forwarded_allow_ips: str, lines: list[str]
 ) -> None:
-    sock = bind(host, port)
-
     def started() -> None:
         for text in [f"serving on {url_of(host, sock)}", *lines]:
             announce(text, settings)
@@ -226,24 +229,22 @@ class Workers:
         self,
         settings: Settings,
         host: str,
-        port: int,
+        reserved: socket.socket,
         count: int,
         forwarded_allow_ips: str,
         lines: list[str],
     ):
-        if not hasattr(socket, "SO_REUSEPORT"):
-            raise Problem("--workers needs SO_REUSEPORT (Linux, BSD, macOS); serve one process")
         self.settings = settings
         self.host = host
         self.count = count
         self.forwarded_allow_ips = forwarded_allow_ips
         self.lines = lines
-        # A plain bind first: a port held by anyone, another citelink included,
-        # is refused here; the workers' SO_REUSEPORT sockets alone would share it.
-        probe = bind(host, port)
-        self.port = probe.getsockname()[1]
-        self.url = url_of(host, probe)
-        probe.close()
+        # A plain socket holds the port until the workers bind theirs: a port
+        # held by anyone, another citelink included, was refused by it, where
+        # SO_REUSEPORT sockets alone would have shared it.
+        self.reserved = reserved
+        self.port = reserved.getsockname()[1]
+        self.url = url_of(host, reserved)
         self.metrics_dir = tempfile.mkdtemp(prefix="citelink-metrics-")
         self.workers: list[Worker] = []
         self.selector = selectors.DefaultSelector()
@@ -300,6 +301,7 @@ class Workers:
         previous_wakeup = signal.set_wakeup_fd(wakeup_write.fileno())
         signum = None
         try:
+            self.reserved.close()
             self.workers = [self._start(i) for i in range(self.count)]
             signum = self._watch(wakeup_read)
         finally:
