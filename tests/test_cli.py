@@ -59,9 +59,23 @@ def env(db_url: str, tmp_path: Path) -> dict[str, str]:
     }
 
 
+UNREACHABLE = "postgresql://someone:pass-word@127.0.0.1:1/db"
+
+
+@pytest.fixture
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    """For commands that fail before they reach a database (none is reachable)."""
+    return {
+        **os.environ,
+        "CITELINK_DATABASE_URL": UNREACHABLE,
+        "CITELINK_SECRET_KEY": SECRET_KEY,
+        "CITELINK_DATA_DIR": str(tmp_path / "unused"),
+    }
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
-def test_every_command_has_help(command, env):
-    result = citelink(*command, "--help", env=env)
+def test_every_command_has_help(command, offline_env):
+    result = citelink(*command, "--help", env=offline_env)
     assert result.returncode == 0, result.stderr
     assert "usage: citelink" in result.stdout
 
@@ -169,8 +183,8 @@ def test_publish_refuses_what_the_api_refuses(env, db_url, args, words):
         assert conn.execute("SELECT count(*) FROM notification").fetchone() == (0,)
 
 
-def test_publish_needs_a_publisher(env):
-    result = citelink("publish", "--tag", "news", "hello", env=env)
+def test_publish_needs_a_publisher(offline_env):
+    result = citelink("publish", "--tag", "news", "hello", env=offline_env)
     assert result.returncode == 2
     assert result.stderr == (
         "citelink publish: the following arguments are required: --as "
@@ -226,12 +240,12 @@ def test_serve_says_serving_once_bound_and_stops_on_sigterm(env):
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_serve_on_a_port_in_use_says_so_before_serving(env, workers):
+def test_serve_on_a_port_in_use_says_so_before_serving(offline_env, workers):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = citelink("serve", "--port", str(port), "--workers", workers, env=env)
+        result = citelink("serve", "--port", str(port), "--workers", workers, env=offline_env)
     assert_one_line(result, f"port {port} on 127.0.0.1 is in use", "--port")
     assert "serving on" not in result.stdout
 
@@ -259,9 +273,6 @@ def with_url(db_url: str, **parts: str) -> str:
     return urlunsplit(split._replace(netloc=netloc, path=path))
 
 
-UNREACHABLE = "postgresql://someone:pass-word@127.0.0.1:1/db"
-
-
 @pytest.mark.parametrize(
     ("command", "settings", "words"),
     [
@@ -286,8 +297,8 @@ UNREACHABLE = "postgresql://someone:pass-word@127.0.0.1:1/db"
             {"CITELINK_DATABASE_URL": "localhost:5432"},
             ["must be postgresql://", "got no URL"],
         ),
-        (["user", "list"], {"role": "nobody"}, ['role "nobody" does not exist']),
-        (["migrate"], {"role": "nobody"}, ['role "nobody" does not exist']),
+        (["user", "list"], {"user": "nobody"}, ['role "nobody" does not exist']),
+        (["migrate"], {"user": "nobody"}, ['role "nobody" does not exist']),
         (["user", "list"], {"database": "nodb"}, ['database "nodb" does not exist']),
         (["serve"], {"database": "nodb"}, ['database "nodb" does not exist']),
         (["user", "create", "--username", "x", "--password", ""], {}, ["--password must not"]),
@@ -317,21 +328,21 @@ UNREACHABLE = "postgresql://someone:pass-word@127.0.0.1:1/db"
         "listen --url ftp",
     ],
 )
-def test_bad_settings_urls_and_values_are_one_line(env, db_url, command, settings, words):
+def test_bad_settings_urls_and_values_are_one_line(request, offline_env, command, settings, words):
     settings = dict(settings)
-    if "role" in settings:
-        settings = {"CITELINK_DATABASE_URL": with_url(db_url, user=settings["role"])}
-    if "database" in settings:
-        settings = {"CITELINK_DATABASE_URL": with_url(db_url, database=settings["database"])}
-    result = citelink(*command, env=env | settings)
+    if "user" in settings or "database" in settings:
+        # A server that answers, and refuses the connection.
+        db_url = request.getfixturevalue("db_url")
+        settings = {"CITELINK_DATABASE_URL": with_url(db_url, **settings)}
+    result = citelink(*command, env=offline_env | settings)
     assert_one_line(result, *words)
     assert "pass-word" not in result.stderr  # a password in a URL is never shown
 
 
-def test_debug_shows_the_traceback(env):
-    env["CITELINK_DATABASE_URL"] = UNREACHABLE
-    assert "Traceback" in citelink("--debug", "user", "list", env=env).stderr
-    assert "Traceback" in citelink("user", "list", env=env | {"CITELINK_DEBUG": "1"}).stderr
+def test_debug_shows_the_traceback(offline_env):
+    assert "Traceback" in citelink("--debug", "user", "list", env=offline_env).stderr
+    debug = offline_env | {"CITELINK_DEBUG": "1"}
+    assert "Traceback" in citelink("user", "list", env=debug).stderr
 
 
 def test_a_file_as_the_data_directory_is_one_line(tmp_path):
@@ -392,11 +403,12 @@ def test_hints_name_the_program_as_it_was_run(env, tmp_path):
     assert "create one with: citelink createsuperuser" in result.stderr
 
 
-def test_db_status_and_db_stop_with_an_external_database(env):
-    status = citelink("db-status", env=env)
+def test_db_status_and_db_stop_with_an_external_database(offline_env):
+    status = citelink("db-status", env=offline_env)
     assert status.returncode == 0
     assert "CITELINK_DATABASE_URL is set" in status.stdout
-    assert_one_line(citelink("db-stop", env=env), "only stops its embedded PostgreSQL")
+    assert "pass-word" not in status.stdout
+    assert_one_line(citelink("db-stop", env=offline_env), "only stops its embedded PostgreSQL")
 
 
 def test_embedded_default_starts_migrates_and_keeps_a_secret_key():

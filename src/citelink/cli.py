@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import orjson
 
-from . import database, embedded, failures, passwords
+from . import database, embedded, failures
 from .failures import Problem
 from .migrations import migrate
 from .queries import Q
@@ -142,16 +142,22 @@ def cmd_db_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hash(password: str) -> str:
+    # Imported here: the module hashes a dummy password when loaded (argon2,
+    # 0.1 s), which commands that need no password should not wait for.
+    from .passwords import hash_password
+
+    return hash_password(password)
+
+
 def _create_user(args: argparse.Namespace, staff: bool) -> int:
-    settings = _settings()
     username = _ask(args.username, "Username", "--username")
     password = _ask(args.password, "Password", "--password", secret=True)
+    settings = _settings()
 
     async def work(conn: asyncpg.Connection) -> int:
         try:
-            row = await conn.fetchrow(
-                Q.create_user, username, passwords.hash_password(password), staff
-            )
+            row = await conn.fetchrow(Q.create_user, username, _hash(password), staff)
         except asyncpg.UniqueViolationError:
             raise Problem(f"user {username!r} already exists") from None
         except asyncpg.CheckViolationError:
@@ -196,7 +202,7 @@ def _update_user(args: argparse.Namespace, query: str, value: object, done: str)
 
 def cmd_user_set_password(args: argparse.Namespace) -> int:
     password = _ask(args.password, "Password", "--password", secret=True)
-    return _update_user(args, Q.set_password, passwords.hash_password(password), "password set")
+    return _update_user(args, Q.set_password, _hash(password), "password set")
 
 
 def cmd_user_deactivate(args: argparse.Namespace) -> int:
