@@ -37,7 +37,7 @@ async def scrape(serve: Serve) -> list[tuple[str, dict[str, str], float]]:
 
 async def scrape_until(serve: Serve, done, within: float = 5.0):
     """Scrape until `done(figures)`: a worker that does not answer the scrape
-    samples its gauges once a second."""
+    hands over its figures once a second."""
     deadline = time.monotonic() + within
     while not done(figures := await scrape(serve)):
         assert time.monotonic() < deadline, figures
@@ -106,8 +106,10 @@ async def test_workers_share_the_port_and_every_socket_gets_every_event(
 
         await publish(conn, news, "to every worker")
         assert [await outcome(ws, "to every worker") for ws in sockets] == ["received"] * 40
-        figures = await scrape(serve)
         # Each worker hears all 10 events; each socket got a push and a count.
+        figures = await scrape_until(
+            serve, lambda f: total(f, "citelink_events_received_total", kind="new") >= 20
+        )
         assert total(figures, "citelink_events_received_total", kind="new") == 20
         assert total(figures, "citelink_ws_frames_sent_total") == 80
 

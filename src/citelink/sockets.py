@@ -147,7 +147,7 @@ class Session:
                     await self.websocket.send_text(frame)
             except (OSError, WebSocketDisconnect):
                 return
-            metrics.FRAMES_SENT.inc(len(frames))
+            metrics.frames_sent(len(frames))
             self.client.queue.task_done()
 
     def expire_at(self, exp: float) -> None:
