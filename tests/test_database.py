@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from citelink import database
+from citelink.settings import MESSAGE_CHARS_BOUND
 
 from .conftest import subscribe
 
@@ -114,7 +115,9 @@ async def test_long_message_inserts_and_the_event_stays_small(conn, events):
     assert await conn.fetchval("SELECT message FROM notification WHERE id = $1", note) == message
 
 
-@pytest.mark.parametrize("message", ["", "x" * 100_001], ids=["empty", "100,001 characters"])
+@pytest.mark.parametrize(
+    "message", ["", "x" * (MESSAGE_CHARS_BOUND + 1)], ids=["empty", "one character too many"]
+)
 async def test_plain_sql_cannot_insert_a_message_the_api_refuses(conn, message):
     (alice,) = await users(conn, "alice")
     sports = await subscribe(conn, alice, "sports")
