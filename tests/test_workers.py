@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import time
 from contextlib import AsyncExitStack
@@ -151,9 +152,19 @@ def running(pid: int) -> bool:
 async def test_workers_stop_when_their_parent_is_killed(db_url, tmp_path):
     async with citelink_serve(db_url, tmp_path, "--workers", "2") as serve:
         pids = await worker_pids(serve, 2)
+        metrics_dir = metrics_dir_of(pids[0])
         serve.process.kill()
         assert await asyncio.wait_for(serve.process.wait(), 10) == -signal.SIGKILL
         deadline = time.monotonic() + 15
         while alive := [pid for pid in pids.values() if running(pid)]:
             assert time.monotonic() < deadline, f"orphaned workers {alive}"
             await asyncio.sleep(0.05)
+    # Nobody was left to remove it: a parent killed outright leaves it behind.
+    shutil.rmtree(metrics_dir)
+
+
+def metrics_dir_of(pid: int) -> str:
+    """The PROMETHEUS_MULTIPROC_DIR that `serve` gave worker `pid`."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    (found,) = [v for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+    return found.split(b"=", 1)[1].decode()

@@ -13,7 +13,9 @@ secret key resolved by the parent) from the environment.
 all are ready, replaces a worker that dies after it was ready, stops
 everything if one fails to start, and on SIGTERM or Ctrl-C stops them all
 gracefully (each closes its sockets with 1001 and finishes the requests in
-flight). A worker whose parent vanishes stops by itself.
+flight). A worker whose parent vanishes stops by itself; the parent's
+metrics directory (PROMETHEUS_MULTIPROC_DIR, in the temporary folder) is then
+left behind, as nobody remains to remove it.
 """
 
 from __future__ import annotations
