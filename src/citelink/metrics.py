@@ -38,7 +38,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from .hub import DATABASE_ERRORS
+from .database import UNAVAILABLE
 
 if TYPE_CHECKING:  # the listener imports this module
     from .hub import Hub
@@ -185,7 +185,7 @@ async def sample_notify_queue(pool: asyncpg.Pool) -> None:
         usage = await pool.fetchval(
             "SELECT pg_notification_queue_usage()", timeout=NOTIFY_QUERY_SECONDS
         )
-    except DATABASE_ERRORS:
+    except (*UNAVAILABLE, asyncpg.PostgresError):
         usage = math.nan
     NOTIFY_QUEUE_USAGE.set(usage)
 
