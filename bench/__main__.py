@@ -37,6 +37,7 @@ ALL = [
     "history",
     "capacity",
     "login",
+    "workers",
 ]
 
 
@@ -78,6 +79,7 @@ async def run(args: argparse.Namespace) -> dict:
         throughput_tag = await seed.tag("throughput", online[:10])
         burst_tag = await seed.tag("burst", online[:1_000])
         history_tag = await seed.tag("history", [history_user])
+        workers_tag = await seed.tag("workers", online)
 
         server.start()
         rss_idle = server.rss_kib()
@@ -160,6 +162,15 @@ async def run(args: argparse.Namespace) -> dict:
             log("login: 4 concurrent clients for 5 s")
             results["login"] = await scenarios.login(server, "bench1", "bench-pw")
         results["server_rss_final_kib"] = server.rss_kib()
+        # Last: it restarts the server, with 1 worker and then 2.
+        if "workers" in only:
+            await publisher.close()
+            publisher = None
+            server.stop()
+            log(f"workers: fan-out to {sockets:,} sockets served by 1 worker, then by 2")
+            results["workers"] = await scenarios.workers(
+                server, staff, workers_tag, online, args.clients, [1, 2]
+            )
         results["postgres"] = await seed.conn.fetchval("SHOW server_version")
     finally:
         if publisher:
@@ -168,7 +179,7 @@ async def run(args: argparse.Namespace) -> dict:
             for client in fleet.clients:
                 client.proc.kill()
         await seed.close()
-        server.stop()
+        server.close()
     return results
 
 

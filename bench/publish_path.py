@@ -65,7 +65,7 @@ async def main() -> None:
             }
     finally:
         await seed.close()
-        server.stop()
+        server.close()
     for name, value in rows.items():
         print(f"{name:<50} {value:>6} ms")
 

@@ -148,6 +148,18 @@ def rows(r: dict) -> list[list[str]]:
                 else None,
             )
         )
+    for w in r.get("workers", []):
+        out.append(
+            _row(
+                f"fan-out to {w['subscribers']:,} sockets, {w['workers']} worker(s)",
+                f"{w['last_socket_ms']} ms (runs: {w['runs_last_socket_ms']}), "
+                f"{w['received']:,}/{w['expected']:,}, "
+                f"sockets per worker {w['sockets_per_worker']}",
+                "document",
+                "-",
+                None,
+            )
+        )
     if lg := r.get("login"):
         out.append(
             _row(

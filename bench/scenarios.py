@@ -114,6 +114,62 @@ async def fan_out(fleet: Fleet, publisher: Publisher, tag: int, n: int, repeats:
     }
 
 
+async def sockets_per_worker(server: Server, staff_id: int) -> list[int]:
+    """Open sockets of each worker, from GET /metrics (one series per worker)."""
+    headers = {"Authorization": f"Bearer {server.token(staff_id)}"}
+    async with (
+        aiohttp.ClientSession(server.http) as http,
+        http.get("/metrics", headers=headers) as response,
+    ):
+        text = await response.text()
+    return sorted(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("citelink_sockets_open")
+    )
+
+
+async def workers(
+    server: Server, staff_id: int, tag: int, user_ids: list[int], clients: int, counts: list[int]
+) -> list[dict]:
+    """The fan-out to every socket of `user_ids`, served by 1 worker, then by 2
+    (`counts`), in the same run: a fresh `citelink serve --workers N` each time."""
+    runs = []
+    for count in counts:
+        server.start(workers=count)
+        started = time.monotonic()
+        fleet = Fleet(
+            [
+                ClientProcess(server.ws, [server.token(u) for u in user_ids[k::clients]])
+                for k in range(clients)
+            ]
+        )
+        for client in fleet.clients:
+            client.wait_ready()
+        connect_s = time.monotonic() - started
+        # Workers sample their gauges once a second: let the figures settle.
+        await asyncio.sleep(1.5)
+        spread = await sockets_per_worker(server, staff_id)
+        publisher = Publisher(server, staff_id)
+        try:
+            result = await fan_out(fleet, publisher, tag, len(user_ids))
+        finally:
+            await publisher.close()
+            for client in fleet.clients:
+                client.close()
+        runs.append(
+            {
+                "workers": count,
+                "connect_s": round(connect_s, 1),
+                "sockets_per_worker": spread,
+                "rss_connected_kib": server.rss_kib(),
+                **result,
+            }
+        )
+        server.stop()
+    return runs
+
+
 async def big_fan_out(
     fleet: Fleet, publisher: Publisher, tag: int, subscribers: int, connected: int
 ) -> dict:

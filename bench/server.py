@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,8 +26,9 @@ def free_port() -> int:
 
 
 class Server:
-    """`citelink serve` in a process of its own, on a fresh embedded database
-    (or on `database_url` when given)."""
+    """`citelink serve` in a process of its own (or a parent and its workers),
+    on a fresh embedded database (or on `database_url` when given), removed
+    by `close()`."""
 
     def __init__(self, database_url: str | None = None):
         self.tmp = tempfile.mkdtemp(prefix="citelink-bench-")
@@ -53,10 +55,17 @@ class Server:
         ).stdout.strip()
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        with open(Path(self.tmp) / "server.log", "w") as server_log:
+    def start(self, workers: int = 1) -> None:
+        with open(Path(self.tmp) / "server.log", "a") as server_log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "citelink.cli", "serve", "--port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "citelink.cli",
+                    "serve",
+                    *("--port", str(self.port)),
+                    *("--workers", str(workers)),
+                ],
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=server_log,
@@ -69,21 +78,32 @@ class Server:
             except OSError:  # refused while starting, or 503 until ready
                 pass
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"server did not start; see {self.tmp}/server.log")
+                log = (Path(self.tmp) / "server.log").read_text()[-2000:]
+                raise RuntimeError(f"server did not start; its log ends:\n{log}")
             time.sleep(0.1)
 
-    def rss_kib(self) -> int:
+    def pids(self) -> list[int]:
+        """The server process and its workers, if any."""
         assert self.proc
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [self.proc.pid, *map(int, children.split())]
+
+    def rss_kib(self) -> int:
+        """Resident memory of the server process and its workers."""
+        total = 0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process so far."""
-        assert self.proc
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the server process and its workers so far."""
+        ticks = 0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def postgres_cpu_seconds(self) -> float:
         """CPU time of the embedded PostgreSQL (postmaster and its live children)."""
@@ -102,11 +122,18 @@ class Server:
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
+        """Stop `citelink serve` (the database stays)."""
         if self.proc:
             self.proc.terminate()
             self.proc.wait(timeout=30)
+            self.proc = None
+
+    def close(self) -> None:
+        """Stop the server, and the embedded database with its files."""
+        self.stop()
         if "CITELINK_DATABASE_URL" not in self.env:
             stop_embedded(Path(self.tmp))
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def token(self, user_id: int) -> str:
         return tokens.issue(self.secret_key, user_id, "access", 24 * 60)

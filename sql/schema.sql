@@ -28,12 +28,16 @@ CREATE TABLE subscription (
 );
 
 -- A tag that has notifications cannot be deleted (RESTRICT): inboxes keep
--- their history. `recipients` counts the inbox rows made for the notification,
--- kept by triggers; the API answers it from here, never from the audit log.
+-- their history. A message is 1 to 100,000 characters for every writer (the
+-- API, the CLI, plain SQL). The API's CITELINK_MAX_MESSAGE_CHARS may be set
+-- lower, never higher: a CHECK is assumed immutable, so it cannot follow a
+-- setting (one reading a session setting would be one `SET` away from off).
+-- `recipients` counts the inbox rows made for the notification, kept by
+-- triggers; the API answers it from here, never from the audit log.
 CREATE TABLE notification (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     tag_id     bigint      NOT NULL REFERENCES tag (id) ON DELETE RESTRICT,
-    message    text        NOT NULL,
+    message    text        NOT NULL CHECK (char_length(message) BETWEEN 1 AND 100000),
     data       jsonb       NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(data) = 'object'),
     created_at timestamptz NOT NULL DEFAULT now(),
     created_by bigint      REFERENCES users (id) ON DELETE SET NULL,

@@ -15,7 +15,8 @@ from pathlib import Path
 from .conftest import SECRET_KEY
 from .wsclient import Address
 
-STARTED = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+# The banner, printed (or logged, as JSON) once the port is bound.
+STARTED = re.compile(rb"serving on http://127\.0\.0\.1:(\d+)/")
 
 
 class Serve:
@@ -27,9 +28,11 @@ class Serve:
 
 
 @asynccontextmanager
-async def citelink_serve(db_url: str, data_dir: Path, **settings: str) -> AsyncIterator[Serve]:
-    """`citelink serve` on a free port; `settings` are CITELINK_* variables
-    (`pool_size="4"` sets CITELINK_POOL_SIZE)."""
+async def citelink_serve(
+    db_url: str, data_dir: Path, *args: str, **settings: str
+) -> AsyncIterator[Serve]:
+    """`citelink serve` on a free port, with more `args` (`--workers 2`);
+    `settings` are CITELINK_* variables (`pool_size="4"` sets CITELINK_POOL_SIZE)."""
     env = os.environ | {
         "CITELINK_DATABASE_URL": db_url,
         "CITELINK_SECRET_KEY": SECRET_KEY,
@@ -46,6 +49,7 @@ async def citelink_serve(db_url: str, data_dir: Path, **settings: str) -> AsyncI
         "serve",
         "--port",
         "0",
+        *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -104,7 +104,11 @@ async def test_deactivated_or_deleted_user_is_refused_everywhere(
 
     r = await client.get("/api/users/me/", headers=world.alice.headers)
     assert r.status_code == 401
-    assert (await client.post("/api/token/", json=login)).status_code == 401
+    # With the right password, the answer says what to fix; with a wrong one, nothing.
+    r = await client.post("/api/token/", json=login)
+    assert (r.status_code, r.json()) == (401, {"detail": "this account is deactivated"})
+    r = await client.post("/api/token/", json=login | {"password": "wrong"})
+    assert r.json() == {"detail": "no active account found with the given credentials"}
     assert (await client.post("/api/token/refresh/", json={"refresh": refresh})).status_code == 401
     assert (await client.post("/api/token/verify/", json={"token": access})).status_code == 401
 

@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from citelink import database
+from citelink.settings import MESSAGE_CHARS_BOUND
 
 from .conftest import add_users, publish, subscribe
 
@@ -88,7 +89,8 @@ async def test_unsubscribed_user_gets_nothing(conn):
 async def test_long_message_inserts_and_the_event_stays_small(conn, events):
     (alice,) = await add_users(conn, "alice")
     sports = await subscribe(conn, alice, "sports")
-    message = "é" * 100_000 + "\U0001f600"
+    # The longest message there may be: 100,000 characters, 200,002 bytes.
+    message = "é" * 99_999 + "\U0001f600"
 
     note = await publish(conn, sports, message)
 
@@ -96,6 +98,17 @@ async def test_long_message_inserts_and_the_event_stays_small(conn, events):
     assert len(payload.encode()) < 100
     assert payload.split()[3] == str(note)
     assert await conn.fetchval("SELECT message FROM notification WHERE id = $1", note) == message
+
+
+@pytest.mark.parametrize(
+    "message", ["", "x" * (MESSAGE_CHARS_BOUND + 1)], ids=["empty", "one character too many"]
+)
+async def test_plain_sql_cannot_insert_a_message_the_api_refuses(conn, message):
+    (alice,) = await add_users(conn, "alice")
+    sports = await subscribe(conn, alice, "sports")
+    with pytest.raises(asyncpg.CheckViolationError, match="notification_message_check"):
+        await publish(conn, sports, message)
+    assert await inbox(conn, alice) == []
 
 
 async def test_read_unread_delete_emit_events_and_keep_counts(conn, events):

@@ -175,7 +175,8 @@ async def test_slow_client_is_closed_with_4408_while_a_fast_one_keeps_up(setting
     async with serving(settings, ws_send_queue=4) as server:
         slow = await StalledSocket.open(server, bob.token)
         async with open_socket(server, alice.token) as fast:
-            padding = "x" * 256_000
+            # 256 KB in 64,000 characters (a message is at most 100,000 of them).
+            padding = "\U0001f600" * 64_000
             for i in range(published):
                 await publish(conn, news, f"{i} {padding}")
                 frames = await fast.recv_until("counts", within=2)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import orjson
 import pytest
 
@@ -148,5 +150,74 @@ async def test_listen_with_a_bad_token_stops(server, make_user):
         assert await asyncio.wait_for(listen.wait(), 10) == 1
         assert listen.stderr
         assert (await listen.stderr.read()).decode() == (
-            "citelink listen: the token is invalid or expired\n"
+            "citelink listen: closed (4401): the token is invalid or expired\n"
         )
+
+
+@pytest.mark.parametrize("sign_in", ["token", "password"])
+async def test_listen_for_a_deactivated_user_says_so(server, conn, make_user, sign_in):
+    alice = await make_user("alice")
+    await conn.execute("UPDATE users SET is_active = false WHERE id = $1", alice.id)
+    if sign_in == "token":
+        args, stdin = ["--token", alice.token], b""
+        expected = "citelink listen: closed (4401): the user is deactivated or deleted\n"
+    else:
+        args, stdin = ["--username", "alice"], f"{alice.password}\n".encode()
+        expected = "citelink listen: sign-in refused: this account is deactivated\n"
+    async with citelink_listen("--url", server.http, *args, stdin=stdin) as listen:
+        assert await asyncio.wait_for(listen.wait(), 10) == 1
+        assert listen.stderr
+        assert (await listen.stderr.read()).decode() == expected
+
+
+@pytest.mark.parametrize("sign_in", ["token", "password"])
+async def test_listen_gives_up_on_a_server_it_cannot_reach(make_user, sign_in):
+    alice = await make_user("alice")
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    if sign_in == "token":
+        args, stdin = ["--token", alice.token], b""
+    else:
+        args, stdin = ["--username", "alice"], f"{alice.password}\n".encode()
+    async with citelink_listen("--url", url, "--retries", "2", *args, stdin=stdin) as listen:
+        assert await asyncio.wait_for(listen.wait(), 10) == 1
+        assert listen.stderr
+        lines = (await listen.stderr.read()).decode().splitlines()
+    # The same with a token and with a password: two retries, then a clear stop.
+    assert [line.endswith("; retrying") for line in lines] == [True, True, False]
+    assert lines[-1].startswith(f"citelink listen: cannot reach {url} (")
+    assert lines[-1].endswith("tried 3 times; is the server running there? (--url)")
+
+
+async def test_listen_takes_a_url_without_a_scheme(server, make_user):
+    alice = await make_user("alice")
+    url = f"127.0.0.1:{server.port}"
+    async with citelink_listen("--url", url, "--token", alice.token) as listen:
+        assert listen.stderr
+        assert await line_of(listen.stderr) == "citelink listen: connected, newest item 0"
+
+
+async def test_json_logs_carry_request_ids_and_never_a_token(conn, db_url, tmp_path, make_user):
+    alice = await make_user("alice")
+    async with citelink_serve(db_url, tmp_path, log_format="json") as serve:
+        async with httpx.AsyncClient(base_url=serve.server.http) as http:
+            given = await http.get("/healthz", headers={"X-Request-ID": "from-the-proxy-1"})
+            made = await http.get(f"/readyz?token={alice.token}")
+        async with open_socket(serve.server, alice.token) as ws:
+            assert await ws.request("ping") == {"type": "pong"}
+    assert given.headers["x-request-id"] == "from-the-proxy-1"
+    made_id = made.headers["x-request-id"]
+    assert len(made_id) == 16
+    log = serve.output.decode()
+    lines = [orjson.loads(line) for line in log.splitlines()]  # every line is JSON
+    by_path = {line.get("path"): line for line in lines if line["logger"] == "uvicorn.access"}
+    assert by_path["/healthz"]["request_id"] == "from-the-proxy-1"
+    assert by_path["/healthz"]["status"] == 200
+    assert by_path["/readyz?token=[redacted]"]["request_id"] == made_id
+    accepted = [line for line in lines if "[accepted]" in line["message"]]
+    assert accepted and accepted[0]["request_id"] not in (made_id, "from-the-proxy-1")
+    assert "token=[redacted]" in accepted[0]["message"]
+    assert any(line["message"].startswith("serving on http://") for line in lines)
+    assert alice.token.split(".")[2] not in log

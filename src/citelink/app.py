@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from . import api, database
+from . import api, database, logs, metrics
 from .errors import exception_handlers
 from .health import healthz, readyz
 from .hub import Hub
@@ -48,8 +48,10 @@ def create_app(settings: Settings) -> App:
         )
         listener = Listener(settings.database_url, probe_seconds=settings.listener_probe_seconds)
         hub = Hub(pool, settings, barrier=listener.barrier, on_failure=listener.reconnect)
+        sampler = metrics.Sampler(hub, listener, pool)
         hub.start()
         await listener.start(hub)
+        sampler.start()
         # Long-lived objects (one set per socket) make full collections slow;
         # collect young objects less often and never rescan what start-up built.
         gc.collect()
@@ -60,6 +62,7 @@ def create_app(settings: Settings) -> App:
         finally:
             # Under uvicorn the sockets are gone by now (sockets.GoingAwayServer).
             await hub.close_all(1001, "server shutting down")
+            await sampler.stop()
             await listener.stop()
             await hub.stop()
             await pool.close()
@@ -84,14 +87,18 @@ class App(Starlette):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == SOCKET_PATH:
+            logs.begin_request(scope)
             await notifications_socket(WebSocket(scope, receive, send))
+        elif scope["type"] == "http":
+            request_id = logs.begin_request(scope)
+            await super().__call__(scope, receive, logs.answer_request_id(send, request_id))
         else:
             await super().__call__(scope, receive, send)
 
 
-def create_server(settings: Settings, host: str, port: int, **options: Any) -> GoingAwayServer:
-    """The uvicorn server for `settings`, as `citelink serve` and the tests run it."""
-    config = uvicorn.Config(
+def server_config(settings: Settings, host: str, port: int, **options: Any) -> uvicorn.Config:
+    """uvicorn's configuration for serving the app of `settings`."""
+    return uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -101,4 +108,8 @@ def create_server(settings: Settings, host: str, port: int, **options: Any) -> G
         ws_per_message_deflate=False,
         **options,
     )
-    return GoingAwayServer(config)
+
+
+def create_server(settings: Settings, host: str, port: int, **options: Any) -> GoingAwayServer:
+    """The uvicorn server for `settings`, as the tests run it."""
+    return GoingAwayServer(server_config(settings, host, port, **options))

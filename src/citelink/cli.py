@@ -1,4 +1,9 @@
-"""The `citelink` command line: serve, migrate, users, publishing, events."""
+"""The `citelink` command line: serve, the embedded database, users, publishing, events.
+
+Errors a person can act on are one line on stderr and a non-zero exit
+(citelink/failures.py decides which and says them); `--debug` or
+CITELINK_DEBUG=1 shows the traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,53 @@ import argparse
 import asyncio
 import getpass
 import os
+import shutil
 import sys
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 import orjson
 
-from . import database, passwords
+from . import database, embedded, failures
+from .failures import Problem
 from .migrations import migrate
 from .queries import Q
 from .settings import Settings
+
+# `citelink db-status` when the embedded server is not running (as pg_ctl status).
+STATUS_NOT_RUNNING = 3
+
+
+def command_name() -> str:
+    """How to run citelink again, as this process was run: `citelink` when the
+    PATH finds this very program, else the path it was started by."""
+    program = sys.argv[0]
+    if os.path.basename(program) != "citelink":
+        return f"{sys.executable} -m citelink.cli"
+    found = shutil.which("citelink")
+    if found and os.path.realpath(found) == os.path.realpath(program):
+        return "citelink"
+    return program
+
+
+def _create_superuser_hint() -> str:
+    return f"{command_name()} createsuperuser --username admin"
 
 
 def _settings(*, migrate_schema: bool = False) -> Settings:
     """Resolved settings; the embedded server is started (and migrated) on demand."""
     settings = Settings.from_env()
-    embedded = settings.database_url is None
+    embedded_db = settings.database_url is None
     settings = database.resolve(settings)
-    if migrate_schema or embedded:
+    if migrate_schema or embedded_db:
         migrate(settings.database_url)
     return settings
 
 
 def _run(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
     async def main() -> int:
-        conn = await database.connect(settings.database_url)
+        async with asyncio.timeout(settings.db_connect_seconds):
+            conn = await database.connect(settings.database_url)
         try:
             return await work(conn)
         finally:
@@ -39,16 +66,19 @@ def _run(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]
     return asyncio.run(main())
 
 
-def _ask(value: str | None, prompt: str, *, secret: bool = False) -> str:
-    if value:
+def _ask(value: str | None, prompt: str, flag: str, *, secret: bool = False) -> str:
+    """`value` as given (not blank), or asked for at the terminal."""
+    if value is not None:
+        if not value.strip():
+            raise Problem(f"{flag} must not be blank")
         return value
     if not sys.stdin.isatty():
-        raise SystemExit(f"missing {prompt.lower()} (pass it as a flag when not interactive)")
+        raise Problem(f"missing {prompt.lower()}: pass {flag} when not at a terminal")
     answer = getpass.getpass(f"{prompt}: ") if secret else input(f"{prompt}: ")
     if secret and getpass.getpass("Password (again): ") != answer:
-        raise SystemExit("passwords do not match")
-    if not answer:
-        raise SystemExit(f"{prompt.lower()} must not be empty")
+        raise Problem("passwords do not match")
+    if not answer.strip():
+        raise Problem(f"{prompt.lower()} must not be blank")
     return answer
 
 
@@ -56,29 +86,18 @@ def _ask(value: str | None, prompt: str, *, secret: bool = False) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .app import create_server
-    from .logs import install_token_filter, log_config
+    from . import serving
 
-    settings = _settings(migrate_schema=True)
-    server = create_server(
-        settings,
-        args.host,
-        args.port,
-        proxy_headers=True,
+    return serving.serve(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        keep_db=args.keep_db,
         forwarded_allow_ips=args.forwarded_allow_ips,
-        timeout_graceful_shutdown=10,
-        log_config=log_config(),
+        first_run_hint=(
+            f"no users yet; create a staff user to sign in with:\n    {_create_superuser_hint()}"
+        ),
     )
-    install_token_filter()
-    print(f"citelink: serving on http://{args.host}:{args.port}/", flush=True)
-    if not _run(settings, lambda conn: conn.fetchval(Q.count_users)):
-        print(
-            "citelink: no users yet; create a staff user to sign in with:\n"
-            "    citelink createsuperuser --username admin",
-            flush=True,
-        )
-    server.run()
-    return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -93,22 +112,56 @@ def cmd_db_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_status(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if settings.database_url:
+        where = failures.database_location(settings.database_url)
+        print(f"CITELINK_DATABASE_URL is set: the database {where}, not an embedded one")
+        return 0
+    status = embedded.status(settings.data_dir)
+    if status is not None:
+        print(f"running (pid {status.pid}), data in {status.pgdata}")
+        return 0
+    if embedded.initialised(settings.data_dir):
+        pgdata = settings.data_dir.resolve() / "pgdata"
+        print(f"not running; data in {pgdata} (any command starts it)")
+    else:
+        print(f"no embedded database in {settings.data_dir} yet (the first command creates it)")
+    return STATUS_NOT_RUNNING
+
+
+def cmd_db_stop(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if settings.database_url:
+        raise Problem("CITELINK_DATABASE_URL is set: citelink only stops its embedded PostgreSQL")
+    pgdata = settings.data_dir.resolve() / "pgdata"
+    if embedded.stop(settings.data_dir):
+        print(f"stopped the embedded PostgreSQL ({pgdata})")
+    else:
+        print(f"the embedded PostgreSQL is not running ({pgdata})")
+    return 0
+
+
+def _hash(password: str) -> str:
+    # Imported here: the module hashes a dummy password when loaded (argon2,
+    # 0.1 s), which commands that need no password should not wait for.
+    from .passwords import hash_password
+
+    return hash_password(password)
+
+
 def _create_user(args: argparse.Namespace, staff: bool) -> int:
+    username = _ask(args.username, "Username", "--username")
+    password = _ask(args.password, "Password", "--password", secret=True)
     settings = _settings()
-    username = _ask(args.username, "Username")
-    password = _ask(args.password, "Password", secret=True)
 
     async def work(conn: asyncpg.Connection) -> int:
         try:
-            row = await conn.fetchrow(
-                Q.create_user, username, passwords.hash_password(password), staff
-            )
+            row = await conn.fetchrow(Q.create_user, username, _hash(password), staff)
         except asyncpg.UniqueViolationError:
-            print(f"user {username!r} already exists", file=sys.stderr)
-            return 1
+            raise Problem(f"user {username!r} already exists") from None
         except asyncpg.CheckViolationError:
-            print("username: 1-150 letters, digits and @.+-_ only", file=sys.stderr)
-            return 1
+            raise Problem("--username: 1-150 letters, digits and @.+-_ only") from None
         kind = "staff user" if staff else "user"
         print(f"created {kind} {row['username']!r} (id {row['id']})")
         return 0
@@ -126,7 +179,10 @@ def cmd_user_create(args: argparse.Namespace) -> int:
 
 def cmd_user_list(args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
-        for row in await conn.fetch(Q.list_users):
+        rows = await conn.fetch(Q.list_users)
+        if not rows:
+            print(f"no users yet; create one with: {_create_superuser_hint()}", file=sys.stderr)
+        for row in rows:
             flags = ("staff " if row["is_staff"] else "") + ("" if row["is_active"] else "inactive")
             print(f"{row['id']:>6}  {row['username']:<30} {flags.strip()}")
         return 0
@@ -137,8 +193,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 def _update_user(args: argparse.Namespace, query: str, value: object, done: str) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         if await conn.fetchval(query, args.username, value) is None:
-            print(f"no user {args.username!r}", file=sys.stderr)
-            return 1
+            raise Problem(f"no user {args.username!r} (see: {command_name()} user list)")
         print(f"{args.username}: {done}")
         return 0
 
@@ -146,8 +201,8 @@ def _update_user(args: argparse.Namespace, query: str, value: object, done: str)
 
 
 def cmd_user_set_password(args: argparse.Namespace) -> int:
-    password = _ask(args.password, "Password", secret=True)
-    return _update_user(args, Q.set_password, passwords.hash_password(password), "password set")
+    password = _ask(args.password, "Password", "--password", secret=True)
+    return _update_user(args, Q.set_password, _hash(password), "password set")
 
 
 def cmd_user_deactivate(args: argparse.Namespace) -> int:
@@ -158,40 +213,81 @@ def cmd_user_activate(args: argparse.Namespace) -> int:
     return _update_user(args, Q.set_active, True, "activated")
 
 
+def _message(text: str, settings: Settings) -> str:
+    """The API's rules for a message (the database's CHECK holds the outer bound)."""
+    largest = settings.max_message_chars
+    if not text.strip() or len(text) > largest:
+        raise Problem(
+            f"the message must be 1 to {largest:,} characters and not blank, got {len(text):,}"
+        )
+    return text
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     try:
         data = orjson.loads(args.data)
     except orjson.JSONDecodeError as exc:
-        raise SystemExit(f"--data is not valid JSON: {exc}") from None
+        raise Problem(f"--data is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise SystemExit("--data must be a JSON object")
+        raise Problem("--data must be a JSON object")
+    settings = _settings()
+    message = _message(args.message, settings)
 
     async def work(conn: asyncpg.Connection) -> int:
+        actor = await conn.fetchrow(Q.user_by_username, args.actor)
+        if actor is None or not actor["is_active"] or not actor["is_staff"]:
+            raise Problem(f"--as {args.actor}: no active staff user of that name")
         tag_id = await conn.fetchval(Q.tag_id_by_name, args.tag)
         if tag_id is None:
-            print(f"no tag {args.tag!r}", file=sys.stderr)
-            return 1
-        row = await conn.fetchrow(Q.publish, tag_id, args.message, data, None)
+            raise Problem(f"no tag {args.tag!r}")
+        row = await conn.fetchrow(Q.publish, tag_id, message, data, actor["id"])
         print(f"published notification {row['id']} to {row['recipients']} recipient(s)")
         return 0
 
-    return _run(_settings(), work)
+    return _run(settings, work)
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
     from . import ws_client
 
-    return ws_client.run(args.url, args.username, args.password, args.token, args.after)
+    return ws_client.run(
+        args.url, args.username, args.password, args.token, args.after, args.retries
+    )
 
 
 # Parser ---------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is one line that points at --help."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _number(low: int, high: int, note: str = "") -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be a number from {low} to {high}{note}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="citelink",
         description="Real-time notifications. Without CITELINK_DATABASE_URL every command "
         "uses an embedded PostgreSQL kept in CITELINK_DATA_DIR (default ./.citelink).",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (or CITELINK_DEBUG=1)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -204,9 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument(
         "--port",
-        type=int,
-        default=int(os.environ.get("CITELINK_PORT") or 8000),
+        type=_number(0, 65535, " (0: any free port)"),
         help="port to bind (default $CITELINK_PORT or 8000)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_number(1, 64),
+        help="processes serving the port, each with its own pool and LISTEN connection "
+        "(default $CITELINK_WORKERS or 1)",
+    )
+    serve.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="leave the embedded PostgreSQL running on exit if this command started it",
     )
     serve.add_argument(
         "--forwarded-allow-ips",
@@ -216,6 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("migrate", cmd_migrate, "apply pending database migrations")
     command("db-url", cmd_db_url, "print the URL of the database in use (for psql)")
+    command(
+        "db-status",
+        cmd_db_status,
+        "say whether the embedded PostgreSQL is running (exit status 3 when not)",
+    )
+    command(
+        "db-stop",
+        cmd_db_stop,
+        "stop the embedded PostgreSQL (its clients, a running serve included, are disconnected)",
+    )
 
     superuser = command("createsuperuser", cmd_createsuperuser, "create a staff user")
     superuser.add_argument("--username", help="prompted for when missing")
@@ -238,6 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
         command(name, func, text, user_commands).add_argument("--username", required=True)
 
     publish = command("publish", cmd_publish, "post a notification to every subscriber of a tag")
+    publish.add_argument(
+        "--as",
+        dest="actor",
+        required=True,
+        metavar="USERNAME",
+        help="the staff user publishing: the notification's author and audit actor",
+    )
     publish.add_argument("--tag", required=True, help="tag name")
     publish.add_argument("--data", default="{}", help="extra JSON object (default {})")
     publish.add_argument("message")
@@ -248,7 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
         "print a user's live events as JSON lines (a WebSocket client of a running server)",
     )
     listen.add_argument(
-        "--url", default="http://127.0.0.1:8000", help="the server (default http://127.0.0.1:8000)"
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="the server, http(s)://host:port; host:port means http (default "
+        "http://127.0.0.1:8000)",
     )
     listen.add_argument("--username", help="sign in as this user (prompted for when missing)")
     listen.add_argument(
@@ -256,12 +382,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listen.add_argument("--token", help="an access token instead of a username and password")
     listen.add_argument("--after", type=int, help="first replay the items with a higher id")
+    listen.add_argument(
+        "--retries",
+        type=_number(0, 1000),
+        default=10,
+        help="failed attempts in a row to reach the server before giving up (default 10, "
+        "about 30 s; the count starts again once connected)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    debug = args.debug or os.environ.get("CITELINK_DEBUG", "") not in ("", "0")
+    try:
+        status = args.func(args)
+        sys.stdout.flush()  # a reader gone away is noticed here, not at exit
+        return status
+    except (Exception, KeyboardInterrupt) as exc:
+        return failures.report(exc, debug=debug)
 
 
 if __name__ == "__main__":

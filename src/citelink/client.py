@@ -69,6 +69,9 @@ class Outbox:
         self._unfinished = 0
         self._waiters: list[asyncio.Future[None]] | None = None
 
+    def qsize(self) -> int:
+        return len(self._items)
+
     def full(self) -> bool:
         return len(self._items) >= self.maxsize
 

@@ -12,6 +12,7 @@ import asyncpg
 import orjson
 
 from . import embedded
+from .failures import Problem
 from .settings import Settings
 
 SECRET_KEY_FILE = "secret_key"
@@ -30,7 +31,7 @@ def resolve(settings: Settings) -> Settings:
         url = embedded.start(settings.data_dir)
         key = key or _stored_secret_key(settings)
     elif key is None:
-        raise SystemExit(
+        raise Problem(
             "CITELINK_SECRET_KEY is required with CITELINK_DATABASE_URL "
             "(every process behind one database must sign tokens with the same key)"
         )

@@ -35,7 +35,7 @@ from . import frames, inbox
 from .client import Client, Delivery
 from .database import ERRORS
 from .events import Event
-from .protocol import REPLACED
+from .protocol import REPLACED, REVOKED, TOKEN_REFUSED
 from .queries import Q
 from .settings import Settings
 
@@ -48,9 +48,6 @@ BATCH_ROWS = 500
 CONTENT_CACHE = 256
 # Seconds a shutdown waits for sockets to send their close frames.
 SHUTDOWN_WAIT = 3.0
-
-# Why the sockets of a user deactivated or deleted are closed.
-REVOKED = "user is inactive or deleted"
 
 
 class Refused(Exception):
@@ -130,7 +127,7 @@ class Hub:
                 raise Refused(1013, "database unavailable, try again later") from None
             if row is None or not row["is_active"]:
                 self.detach(client)
-                raise Refused(4401, REVOKED)
+                raise Refused(TOKEN_REFUSED, REVOKED)
             client.last_position = client.opened_at = row["last_position"]
             if client.synced == self._generation:
                 client.release()
@@ -138,6 +135,10 @@ class Hub:
         # is looking at (a client may open a socket per click, never closing one).
         while len(sockets) > self._settings.ws_max_sockets_per_user:
             sockets.pop(0).close(REPLACED, "replaced by a newer socket of this user")
+
+    def clients(self) -> list[Client]:
+        """Every socket attached here (read by citelink.metrics)."""
+        return [client for sockets in self._clients.values() for client in sockets]
 
     def detach(self, client: Client) -> None:
         sockets = self._clients.get(client.user_id, [])
@@ -254,7 +255,7 @@ class Hub:
 
     def _revoke(self, user_id: int) -> None:
         for client in self._clients.get(user_id, ()):
-            client.close(4401, REVOKED)
+            client.close(TOKEN_REFUSED, REVOKED)
 
     def lost(self) -> None:
         """The listener lost its connection: events from now on may be missing."""

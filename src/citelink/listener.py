@@ -24,6 +24,7 @@ import secrets
 
 import asyncpg
 
+from . import metrics
 from .database import ERRORS
 from .events import CHANNEL, parse_event
 from .hub import Hub
@@ -104,10 +105,12 @@ class Listener:
                 log.info("listening on %s", CHANNEL)
                 await self._watch(conn, broken)
                 log.warning("listener connection lost; reconnecting")
+                metrics.LISTENER_RECONNECTS.inc()
             except Exception as exc:
                 # Whatever went wrong (the database went away mid back-fill, most
                 # likely), the way out is the same: start over.
                 log.warning("listener failed: %r; reconnecting", exc)
+                metrics.LISTENER_RECONNECTS.inc()
             finally:
                 self._alive.clear()
                 hub.lost()
@@ -156,4 +159,5 @@ class Listener:
             log.debug("ignoring a foreign payload on %s: %.80r", CHANNEL, payload)
             return
         assert self._hub is not None
+        metrics.event_received(event.kind)
         self._hub.publish(event)

@@ -15,3 +15,5 @@ EXTENDED = "citelink.v1"
 TOKEN_REFUSED = 4401  # bad, expired or refresh token; user deactivated or deleted
 TOO_SLOW = 4408  # the socket's send queue was full: reconnect and resume
 REPLACED = 4409  # a newer socket of the user took this one's place
+# The reason of a TOKEN_REFUSED close when the user was deactivated or deleted.
+REVOKED = "user is inactive or deleted"

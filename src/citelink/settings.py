@@ -5,16 +5,27 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from .failures import Problem
+
+# The CHECK on notification.message (sql/schema.sql): the API's limit may be
+# set lower, never higher, so that the API, the CLI and plain SQL agree.
+MESSAGE_CHARS_BOUND = 100_000
+LOG_FORMATS = ("text", "json")
 
 
-def _int(name: str, default: int) -> int:
+def _int(name: str, default: int, low: int | None = None, high: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+        raise Problem(f"{name} must be an integer, got {raw!r}") from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise Problem(f"{name} must be from {low} to {high}, got {value}")
+    return value
 
 
 def _float(name: str, default: float) -> float:
@@ -24,7 +35,29 @@ def _float(name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+        raise Problem(f"{name} must be a number, got {raw!r}") from None
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (os.environ.get(name) or default).lower()
+    if raw not in choices:
+        raise Problem(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _database_url() -> str | None:
+    """CITELINK_DATABASE_URL, checked for shape (never echoed: it may hold a password)."""
+    url = os.environ.get("CITELINK_DATABASE_URL") or None
+    if url is None:
+        return None
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    if scheme not in ("postgresql", "postgres"):
+        got = f"a {scheme}:// URL" if scheme else "no URL"
+        raise Problem(
+            f"CITELINK_DATABASE_URL must be postgresql://user:password@host:5432/database, "
+            f"got {got}; unset it to use the embedded PostgreSQL"
+        )
+    return url
 
 
 @dataclass(frozen=True)
@@ -55,18 +88,27 @@ class Settings:
     # pool) and for one statement; past either a REST call answers 503.
     db_connect_seconds: float = 5.0
     db_query_seconds: float = 60.0
+    # `citelink serve`: port and worker processes when the flags are not given.
+    port: int = 8000
+    workers: int = 1
+    # A static bearer token for Prometheus scrapers of GET /metrics (a staff
+    # user's access token always works).
+    metrics_token: str | None = None
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls) -> Settings:
         env = os.environ.get
         return cls(
-            database_url=env("CITELINK_DATABASE_URL") or None,
+            database_url=_database_url(),
             data_dir=Path(env("CITELINK_DATA_DIR") or ".citelink"),
             secret_key=env("CITELINK_SECRET_KEY") or None,
             access_token_minutes=_int("CITELINK_ACCESS_TOKEN_MINUTES", cls.access_token_minutes),
             refresh_token_minutes=_int("CITELINK_REFRESH_TOKEN_MINUTES", cls.refresh_token_minutes),
             max_body_bytes=_int("CITELINK_MAX_BODY_BYTES", cls.max_body_bytes),
-            max_message_chars=_int("CITELINK_MAX_MESSAGE_CHARS", cls.max_message_chars),
+            max_message_chars=_int(
+                "CITELINK_MAX_MESSAGE_CHARS", cls.max_message_chars, 1, MESSAGE_CHARS_BOUND
+            ),
             max_page_size=_int("CITELINK_MAX_PAGE_SIZE", cls.max_page_size),
             ws_send_queue=_int("CITELINK_WS_SEND_QUEUE", cls.ws_send_queue),
             ws_max_frame_bytes=_int("CITELINK_WS_MAX_FRAME_BYTES", cls.ws_max_frame_bytes),
@@ -83,4 +125,8 @@ class Settings:
             pool_size=_int("CITELINK_POOL_SIZE", cls.pool_size),
             db_connect_seconds=_float("CITELINK_DB_CONNECT_SECONDS", cls.db_connect_seconds),
             db_query_seconds=_float("CITELINK_DB_QUERY_SECONDS", cls.db_query_seconds),
+            port=_int("CITELINK_PORT", cls.port, 0, 65535),
+            workers=_int("CITELINK_WORKERS", cls.workers, 1, 64),
+            metrics_token=env("CITELINK_METRICS_TOKEN") or None,
+            log_format=_choice("CITELINK_LOG_FORMAT", cls.log_format, LOG_FORMATS),
         )

@@ -38,11 +38,11 @@ import uvicorn
 from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import frames, inbox, tokens
+from . import frames, inbox, metrics, tokens
 from .client import Client
 from .database import BIGINT_MAX, ERRORS
 from .hub import Hub, Refused
-from .protocol import EXTENDED
+from .protocol import EXTENDED, REVOKED, TOKEN_REFUSED
 from .queries import Q
 from .settings import Settings
 
@@ -125,6 +125,7 @@ class Session:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        metrics.socket_closed(code)
         if code is not None:
             # A client that does not read would block the close frame forever.
             with contextlib.suppress(TimeoutError, OSError, WebSocketDisconnect, RuntimeError):
@@ -148,6 +149,7 @@ class Session:
                     await self.websocket.send_text(frame)
             except (OSError, WebSocketDisconnect):
                 return
+            metrics.frames_sent(len(frames))
             self.client.queue.task_done()
 
     def expire_at(self, exp: float) -> None:
@@ -266,7 +268,7 @@ class Session:
             raise FrameError("invalid_token", "the token belongs to another user")
         row = await self.pool.fetchrow(Q.user_by_id, self.client.user_id)
         if row is None or not row["is_active"]:
-            self.client.close(4401, "user is inactive or deleted")
+            self.client.close(TOKEN_REFUSED, REVOKED)
             return
         self.expire_at(claims["exp"])
         await self.client.reply([frames.frame("auth", expires_at=claims["exp"])])
@@ -294,6 +296,7 @@ HANDLERS: Handlers = {
 
 
 async def _refuse(websocket: WebSocket, subprotocol: str | None, code: int, reason: str) -> None:
+    metrics.socket_closed(code)
     # Accepted first (with the protocol asked for, or a browser fails the
     # handshake): a handshake refused with HTTP 403 reaches a browser as 1006.
     await websocket.accept(subprotocol)

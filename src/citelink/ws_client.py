@@ -7,6 +7,10 @@ When the connection drops (server restart, 4408, network), it reconnects with
 backoff and sends `resume` after the newest item it has seen, so nothing is
 missed and nothing printed twice. With a password it signs in again when the
 token expires (4401); with `--token` it stops there.
+
+A server it cannot reach (to sign in, or to open the socket: the same with a
+token and with a password) is tried `retries` more times, with backoff, and
+then given up with a line that says so.
 """
 
 from __future__ import annotations
@@ -16,32 +20,56 @@ import getpass
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import TextIO
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import orjson
 import websockets
 
+from .failures import Problem
 from .listener import backoff
-from .protocol import EXTENDED, REPLACED, SOCKET_PATH, TOKEN_REFUSED
+from .protocol import EXTENDED, REPLACED, REVOKED, SOCKET_PATH, TOKEN_REFUSED
 
 # Close codes after which reconnecting cannot help (4401: once a fresh token
-# was refused too).
+# was refused too, or when there is no password to get one with).
 FINAL = {
     TOKEN_REFUSED: "the token is invalid or expired",
     REPLACED: "a newer socket of this user took this one's place",
 }
+# The server's scheme for each scheme `--url` may be given in.
+SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 
 
 class SignInError(Exception):
-    """The server refused the credentials, or could not be reached."""
+    """The server refused the credentials: trying again cannot help."""
+
+
+class Unreachable(Exception):
+    """The server could not be reached, or could not answer now: worth a retry."""
+
+
+def server_url(url: str) -> str:
+    """http(s)://host[:port][/prefix] for what `--url` was given: a scheme-less
+    host:port means http, and ws(s):// the server of that socket."""
+    if "://" not in url:
+        url = f"http://{url}"
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES or not parts.netloc:
+        raise Problem(f"--url must be http(s)://host:port (or host:port), got {url!r}")
+    return urlunsplit((SCHEMES[parts.scheme], parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _detail(error: urllib.error.HTTPError) -> str:
+    try:
+        return str(orjson.loads(error.read())["detail"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, OSError):
+        return f"HTTP {error.code}"
 
 
 def sign_in(url: str, username: str, password: str) -> str:
     """An access token from the server's POST /api/token/."""
     request = urllib.request.Request(
-        url.rstrip("/") + "/api/token/",
+        url + "/api/token/",
         data=orjson.dumps({"username": username, "password": password}),
         headers={"Content-Type": "application/json"},
         method="POST",
@@ -50,33 +78,57 @@ def sign_in(url: str, username: str, password: str) -> str:
         with urllib.request.urlopen(request, timeout=10) as response:
             return orjson.loads(response.read())["access"]
     except urllib.error.HTTPError as exc:
-        raise SignInError(f"sign-in refused ({exc.code}): wrong username or password?") from None
+        if exc.code >= 500:
+            raise Unreachable(f"the server answered {exc.code}: {_detail(exc)}") from None
+        raise SignInError(f"sign-in refused: {_detail(exc)}") from None
     except OSError as exc:
-        raise SignInError(f"cannot reach {url}: {exc}") from None
+        raise Unreachable(str(getattr(exc, "reason", exc))) from None
 
 
 def socket_url(url: str, token: str) -> str:
     """ws(s)://host/ws/notifications/?token=… for an http(s):// server URL."""
     parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    scheme = {"http": "ws", "https": "wss"}[parts.scheme]
     path = parts.path.rstrip("/") + SOCKET_PATH
     return urlunsplit((scheme, parts.netloc, path, f"token={quote(token)}", ""))
 
 
+class Credentials:
+    """An access token, and the username and password to get a new one with."""
+
+    def __init__(self, url: str, username: str | None, password: str | None, token: str | None):
+        self.url, self.username, self.password, self._token = url, username, password, token
+
+    @property
+    def renewable(self) -> bool:
+        return self.password is not None
+
+    def token(self, renew: bool = False) -> str:
+        if self._token is None or renew:
+            assert self.username is not None and self.password is not None
+            self._token = sign_in(self.url, self.username, self.password)
+        return self._token
+
+
+def _final_reason(code: int, reason: str) -> str:
+    if code == TOKEN_REFUSED and reason == REVOKED:
+        return "the user is deactivated or deleted"
+    return FINAL[code]
+
+
 async def listen(
-    url: str, token: Callable[[bool], str], after: int | None, out: TextIO = sys.stdout
+    url: str, credentials: Credentials, after: int | None, retries: int, out: TextIO = sys.stdout
 ) -> int:
-    """Print frames until interrupted; `token(renew)` gives an access token
-    (a new one when `renew`, or raises SignInError)."""
+    """Print frames until interrupted; 1 once reconnecting cannot help."""
     last = after
     position = 0  # of `last`, once a frame tells it
     renew = False
     attempt = 0
     while True:
+        reason = ""
         try:
-            async with websockets.connect(
-                socket_url(url, token(renew)), max_size=None, subprotocols=[EXTENDED]
-            ) as ws:
+            ws_url = socket_url(url, credentials.token(renew))
+            async with websockets.connect(ws_url, max_size=None, subprotocols=[EXTENDED]) as ws:
                 renew, attempt = False, 0
                 learning = last is None
                 if learning:
@@ -97,17 +149,25 @@ async def listen(
                     # The newest item in the user's order (a restored one is older).
                     if frame.get("type") == "notification" and frame["position"] > position:
                         last, position = frame["id"], frame["position"]
-            code = ws.close_code
+            code, reason = ws.close_code, ws.close_reason or ""
         except websockets.ConnectionClosed as closed:
-            code = closed.rcvd.code if closed.rcvd else 1006
-        except (OSError, websockets.InvalidHandshake) as exc:
+            code, reason = (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (1006, "")
+        except (Unreachable, OSError, websockets.InvalidHandshake) as exc:
             code = None
+            if attempt >= retries:
+                print(
+                    f"citelink listen: cannot reach {url} ({exc}), tried {attempt + 1} times; "
+                    "is the server running there? (--url)",
+                    file=sys.stderr,
+                )
+                return 1
             print(f"citelink listen: {exc}; retrying", file=sys.stderr)
-        if code == TOKEN_REFUSED and not renew:
+        if code == TOKEN_REFUSED and not renew and credentials.renewable:
             renew = True  # sign in again, once
             continue
         if code in FINAL:
-            print(f"citelink listen: closed ({code}): {FINAL[code]}", file=sys.stderr)
+            why = _final_reason(code, reason)
+            print(f"citelink listen: closed ({code}): {why}", file=sys.stderr)
             return 1
         if code is not None:
             print(f"citelink listen: connection closed ({code}); reconnecting", file=sys.stderr)
@@ -116,9 +176,15 @@ async def listen(
 
 
 def run(
-    url: str, username: str | None, password: str | None, token: str | None, after: int | None
+    url: str,
+    username: str | None,
+    password: str | None,
+    token: str | None,
+    after: int | None,
+    retries: int,
 ) -> int:
     """The `citelink listen` command."""
+    url = server_url(url)
     if token is None:
         username = username or input("Username: ")
         if password is None:
@@ -126,18 +192,8 @@ def run(
             password = (
                 getpass.getpass() if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
             )
-
-    def access(renew: bool) -> str:
-        nonlocal token
-        if token is None or renew:
-            if password is None:
-                raise SignInError("the token is invalid or expired")
-            assert username is not None
-            token = sign_in(url, username, password)
-        return token
-
     try:
-        return asyncio.run(listen(url, access, after))
+        return asyncio.run(listen(url, Credentials(url, username, password, token), after, retries))
     except SignInError as exc:
         print(f"citelink listen: {exc}", file=sys.stderr)
         return 1

@@ -6,9 +6,9 @@ without it is redirected (307, method and body kept) by Starlette's router.
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
-from . import audit, inbox, notifications, openapi, subscriptions, tags, tokens, users
+from . import audit, inbox, metrics, notifications, openapi, subscriptions, tags, tokens, users
 from .endpoint import ApiRoute
 
 routes: list[BaseRoute] = [
@@ -42,4 +42,5 @@ routes: list[BaseRoute] = [
     ),
     ApiRoute("/api/audit/", get=audit.list_entries),
     ApiRoute("/openapi.json", get=openapi.document),
+    Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
 ]

@@ -13,6 +13,7 @@ import logging
 import asyncpg
 
 from ..errors import ApiError
+from ..metrics import PUBLISH_SECONDS
 from ..queries import Q
 from .endpoint import Call, endpoint
 from .validation import PAGE, Body, Integer, JsonObject, Query, String, page, page_bounds
@@ -46,9 +47,10 @@ async def publish(call: Call) -> dict:
     body = call.body
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
-            row = await call.pool.fetchrow(
-                Q.publish, body["tag"], body["message"], body.get("data", {}), call.me.id
-            )
+            with PUBLISH_SECONDS.time():
+                row = await call.pool.fetchrow(
+                    Q.publish, body["tag"], body["message"], body.get("data", {}), call.me.id
+                )
             break
         except asyncpg.ForeignKeyViolationError as exc:
             if exc.constraint_name == "notification_tag_id_fkey":

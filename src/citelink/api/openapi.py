@@ -145,6 +145,17 @@ _OUTSIDE: dict[str, dict] = {
         "Readiness: the database answers and the listener is alive",
         {"200": _json(_ref("Health"), "ready"), "503": _json(_ref("Health"), "not ready")},
     ),
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (a staff token, or CITELINK_METRICS_TOKEN)",
+            "security": [{"bearer": []}],
+            "responses": {
+                "200": {"description": "text exposition format", "content": {"text/plain": {}}},
+                "401": _json(_ref("Error"), "no valid token"),
+                "403": _json(_ref("Error"), "not staff"),
+            },
+        }
+    },
     "/": _plain("The web page", {"200": {"description": "HTML", "content": {"text/html": {}}}}),
     "/static/{name}": _plain(
         "A file of the web page (script, stylesheet)",

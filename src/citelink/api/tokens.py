@@ -45,8 +45,11 @@ async def obtain(call: Call) -> dict:
     matched = await run_in_threadpool(
         passwords.verify_password, row["password_hash"] if row else None, call.body["password"]
     )
-    if not matched or not row["is_active"]:
+    if not matched:
         raise ApiError(401, "no active account found with the given credentials")
+    if not row["is_active"]:
+        # Only whoever knows the password learns this, and it is what to fix.
+        raise ApiError(401, "this account is deactivated")
     return {
         "refresh": _issue(call, row["id"], "refresh"),
         "access": _issue(call, row["id"], "access"),
