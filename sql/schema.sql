@@ -53,13 +53,25 @@ CREATE TABLE notification (
 -- user_id and notification_id are kept valid by triggers rather than foreign
 -- keys, whose per-row checks were most of a 100,000-row fan-out
 -- ("Inbox keys" in sql/triggers.sql, tested under every isolation level).
+-- States: seen (the badge), read (implies seen), archived (out of the default
+-- list, not deleted), interacted (a click on the item's link or one of its
+-- actions: implies read), deleted (the seed's soft delete: hidden for good).
+-- Each flag's time is stamped by a trigger, whoever sets it.
 CREATE TABLE user_notification (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     user_id         bigint      NOT NULL,
     notification_id bigint      NOT NULL,
     position        bigint      NOT NULL,
+    is_seen         boolean     NOT NULL DEFAULT false,
+    seen_at         timestamptz,
     is_read         boolean     NOT NULL DEFAULT false,
     read_at         timestamptz,
+    is_archived     boolean     NOT NULL DEFAULT false,
+    archived_at     timestamptz,
+    interacted_at   timestamptz,
+    -- The action clicked (its id in the notification's data.actions); NULL for
+    -- the item's own link.
+    action          text        CHECK (char_length(action) BETWEEN 1 AND 100),
     is_deleted      boolean     NOT NULL DEFAULT false,
     deleted_at      timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -68,16 +80,19 @@ CREATE TABLE user_notification (
     UNIQUE (notification_id, user_id)
 );
 
--- One row per user, kept by triggers: the unread and total (non-deleted)
--- counts, so the badge stays O(1) at millions of inbox rows, and the position
--- of the user's newest item. Whoever adds items for a user locks this row
+-- One row per user, kept by triggers: the counts of the default list (items
+-- neither deleted nor archived: `total`, and of those the `unread` and
+-- `unseen`) and of the `archived` ones, so the badge stays O(1) at millions
+-- of inbox rows; and the position of the user's newest item. Whoever adds items for a user locks this row
 -- until commit: that lock is what orders the user's items. Every fan-out
 -- updates its recipients' rows: half of each page is left free so that the
 -- new versions stay on their page (HOT) and need no index entry.
 CREATE TABLE inbox_count (
     user_id       bigint PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    unseen        bigint NOT NULL DEFAULT 0,
     unread        bigint NOT NULL DEFAULT 0,
     total         bigint NOT NULL DEFAULT 0,
+    archived      bigint NOT NULL DEFAULT 0,
     last_position bigint NOT NULL DEFAULT 0
 ) WITH (fillfactor = 50);
 
@@ -99,7 +114,8 @@ CREATE TABLE audit_log (
 CREATE VIEW inbox_item AS
 SELECT i.id, i.user_id, i.is_deleted, i.notification_id, n.tag_id AS tag,
        t.name AS tag_name, n.message, n.data, n.created_at AS timestamp,
-       i.is_read, i.read_at, i.position
+       i.is_read, i.read_at, i.position, i.is_seen, i.seen_at, i.is_archived,
+       i.archived_at, i.interacted_at, i.action
 FROM user_notification AS i
 JOIN notification AS n ON n.id = i.notification_id
 JOIN tag AS t ON t.id = n.tag_id;
@@ -113,15 +129,21 @@ CREATE INDEX subscription_tag_user_idx ON subscription (tag_id, user_id);
 
 CREATE INDEX notification_tag_idx ON notification (tag_id, id);
 
--- Inbox keyset pages (newest first) and resume (oldest first), by status, in
--- each user's order. Unique: no two visible items of a user share a position.
-CREATE UNIQUE INDEX user_notification_inbox_idx
-    ON user_notification (user_id, position) WHERE NOT is_deleted;
+-- Inbox keyset pages (newest first) and resume (oldest first), in each user's
+-- order: the default list (neither deleted nor archived), its unread and read
+-- items, and the archived ones. Unseen items are unread ones too (reading
+-- implies seen), so they are found through the unread index.
+CREATE INDEX user_notification_inbox_idx
+    ON user_notification (user_id, position) WHERE NOT is_deleted AND NOT is_archived;
 CREATE INDEX user_notification_unread_idx
-    ON user_notification (user_id, position) WHERE NOT is_deleted AND NOT is_read;
+    ON user_notification (user_id, position)
+    WHERE NOT is_deleted AND NOT is_archived AND NOT is_read;
 CREATE INDEX user_notification_read_idx
-    ON user_notification (user_id, position) WHERE NOT is_deleted AND is_read;
--- With the inbox index, every row of a user (to remove a deleted user's rows);
+    ON user_notification (user_id, position)
+    WHERE NOT is_deleted AND NOT is_archived AND is_read;
+CREATE INDEX user_notification_archived_idx
+    ON user_notification (user_id, position) WHERE NOT is_deleted AND is_archived;
+-- With the others, every row of a user (to remove a deleted user's rows);
 -- new items are not deleted, so the fan-out never writes to it.
 CREATE INDEX user_notification_deleted_idx
     ON user_notification (user_id, position) WHERE is_deleted;

@@ -32,15 +32,23 @@
 --  * `ORDER BY id OFFSET 0` in the subquery that feeds pg_notify: events are
 --    sent in item order; the fence keeps the ordered subquery as it is.
 
--- Events: one channel, `citelink_events`; payloads carry ids only, so they
--- stay far below the 8000-byte pg_notify limit whatever the message length:
---     "<kind> <user_id> <item_id> <notification_id> <position> <unread>"
---         one inbox item changed; kind is new | read | unread | delete |
---         restore, unread is the user's unread count after the change;
+-- Events: one channel, `citelink_events`; payloads carry ids and numbers
+-- only, so they stay far below the 8000-byte pg_notify limit whatever the
+-- message length:
+--     "<kind> <user_id> <item_id> <notification_id> <position> <old> <new>
+--      <unseen> <unread> <total> <archived>"
+--         one inbox item was added (kind `new`), changed (`change`) or removed
+--         outright (`remove`); <old> and <new> are its states before and after
+--         (citelink_item_state: bits for seen, read, archived, interacted,
+--         deleted), then the user's counts after the change;
+--     "bulk <user_id> <items> <unseen> <unread> <total> <archived>"
+--         a statement changed more than citelink_events_per_item_limit()
+--         items: one event per user instead of one per item (clients reload
+--         what they show);
 --     "fanout <notification_id> <recipients>"
---         a statement added more than citelink_events_per_item_limit() items
---         of one notification: one event for all of them instead of one per
---         recipient (each relay reads which of its connected users got one);
+--         a statement added more than that many items of one notification:
+--         one event for all of them (each relay reads which of its connected
+--         users got one);
 --     "revoke <user_id>"
 --         the user was deactivated or deleted.
 --
@@ -122,14 +130,33 @@ BEGIN
     RETURN NULL;
 END
 $$;
--- More items of one notification in one statement than this, and the
--- statement sends one `fanout` event instead of one event per item: queueing
--- 100,000 events at commit holds PostgreSQL's cluster-wide NOTIFY lock, which
--- every other notifying commit waits for, and makes every relay parse 100,000
--- payloads to find the few users it serves.
+-- More items in one statement than this, and the statement sends one `fanout`
+-- event per notification (or one `bulk` event per user) instead of one event
+-- per item: queueing 100,000 events at commit holds PostgreSQL's cluster-wide
+-- NOTIFY lock, which every other notifying commit waits for, and makes every
+-- relay parse 100,000 payloads to find the few users it serves.
 CREATE FUNCTION citelink_events_per_item_limit() RETURNS bigint
 LANGUAGE sql IMMUTABLE AS $$
     SELECT 1000::bigint
+$$;
+
+-- An inbox item's state as one number, for events: 1 seen, 2 read,
+-- 4 archived, 8 interacted, 16 deleted.
+CREATE FUNCTION citelink_item_state(item user_notification) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT item.is_seen::integer + 2 * item.is_read::integer + 4 * item.is_archived::integer
+           + 8 * (item.interacted_at IS NOT NULL)::integer + 16 * item.is_deleted::integer
+$$;
+
+-- The counts an item adds to its owner's counter row: (unseen, unread,
+-- total, archived), as inbox_count defines them.
+CREATE FUNCTION citelink_item_counts(item user_notification, OUT unseen integer,
+                                     OUT unread integer, OUT total integer,
+                                     OUT archived integer)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (listed AND NOT item.is_seen)::integer, (listed AND NOT item.is_read)::integer,
+           listed::integer, (NOT item.is_deleted AND item.is_archived)::integer
+    FROM (SELECT NOT item.is_deleted AND NOT item.is_archived AS listed) AS l
 $$;
 
 -- Each new notification gets one inbox row per subscriber of its tag, and one
@@ -155,10 +182,12 @@ BEGIN
         FROM new_rows AS n
         CROSS JOIN LATERAL (SELECT user_id FROM subscription WHERE tag_id = n.tag_id OFFSET 0) AS s
     ), numbered AS (
-        INSERT INTO inbox_count AS c (user_id, unread, total, last_position)
-        SELECT user_id, count(*), count(*), count(*) FROM pairs GROUP BY user_id ORDER BY user_id
+        INSERT INTO inbox_count AS c (user_id, unseen, unread, total, last_position)
+        SELECT user_id, count(*), count(*), count(*), count(*)
+        FROM pairs GROUP BY user_id ORDER BY user_id
         ON CONFLICT (user_id) DO UPDATE
-            SET unread = c.unread + excluded.unread, total = c.total + excluded.total,
+            SET unseen = c.unseen + excluded.unseen, unread = c.unread + excluded.unread,
+                total = c.total + excluded.total,
                 last_position = c.last_position + excluded.last_position
         RETURNING user_id, last_position
     ), inserted AS (
@@ -226,16 +255,22 @@ END
 $$;
 
 -- An inbox row inserted by plain SQL (not by the fan-out, which numbers its
--- own rows set-based): lock the owner's counter row, count the item and give
--- it the next position. Whatever position the statement gave is replaced.
+-- own rows set-based): its states imply one another as on an update, then
+-- lock the owner's counter row, count the item and give it the next
+-- position. Whatever position the statement gave is replaced.
 CREATE FUNCTION citelink_number_item() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    added record;
 BEGIN
-    INSERT INTO inbox_count AS c (user_id, unread, total, last_position)
-    VALUES (NEW.user_id, (NOT NEW.is_read AND NOT NEW.is_deleted)::int,
-            (NOT NEW.is_deleted)::int, 1)
+    NEW.is_read := NEW.is_read OR NEW.interacted_at IS NOT NULL;
+    NEW.is_seen := NEW.is_seen OR NEW.is_read;
+    added := citelink_item_counts(NEW);
+    INSERT INTO inbox_count AS c (user_id, unseen, unread, total, archived, last_position)
+    VALUES (NEW.user_id, added.unseen, added.unread, added.total, added.archived, 1)
     ON CONFLICT (user_id) DO UPDATE
-        SET unread = c.unread + excluded.unread, total = c.total + excluded.total,
+        SET unseen = c.unseen + excluded.unseen, unread = c.unread + excluded.unread,
+            total = c.total + excluded.total, archived = c.archived + excluded.archived,
             last_position = c.last_position + 1
     RETURNING last_position INTO NEW.position;
     RETURN NEW;
@@ -245,9 +280,10 @@ $$;
 -- Cursors are item ids (what clients hold), orders are positions: the bound
 -- an id stands for in a user's order. An item of the user stands for its own
 -- position. Any other id (another user's item, one removed outright, a
--- made-up number) stands for the point just after the user's newest item, in
--- their order, with a smaller id: found by walking their inbox back from the
--- newest, so it costs as many steps as they have newer items.
+-- made-up number) stands for the point just after the user's newest listed
+-- item (neither deleted nor archived), in their order, with a smaller id:
+-- found by walking their inbox back from the newest, so it costs as many
+-- steps as they have newer items.
 -- `before`: items with a position below the result come before the id.
 -- `after`: items with a position above the result come after it.
 CREATE FUNCTION citelink_position_before(owner bigint, item bigint) RETURNS bigint
@@ -255,7 +291,7 @@ LANGUAGE sql STABLE STRICT AS $$
     SELECT coalesce(
         (SELECT position FROM user_notification WHERE id = item AND user_id = owner),
         (SELECT position + 1 FROM user_notification
-         WHERE user_id = owner AND NOT is_deleted AND id < item
+         WHERE user_id = owner AND NOT is_deleted AND NOT is_archived AND id < item
          ORDER BY position DESC LIMIT 1),
         0)
 $$;
@@ -265,7 +301,7 @@ LANGUAGE sql STABLE STRICT AS $$
     SELECT coalesce(
         (SELECT position FROM user_notification WHERE id = item AND user_id = owner),
         (SELECT position FROM user_notification
-         WHERE user_id = owner AND NOT is_deleted AND id < item
+         WHERE user_id = owner AND NOT is_deleted AND NOT is_archived AND id < item
          ORDER BY position DESC LIMIT 1),
         0)
 $$;
@@ -308,8 +344,8 @@ END
 $$;
 
 -- Deleting users or notifications deletes their inbox rows (what ON DELETE
--- CASCADE would do), through the indexes: a user's rows are in the inbox index
--- and the deleted-items index, a notification's in the unique index.
+-- CASCADE would do), through the indexes: a user's rows are in the inbox, the
+-- archived and the deleted-items indexes, a notification's in the unique index.
 CREATE FUNCTION citelink_remove_inbox_rows() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_seqscan = off
@@ -318,7 +354,8 @@ DECLARE
     ids bigint[] := ARRAY(SELECT id FROM old_rows);
 BEGIN
     IF TG_TABLE_NAME = 'users' THEN
-        DELETE FROM user_notification WHERE user_id = ANY (ids) AND NOT is_deleted;
+        DELETE FROM user_notification WHERE user_id = ANY (ids) AND NOT is_deleted AND NOT is_archived;
+        DELETE FROM user_notification WHERE user_id = ANY (ids) AND NOT is_deleted AND is_archived;
         DELETE FROM user_notification WHERE user_id = ANY (ids) AND is_deleted;
     ELSE
         DELETE FROM user_notification WHERE notification_id = ANY (ids);
@@ -336,12 +373,25 @@ BEGIN
 END
 $$;
 
--- read_at / deleted_at follow the flags, whoever changes them.
+-- States imply one another, whoever changes them: an interaction reads the
+-- item, reading sees it. Each flag's time follows it.
 CREATE FUNCTION citelink_stamp_item_state() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF NEW.interacted_at IS NOT NULL AND OLD.interacted_at IS NULL THEN
+        NEW.is_read := true;
+    END IF;
+    IF NEW.is_read THEN
+        NEW.is_seen := true;  -- a read item is always a seen one
+    END IF;
+    IF NEW.is_seen IS DISTINCT FROM OLD.is_seen THEN
+        NEW.seen_at := CASE WHEN NEW.is_seen THEN now() END;
+    END IF;
     IF NEW.is_read IS DISTINCT FROM OLD.is_read THEN
         NEW.read_at := CASE WHEN NEW.is_read THEN now() END;
+    END IF;
+    IF NEW.is_archived IS DISTINCT FROM OLD.is_archived THEN
+        NEW.archived_at := CASE WHEN NEW.is_archived THEN now() END;
     END IF;
     IF NEW.is_deleted IS DISTINCT FROM OLD.is_deleted THEN
         NEW.deleted_at := CASE WHEN NEW.is_deleted THEN now() END;
@@ -362,17 +412,30 @@ BEGIN
         FROM (SELECT notification_id, count(*) AS items FROM new_rows
               WHERE NOT is_deleted GROUP BY notification_id ORDER BY notification_id) AS e;
     ELSE
-        PERFORM pg_notify('citelink_events', concat_ws(' ', 'new', e.user_id, e.id,
-                          e.notification_id, e.position,
-                          (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
-        FROM (SELECT user_id, id, notification_id, position FROM new_rows
-              WHERE NOT is_deleted ORDER BY id OFFSET 0) AS e;
+        PERFORM citelink_notify_item('new', e.user_id, e.id, e.notification_id, e.position,
+                                     e.state, e.state)
+        FROM (SELECT r.*, citelink_item_state(r) AS state FROM new_rows AS r
+              WHERE NOT r.is_deleted ORDER BY r.id OFFSET 0) AS e;
     END IF;
     RETURN NULL;
 END
 $$;
 
--- Changed read/deleted flags: adjust counters, then one event per row.
+-- The event of one item (see "Events" above), with its owner's counts after
+-- the change.
+CREATE FUNCTION citelink_notify_item(kind text, owner bigint, item bigint, note bigint,
+                                     place bigint, old_state integer, new_state integer)
+RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_notify('citelink_events', concat_ws(' ', kind, owner, item, note, place,
+                     old_state, new_state, c.unseen, c.unread, c.total, c.archived))
+    FROM (SELECT coalesce(max(unseen), 0) AS unseen, coalesce(max(unread), 0) AS unread,
+                 coalesce(max(total), 0) AS total, coalesce(max(archived), 0) AS archived
+          FROM inbox_count WHERE user_id = owner) AS c
+$$;
+
+-- Changed states: adjust counters, then one event per row, or one `bulk`
+-- event per user for a big statement.
 CREATE FUNCTION citelink_publish_item_changes() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_seqscan = off
@@ -380,48 +443,52 @@ AS $$
 BEGIN
     -- Counter deltas need no pairing: what the new rows count minus what the
     -- old rows counted, per owner.
-    INSERT INTO inbox_count AS c (user_id, unread, total)
-    SELECT user_id,
-           coalesce(sum(sign) FILTER (WHERE NOT is_read AND NOT is_deleted), 0),
-           coalesce(sum(sign) FILTER (WHERE NOT is_deleted), 0)
-    FROM (SELECT user_id, is_read, is_deleted, 1 AS sign FROM new_rows
+    INSERT INTO inbox_count AS c (user_id, unseen, unread, total, archived)
+    SELECT user_id, sum(sign * (k).unseen), sum(sign * (k).unread), sum(sign * (k).total),
+           sum(sign * (k).archived)
+    FROM (SELECT user_id, citelink_item_counts(r.*) AS k, 1 AS sign FROM new_rows AS r
           UNION ALL
-          SELECT user_id, is_read, is_deleted, -1 FROM old_rows) AS sides
+          SELECT user_id, citelink_item_counts(r.*), -1 FROM old_rows AS r) AS sides
     GROUP BY user_id
-    HAVING sum(sign) FILTER (WHERE NOT is_read AND NOT is_deleted) <> 0
-        OR sum(sign) FILTER (WHERE NOT is_deleted) <> 0
+    HAVING sum(sign * (k).unseen) <> 0 OR sum(sign * (k).unread) <> 0
+        OR sum(sign * (k).total) <> 0 OR sum(sign * (k).archived) <> 0
     ORDER BY user_id  -- the fan-out's lock order
     ON CONFLICT (user_id) DO UPDATE
-        SET unread = c.unread + excluded.unread, total = c.total + excluded.total;
+        SET unseen = c.unseen + excluded.unseen, unread = c.unread + excluded.unread,
+            total = c.total + excluded.total, archived = c.archived + excluded.archived;
 
-    PERFORM pg_notify('citelink_events', concat_ws(' ', e.kind, e.user_id, e.id, e.notification_id,
-                      e.position, (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
+    IF (SELECT count(*) > citelink_events_per_item_limit() FROM new_rows) THEN
+        PERFORM pg_notify('citelink_events', concat_ws(' ', 'bulk', e.user_id, e.items,
+                          c.unseen, c.unread, c.total, c.archived))
+        FROM (SELECT user_id, count(*) AS items FROM new_rows
+              GROUP BY user_id ORDER BY user_id OFFSET 0) AS e
+        CROSS JOIN LATERAL (SELECT * FROM inbox_count WHERE user_id = e.user_id) AS c;
+        RETURN NULL;
+    END IF;
+    -- Old and new rows paired by grouping on the id ("Plans").
+    PERFORM citelink_notify_item('change', e.user_id, e.id, e.notification_id, e.position,
+                                 e.old_state, e.new_state)
     FROM (
-        SELECT id, user_id, notification_id, position,
-               CASE WHEN is_deleted AND NOT was_deleted THEN 'delete'
-                    WHEN was_deleted AND NOT is_deleted THEN 'restore'
-                    WHEN is_read THEN 'read'
-                    ELSE 'unread' END AS kind
-        FROM (
-            SELECT id, user_id, notification_id, position,
-                   bool_or(is_read) FILTER (WHERE side = 'old') AS was_read,
-                   bool_or(is_deleted) FILTER (WHERE side = 'old') AS was_deleted,
-                   bool_or(is_read) FILTER (WHERE side = 'new') AS is_read,
-                   bool_or(is_deleted) FILTER (WHERE side = 'new') AS is_deleted
-            FROM (SELECT 'old' AS side, * FROM old_rows
-                  UNION ALL
-                  SELECT 'new', * FROM new_rows) AS sides
-            GROUP BY id, user_id, notification_id, position
-        ) AS pairs
-        WHERE (is_read, is_deleted) IS DISTINCT FROM (was_read, was_deleted)
-        ORDER BY id OFFSET 0
-    ) AS e;
+        SELECT r.id, r.user_id, r.notification_id, r.position,
+               min(r.state) FILTER (WHERE r.side = 'old') AS old_state,
+               min(r.state) FILTER (WHERE r.side = 'new') AS new_state
+        FROM (SELECT 'old' AS side, o.id, o.user_id, o.notification_id, o.position,
+                     citelink_item_state(o) AS state
+              FROM old_rows AS o
+              UNION ALL
+              SELECT 'new', n.id, n.user_id, n.notification_id, n.position,
+                     citelink_item_state(n)
+              FROM new_rows AS n) AS r
+        GROUP BY r.id, r.user_id, r.notification_id, r.position
+        ORDER BY r.id OFFSET 0
+    ) AS e
+    WHERE e.old_state <> e.new_state;
     RETURN NULL;
 END
 $$;
 
 -- Inbox rows removed outright (plain SQL or a cascade): fix the counters and
--- tell the owners their visible items went away.
+-- tell the owners their items went away.
 CREATE FUNCTION citelink_publish_removed_items() RETURNS trigger
 LANGUAGE plpgsql
 -- An UPDATE, not an upsert: when a user is deleted, the cascade has removed
@@ -433,17 +500,18 @@ SET enable_mergejoin = off
 AS $$
 BEGIN
     UPDATE inbox_count AS c
-    SET unread = c.unread - d.unread, total = c.total - d.total
-    FROM (SELECT user_id,
-                 count(*) FILTER (WHERE NOT is_read AND NOT is_deleted) AS unread,
-                 count(*) FILTER (WHERE NOT is_deleted) AS total
-          FROM old_rows GROUP BY user_id) AS d
+    SET unseen = c.unseen - d.unseen, unread = c.unread - d.unread,
+        total = c.total - d.total, archived = c.archived - d.archived
+    FROM (SELECT user_id, sum((k).unseen) AS unseen, sum((k).unread) AS unread,
+                 sum((k).total) AS total, sum((k).archived) AS archived
+          FROM (SELECT user_id, citelink_item_counts(r.*) AS k FROM old_rows AS r) AS counted
+          GROUP BY user_id) AS d
     WHERE c.user_id = d.user_id;
 
-    PERFORM pg_notify('citelink_events', concat_ws(' ', 'delete', e.user_id, e.id, e.notification_id,
-                      e.position, (SELECT unread FROM inbox_count WHERE user_id = e.user_id)))
-    FROM (SELECT user_id, id, notification_id, position FROM old_rows
-          WHERE NOT is_deleted ORDER BY id OFFSET 0) AS e;
+    PERFORM citelink_notify_item('remove', e.user_id, e.id, e.notification_id, e.position,
+                                 e.state, 0)
+    FROM (SELECT r.*, citelink_item_state(r) AS state FROM old_rows AS r
+          WHERE NOT r.is_deleted ORDER BY r.id OFFSET 0) AS e;
     RETURN NULL;
 END
 $$;
@@ -504,7 +572,9 @@ CREATE TRIGGER citelink_empty_inbox_of_truncated_notifications
 CREATE TRIGGER citelink_stamp_state
     BEFORE UPDATE ON user_notification
     FOR EACH ROW
-    WHEN (NEW.is_read IS DISTINCT FROM OLD.is_read OR NEW.is_deleted IS DISTINCT FROM OLD.is_deleted)
+    WHEN ((NEW.is_seen, NEW.is_read, NEW.is_archived, NEW.interacted_at, NEW.is_deleted)
+          IS DISTINCT FROM (OLD.is_seen, OLD.is_read, OLD.is_archived, OLD.interacted_at,
+                            OLD.is_deleted))
     EXECUTE FUNCTION citelink_stamp_item_state();
 
 CREATE TRIGGER citelink_publish_inserts

@@ -168,4 +168,10 @@ ITEM_KEYS = {
     "is_read",
     "read_at",
     "position",
+    "is_seen",
+    "seen_at",
+    "is_archived",
+    "archived_at",
+    "interacted_at",
+    "action",
 }

@@ -10,7 +10,7 @@ import pytest
 from citelink import database
 from citelink.settings import MESSAGE_CHARS_BOUND
 
-from .conftest import add_users, publish, subscribe
+from .conftest import Partial, add_users, publish, subscribe
 
 
 class Events:
@@ -124,16 +124,18 @@ async def test_read_unread_delete_emit_events_and_keep_counts(conn, events):
         (payload,) = await events.take(1)
         return payload
 
-    # <kind> <user> <item> <notification> <position> <unread after>
+    # <kind> <user> <item> <notification> <position> <old state> <new state>,
+    # then the counts after: <unseen> <unread> <total> <archived>. Reading
+    # makes the item seen (1 + 2), unreading leaves it seen (1).
     read = "UPDATE user_notification SET is_read = $2 WHERE id = $1"
     assert await change(read.replace("$2", "true"), first["id"]) == (
-        f"read {alice} {first['id']} 1 1 1"
+        f"change {alice} {first['id']} 1 1 0 3 1 1 2 0"
     )
     assert await change(read.replace("$2", "false"), first["id"]) == (
-        f"unread {alice} {first['id']} 1 1 2"
+        f"change {alice} {first['id']} 1 1 3 1 1 2 2 0"
     )
     deleted = "UPDATE user_notification SET is_deleted = true WHERE id = $1"
-    assert await change(deleted, second["id"]) == f"delete {alice} {second['id']} 2 2 1"
+    assert await change(deleted, second["id"]) == f"change {alice} {second['id']} 2 2 0 16 0 1 1 0"
 
     row = await conn.fetchrow(
         "SELECT is_deleted, deleted_at, read_at FROM user_notification WHERE id = $1",
@@ -141,7 +143,7 @@ async def test_read_unread_delete_emit_events_and_keep_counts(conn, events):
     )
     assert row["is_deleted"] and row["deleted_at"] is not None and row["read_at"] is None
     counts = await conn.fetchrow("SELECT unread, total FROM inbox_count WHERE user_id = $1", alice)
-    assert dict(counts) == {"unread": 1, "total": 1}
+    assert dict(counts) == Partial(unread=1, total=1)
 
     # An update that changes neither flag is silent.
     await conn.execute("UPDATE user_notification SET is_read = is_read")
@@ -158,9 +160,9 @@ async def test_hard_delete_fixes_counts_and_tells_the_owner(conn, events):
 
     await conn.execute("DELETE FROM user_notification WHERE id = $1", item)
 
-    assert await events.take(1) == [f"delete {alice} {item} 1 1 0"]
+    assert await events.take(1) == [f"remove {alice} {item} 1 1 0 0 0 0 0 0"]
     counts = await conn.fetchrow("SELECT unread, total FROM inbox_count WHERE user_id = $1", alice)
-    assert dict(counts) == {"unread": 0, "total": 0}
+    assert dict(counts) == Partial(unread=0, total=0)
 
 
 async def test_audit_with_and_without_actor(conn):
@@ -205,7 +207,7 @@ async def test_inbox_row_inserted_directly_is_audited_and_delivered(conn, events
         alice,
         note,
     )
-    assert await events.take(1) == [f"new {alice} {item} {note} 1 1"]
+    assert await events.take(1) == [f"new {alice} {item} {note} 1 0 0 1 1 1 0"]
     # Counted as a recipient, numbered in the user's order, audited.
     assert await conn.fetchval("SELECT recipients FROM notification WHERE id = $1", note) == 1
     assert await conn.fetchval("SELECT position FROM user_notification WHERE id = $1", item) == 1
@@ -278,7 +280,7 @@ async def test_deleting_a_user_removes_all_their_inbox_rows(conn, events):
     assert [r["user_id"] for r in owners] == [bob]
     assert await conn.fetchval("SELECT count(*) FROM user_notification") == 3
     received = await events.take(3)  # revoke, then her two visible items
-    assert sorted(p.split()[0] for p in received) == ["delete", "delete", "revoke"]
+    assert sorted(p.split()[0] for p in received) == ["remove", "remove", "revoke"]
 
 
 async def test_deleting_a_notification_removes_its_inbox_rows(conn, events):
@@ -295,7 +297,7 @@ async def test_deleting_a_notification_removes_its_inbox_rows(conn, events):
     assert [r["notification_id"] for r in left] == [kept]
     received = await events.take(2)
     assert sorted(p.split()[1] for p in received) == sorted([str(alice), str(bob)])
-    assert {p.split()[0] for p in received} == {"delete"}
+    assert {p.split()[0] for p in received} == {"remove"}
     counts = await conn.fetch("SELECT unread, total FROM inbox_count ORDER BY user_id")
     assert [tuple(c) for c in counts] == [(1, 1), (1, 1)]
 

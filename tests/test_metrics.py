@@ -12,8 +12,8 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import subscribe
-from .wsclient import StalledSocket, messages, open_socket, publish, serving
+from .conftest import publish, subscribe
+from .wsclient import StalledSocket, messages, open_socket, serving
 
 SCRAPER_TOKEN = "scraper-token-of-this-test"
 

@@ -120,6 +120,14 @@ def test_per_user_order_migration_keeps_existing_inboxes(server_url):
                 "SELECT user_id, unread, total, last_position FROM inbox_count ORDER BY 1"
             ).fetchall()
             assert counters == [(1, 2, 3, 3), (2, 1, 1, 2)]
+            # Read items are seen; unseen ones are the unread ones.
+            assert conn.execute(
+                "SELECT bool_and(is_seen = is_read AND seen_at IS NOT DISTINCT FROM read_at) "
+                "FROM user_notification"
+            ).fetchone() == (True,)
+            assert conn.execute("SELECT bool_and(unseen = unread) FROM inbox_count").fetchone() == (
+                True,
+            )
             recipients = conn.execute("SELECT recipients FROM notification ORDER BY id").fetchall()
             assert recipients == [(2,), (1,), (2,)]
             assert conn.execute("SELECT count(*) FROM audit_log").fetchone()[0] == audit_rows

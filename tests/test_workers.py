@@ -17,9 +17,9 @@ import httpx
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import subscribe
+from .conftest import publish, subscribe
 from .processes import Serve, citelink_serve
-from .wsclient import Socket, messages, open_socket, publish
+from .wsclient import Socket, messages, open_socket
 
 SCRAPER_TOKEN = "scraper-token-of-the-workers-test"
 READY = re.compile(rb"worker (\d) ready \(pid (\d+)\)")

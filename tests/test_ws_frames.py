@@ -27,7 +27,7 @@ from .wsclient import open_socket, serving
         ('{"type": "read", "id": 99999999999999999999}', "invalid", "'id' must be an integer >= 1"),
         ('{"type": "resume", "after": "x"}', "invalid", "'after' must be an integer >= 0"),
         ('{"type": "resume"}', "invalid", "'after' must be an integer >= 0"),
-        ('{"type": "read_all", "tag": "news"}', "invalid", "'tag' must be an integer >= 1"),
+        ('{"type": "read_all", "tag": "news"}', "invalid", "'tag' must be an integer"),
         (
             '{"type": "notifications_list", "page": 0}',
             "invalid",
@@ -46,7 +46,7 @@ from .wsclient import open_socket, serving
         (
             '{"type": "notifications_list", "before": 10, "limit": 5, "status": "new"}',
             "invalid",
-            "'status' must be all, unread or read",
+            "'status' must be one of: all, unseen, unread, read, archived",
         ),
     ],
 )

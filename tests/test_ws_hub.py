@@ -12,7 +12,18 @@ import pytest
 
 from citelink import database
 from citelink.client import Client, Delivery
-from citelink.events import CHANNEL, Event, parse_event
+from citelink.events import (
+    ARCHIVED,
+    CHANNEL,
+    DELETED,
+    INTERACTED,
+    READ,
+    SEEN,
+    Counts,
+    Event,
+    parse_event,
+)
+from citelink.frames import UNTOUCHED
 from citelink.hub import Hub
 
 from .conftest import publish, subscribe
@@ -25,23 +36,35 @@ def frames_of(client: Client) -> list[dict]:
     return frames
 
 
+def counts(unread: int) -> Counts:
+    """Counts of a list of `unread` + 1 items, the unread ones unseen."""
+    return Counts(unseen=unread, unread=unread, total=unread + 1, archived=0)
+
+
+def counts_frame(unread: int) -> dict:
+    return {"type": "counts", **counts(unread)._asdict()}
+
+
 # In these tests an item's position in its user's order is its id.
 def new(seq: int, item_id: int, unread: int) -> Delivery:
     frame = f'{{"type":"notification","id":{item_id}}}'
-    return Delivery(seq, "new", item_id, item_id, unread, frame)
+    return Delivery(seq, "new", item_id, item_id, 0, 0, counts(unread), frame)
 
 
-def state(seq: int, kind: str, item_id: int, unread: int) -> Delivery:
-    return Delivery(seq, kind, item_id, item_id, unread, f'{{"type":"{kind}","id":{item_id}}}')
+def change(seq: int, item_id: int, old: int, now: int, unread: int) -> Delivery:
+    return Delivery(seq, "change", item_id, item_id, old, now, counts(unread))
 
 
 def test_event_payloads_are_parsed_strictly():
-    assert parse_event("new 1 2 3 4 5") == Event("new", 1, 2, 3, 4, 5)
-    assert parse_event("read 1 2 3 4 0") == Event("read", 1, 2, 3, 4, 0)
-    assert parse_event("fanout 7 100000") == Event("fanout", 0, 0, 7, 0, 100_000)
+    item = parse_event("change 1 2 3 4 0 3 5 6 7 8")
+    assert item == Event("change", 1, 2, 3, 4, 0, 3, Counts(5, 6, 7, 8))
+    assert parse_event("bulk 1 5000 0 1 2 3") == Event(
+        "bulk", 1, items=5000, counts=Counts(0, 1, 2, 3)
+    )
+    assert parse_event("fanout 7 100000") == Event("fanout", notification_id=7, items=100_000)
     assert parse_event("revoke 9") == Event("revoke", 9)
-    junk = ("", "marker", "new 1 2 3 4", "new 1 2 3 4 x", "drop 1 2 3 4 5", "new 1 2 3 4 5 6")
-    for payload in (*junk, "fanout 7", "fanout 7 1 2", "revoke", "revoke 9 0 0 0", "revoke x"):
+    junk = ("", "marker", "new 1 2 3 4 0 0 1 1 1", "new 1 2 3 4 0 0 1 1 1 x", "drop 1 2 3 4 5")
+    for payload in (*junk, "new 1 2 3 4 0 0 1 1 1 0 9", "fanout 7", "bulk 1 2", "revoke 9 0"):
         assert parse_event(payload) is None
 
 
@@ -49,27 +72,59 @@ async def test_client_sends_each_item_once_and_counts_only_on_change():
     client = Client(user_id=1, queue_size=10)
     client.last_position = 5  # the newest item when the socket opened
     client.apply([new(1, 4, 3), new(2, 6, 4), new(3, 6, 4)])
-    assert frames_of(client) == [
-        {"type": "notification", "id": 6},
-        {"type": "counts", "unread": 4},
-    ]
-    client.apply([state(4, "read", 6, 3), state(5, "read", 6, 3)])
-    assert frames_of(client) == [{"type": "read", "id": 6}, {"type": "counts", "unread": 3}]
+    assert frames_of(client) == [{"type": "notification", "id": 6}, counts_frame(4)]
+    client.apply([change(4, 6, 0, SEEN | READ, 3), change(5, 6, 0, SEEN | READ, 3)])
+    # Reading implies seen: one frame tells both.
+    assert frames_of(client) == [{"type": "read", "id": 6}, counts_frame(3)]
     # Events received before the socket's last snapshot are already in it.
     client.after_seq = 10
-    client.apply([state(9, "unread", 6, 4)])
+    client.apply([change(9, 6, SEEN | READ, SEEN, 4)])
     assert frames_of(client) == []
+
+
+async def test_each_protocol_is_told_its_own_frames():
+    """Seen, archive, interact, unarchive, delete: the seed protocol hears of a
+    read, and of items leaving (or coming back to) its list, and nothing else."""
+    item = {"id": 7, "action": "open", "message": "m"}
+    steps = [
+        (0, SEEN),
+        (SEEN, SEEN | READ | INTERACTED),
+        (SEEN | READ | INTERACTED, SEEN | READ | INTERACTED | ARCHIVED),
+        (SEEN | READ | INTERACTED | ARCHIVED, SEEN | READ | INTERACTED),
+        (SEEN | READ | INTERACTED, SEEN | READ | INTERACTED | DELETED),
+    ]
+    told = {}
+    for extended in (True, False):
+        client = Client(user_id=1, queue_size=10, extended=extended)
+        for seq, (old, now) in enumerate(steps, 1):
+            client.apply([Delivery(seq, "change", 7, 7, old, now, counts(0), current=item)])
+        told[extended] = [(f["type"], f.get("action")) for f in frames_of(client)]
+    assert told[True] == [
+        ("seen", None),
+        ("counts", None),
+        ("interact", "open"),  # implies read
+        ("archive", None),
+        ("unarchive", None),
+        ("delete", None),
+    ]
+    # Archived: gone from its list; unarchived: pushed again.
+    assert told[False] == [
+        ("read", None),
+        ("delete", None),
+        ("notification", "open"),
+        ("delete", None),
+    ]
 
 
 async def test_client_holds_events_and_releases_them_through_the_dedupe():
     client = Client(user_id=1, queue_size=3)
     client.offer([new(1, 7, 1)], hold=True)
-    client.offer([state(2, "read", 7, 0)], hold=True)
+    client.offer([change(2, 7, 0, SEEN | READ, 0)], hold=True)
     assert frames_of(client) == []
     client.last_position = 7  # a snapshot showed item 7 already read
-    client.remember(7, (True, False))
+    client.remember(7, SEEN | READ)
     client.release()
-    assert frames_of(client) == [{"type": "counts", "unread": 0}]
+    assert frames_of(client) == [counts_frame(0)]
     # Held events are bounded like the queue: a socket that cannot keep up is closed.
     for seq in range(3, 7):
         client.offer([new(seq, seq + 10, 1)], hold=True)
@@ -77,12 +132,20 @@ async def test_client_holds_events_and_releases_them_through_the_dedupe():
     assert await client.wait_closed() == (4408, "too slow: send queue full")
 
 
+async def test_a_bulk_change_is_one_refresh_frame():
+    client = Client(user_id=1, queue_size=10)
+    client.remember(3, 0)
+    client.apply([Delivery(1, "bulk", 0, 0, 0, 0, counts(0), items=5000)])
+    assert frames_of(client) == [{"type": "refresh", "items": 5000}, counts_frame(0)]
+    assert not client.shown  # what it knew is stale now
+
+
 async def test_client_backfill_tells_only_what_changed():
     client = Client(user_id=1, queue_size=10)
     client.last_position = 3
-    client.unread = 2
-    for item_id in (1, 2, 3):
-        client.remember(item_id, (item_id == 1, item_id == 2))
+    client.counts = counts(2)
+    for item_id, state in ((1, SEEN | READ), (2, DELETED), (3, 0)):
+        client.remember(item_id, state)
     restored = {
         "id": 2,
         "notification_id": 2,
@@ -91,16 +154,15 @@ async def test_client_backfill_tells_only_what_changed():
         "message": "back",
         "data": {},
         "timestamp": None,
-        "is_read": False,
-        "read_at": None,
         "position": 2,
+        **UNTOUCHED,
     }
     item4 = restored | {"id": 4, "notification_id": 4, "message": "four", "position": 4}
     client.backfill(
         items=[item4],
-        states={1: (True, False), 2: (False, False)},  # 3 deleted outright
-        restored={2: restored},
-        unread=2,
+        states={1: SEEN | READ, 2: 0},  # 3 removed outright
+        current={2: restored},
+        counts=counts(2),
     )
     frames = frames_of(client)
     assert [(f["type"], f["id"]) for f in frames] == [
@@ -165,4 +227,4 @@ async def test_events_arriving_before_the_backfill_wait_for_it(feed, conn, make_
     await feed.hub.resync()
     frames = frames_of(client)
     assert [f["message"] for f in frames if f["type"] == "notification"] == ["A", "B", "C"]
-    assert frames[-1] == {"type": "counts", "unread": 3}
+    assert frames[-1] == {"type": "counts", "unseen": 3, "unread": 3, "total": 3, "archived": 0}

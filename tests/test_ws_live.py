@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from citelink.frames import UNTOUCHED
 from citelink.hub import Hub
 
 from .api_support import ITEM_KEYS
-from .conftest import publish, subscribe
+from .conftest import Partial, publish, subscribe, unread_counts
 from .wsclient import messages, open_socket
 
 
@@ -35,12 +36,11 @@ async def test_push_on_plain_sql_insert(server, conn, make_user):
             "message": "hello from psql",
             "data": {},
             "timestamp": push["timestamp"],
-            "is_read": False,
-            "read_at": None,
             "position": 1,
+            **UNTOUCHED,
         }
         assert push["timestamp"].endswith("Z")
-        assert await ws.recv() == {"type": "counts", "unread": 1}
+        assert await ws.recv() == unread_counts(1)
         # Bob is not subscribed: the next frame he gets is the answer to his ping.
         assert await other.request("ping") == {"type": "pong"}
 
@@ -63,7 +63,7 @@ async def test_push_on_api_publish(server, client, conn, make_user):
         assert push["message"] == long_message
         assert push["data"] == {"url": "/x"}
         assert push["timestamp"] == response.json()["timestamp"]
-        assert await ws.recv() == {"type": "counts", "unread": 1}
+        assert await ws.recv() == unread_counts(1)
         # The publishing process renders the push from what it published; it
         # must match the item as the inbox reads it back.
         (item,) = (await ws.request("notifications_list", page=1, page_size=5))["data"]
@@ -85,25 +85,25 @@ async def test_two_sockets_stay_in_sync_whatever_changes_the_item(server, client
 
         # From a socket: the sender hears it like everyone else.
         await tab1.send(type="read", id=first)
-        await both({"type": "read", "id": first}, {"type": "counts", "unread": 1})
+        await both({"type": "read", "id": first}, unread_counts(1))
 
         # From plain SQL.
         await conn.execute("UPDATE user_notification SET is_read = false WHERE id = $1", first)
-        await both({"type": "unread", "id": first}, {"type": "counts", "unread": 2})
+        await both({"type": "unread", "id": first}, unread_counts(2))
 
         # From REST.
         response = await client.patch(
             f"/api/inbox/{second}/", json={"is_read": True}, headers=alice.headers
         )
         assert response.status_code == 200, response.text
-        await both({"type": "read", "id": second}, {"type": "counts", "unread": 1})
+        await both({"type": "read", "id": second}, unread_counts(1))
 
-        # Seed spelling of delete, from the other tab; a read item: count unchanged.
+        # Seed spelling of delete, from the other tab; a read item: unread unchanged.
         await tab2.send(type="deleted", id=second)
-        await both({"type": "delete", "id": second})
+        await both({"type": "delete", "id": second}, Partial(type="counts", unread=1, total=1))
         response = await client.delete(f"/api/inbox/{first}/", headers=alice.headers)
         assert response.status_code == 204
-        await both({"type": "delete", "id": first}, {"type": "counts", "unread": 0})
+        await both({"type": "delete", "id": first}, unread_counts(0))
 
         # The same change twice is no change: nothing is sent the second time.
         await tab1.send(type="read", id=first)
@@ -112,7 +112,9 @@ async def test_two_sockets_stay_in_sync_whatever_changes_the_item(server, client
             "code": "not_found",
             "detail": "no such notification",
         }
-        await both()
+        # Nothing else came: the next frame on either tab answers a ping.
+        for tab in (tab1, tab2):
+            assert await tab.request("ping") == {"type": "pong"}
         assert await tab2.request("ping") == {"type": "pong"}
 
     rows = await conn.fetch(
@@ -130,7 +132,7 @@ async def test_read_all_and_counts(server, conn, make_user):
     n1, n2, s1 = await items_of(conn, alice.id)
 
     async with open_socket(server, alice.token) as ws:
-        assert await ws.request("counts") == {"type": "counts", "unread": 3}
+        assert await ws.request("counts") == unread_counts(3)
         await ws.send(type="read_all", tag=news)
         frames = await ws.recv_until("read_all")
         assert frames[-1] == {"type": "read_all", "updated": 2}
@@ -140,11 +142,11 @@ async def test_read_all_and_counts(server, conn, make_user):
             ("read", n1),
             ("read", n2),
         ]
-        assert [f for f in frames if f["type"] == "counts"][-1] == {"type": "counts", "unread": 1}
+        assert [f for f in frames if f["type"] == "counts"][-1] == unread_counts(1)
         await ws.send(type="read_all")
         frames = await ws.recv_until("counts")
         assert {"type": "read", "id": s1} in frames
-        assert frames[-1] == {"type": "counts", "unread": 0}
+        assert frames[-1] == unread_counts(0)
 
 
 async def test_seed_numbered_pages(server, conn, make_user):
@@ -247,7 +249,7 @@ async def test_many_notifications_in_one_transaction_arrive_in_order(server, con
         assert counts == sorted(counts)
         assert (counts or [None])[-1] in (300, None)
         if counts[-1:] != [300]:
-            assert await ws.recv() == {"type": "counts", "unread": 300}
+            assert await ws.recv() == unread_counts(300)
 
 
 async def test_item_restored_by_plain_sql_reappears(server, conn, make_user):
@@ -260,9 +262,10 @@ async def test_item_restored_by_plain_sql_reappears(server, conn, make_user):
     async with open_socket(server, alice.token) as ws:
         await conn.execute("UPDATE user_notification SET is_deleted = true WHERE id = $1", item)
         assert await ws.recv() == {"type": "delete", "id": item}
-        assert await ws.recv() == {"type": "counts", "unread": 0}
+        assert await ws.recv() == unread_counts(0)
         await conn.execute("UPDATE user_notification SET is_deleted = false WHERE id = $1", item)
         push = await ws.recv()
         assert (push["type"], push["id"], push["message"]) == ("notification", item, "back again")
         assert push["is_read"] is True and push["read_at"] is not None
+        assert await ws.recv() == Partial(type="counts", unread=0, total=1)
         assert await ws.request("ping") == {"type": "pong"}

@@ -8,7 +8,7 @@ import asyncio
 
 from citelink import database
 
-from .conftest import publish, subscribe
+from .conftest import Partial, publish, subscribe
 from .wsclient import messages, open_socket
 
 
@@ -40,7 +40,7 @@ async def test_an_open_transaction_holds_up_no_other_users_pushes(
                     frames = await bob_ws.until_message("not held")
                     assert frames[-1]["position"] == 1
                     counts = await client.get("/api/inbox/counts/", headers=bob.headers)
-                    assert counts.json() == {"unread": 1, "total": 1}
+                    assert counts.json() == Partial(unread=1, total=1)
                 assert await alice_ws.request("ping") == {"type": "pong"}
             assert messages(await alice_ws.until_message("held")) == ["held"]
     finally:

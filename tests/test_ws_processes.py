@@ -16,7 +16,7 @@ import pytest
 
 from citelink import tokens
 
-from .conftest import SECRET_KEY, publish, subscribe
+from .conftest import SECRET_KEY, publish, subscribe, unread_counts
 from .processes import citelink_serve
 from .wsclient import messages, open_socket, serving
 
@@ -41,7 +41,7 @@ async def test_two_processes_each_deliver_to_their_own_sockets(conn, db_url, tmp
         await alice_a.send(type="read", id=item)
         for ws in (alice_a, alice_b):
             assert await ws.recv() == {"type": "read", "id": item}
-            assert await ws.recv() == {"type": "counts", "unread": 0}
+            assert await ws.recv() == unread_counts(0)
         assert await bob_b.request("ping") == {"type": "pong"}
         # One LISTEN connection per process, whatever the number of sockets.
         listening = await conn.fetchval(
@@ -122,7 +122,7 @@ async def test_listen_prints_live_events_as_json_lines(settings, conn, make_user
             await publish(conn, news, "hello")
             push = orjson.loads(await line_of(listen.stdout))
             assert (push["type"], push["message"]) == ("notification", "hello")
-            assert orjson.loads(await line_of(listen.stdout)) == {"type": "counts", "unread": 2}
+            assert orjson.loads(await line_of(listen.stdout)) == unread_counts(2)
 
             # The server goes away; what is published meanwhile is replayed after.
             await server.stop()

@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import frames
+from .events import DELETED, Counts, state_of
+from .protocol import TOO_SLOW
 
 log = logging.getLogger("citelink.client")
 
@@ -31,28 +33,20 @@ SHOWN_LIMIT = 10_000
 
 @dataclass(slots=True)
 class Delivery:
-    """One event rendered for the sockets of its user."""
+    """One event, made ready for the sockets of its user: `kind` is new,
+    change, remove or bulk (citelink.events); `frame` the push of a new item;
+    `current` the item as it is now, when telling the change needs it."""
 
     seq: int
     kind: str
     item_id: int
     position: int
-    unread: int
-    frame: str
-    is_read: bool = False
-
-
-# (is_read, is_deleted) of an item, as a socket last told its client.
-ItemState = tuple[bool, bool]
-
-
-def _state_after(kind: str, known: ItemState | None) -> ItemState:
-    is_read, is_deleted = known or (False, False)
-    if kind == "read":
-        return True, is_deleted
-    if kind == "unread":
-        return False, is_deleted
-    return is_read, True
+    old: int
+    new: int
+    counts: Counts
+    frame: str = ""
+    current: dict | None = None
+    items: int = 0
 
 
 class Outbox:
@@ -153,12 +147,13 @@ class Client:
         # The newest position when the socket opened: items above it, up to
         # `last_position`, were pushed already and a resume must not repeat them.
         self.opened_at = 0
-        # The unread count last sent; None until one was.
-        self.unread: int | None = None
+        # The counts last sent; None until some were.
+        self.counts: Counts | None = None
         # Events the hub received up to this number were committed before this
         # socket's last database snapshot, which already reflects them.
         self.after_seq = 0
-        self.shown: OrderedDict[int, ItemState] = OrderedDict()
+        # The state (citelink.events) of the items it was shown, as it was told.
+        self.shown: OrderedDict[int, int] = OrderedDict()
         # Held by whatever rebuilds this socket's view from the database.
         self.lock = asyncio.Lock()
         # The hub generation this socket was last back-filled for.
@@ -194,14 +189,14 @@ class Client:
 
     def _too_slow(self) -> None:
         log.info("closing a socket of user %s: send queue full", self.user_id)
-        self.close(4408, "too slow: send queue full")
+        self.close(TOO_SLOW, "too slow: send queue full")
 
     async def reply(self, frames: list[str]) -> None:
         """Queue an answer to the client's own request, waiting for room."""
         if not self.closed:
             await self.queue.put(frames)
 
-    def remember(self, item_id: int, state: ItemState) -> None:
+    def remember(self, item_id: int, state: int) -> None:
         self.shown[item_id] = state
         self.shown.move_to_end(item_id)
         if len(self.shown) > SHOWN_LIMIT:
@@ -209,7 +204,7 @@ class Client:
 
     def remember_items(self, items: Iterable[dict]) -> None:
         for item in items:
-            self.remember(item["id"], (item["is_read"], False))
+            self.remember(item["id"], state_of(item))
 
     def offer(self, deliveries: list[Delivery], hold: bool) -> None:
         if not hold:
@@ -227,64 +222,66 @@ class Client:
 
     def apply(self, deliveries: list[Delivery]) -> None:
         out: list[str] = []
-        unread = None
+        counts = None
         for d in deliveries:
             if d.seq <= self.after_seq:
                 continue
-            unread = d.unread
+            counts = d.counts
             if d.kind == "new":
                 if d.position <= self.last_position:
                     continue  # already sent by a snapshot
                 self.last_position = d.position
-                self.remember(d.item_id, (False, False))
-            elif d.kind == "restore":
-                self.remember(d.item_id, (d.is_read, False))
+                self.remember(d.item_id, d.new)
+                out.append(d.frame)
+            elif d.kind == "bulk":
+                # Too many items changed to tell one by one: the client reloads
+                # what it shows, and what this socket knew of them is stale.
+                self.shown.clear()
+                if self.extended:
+                    out.append(frames.frame("refresh", items=d.items))
             else:
-                known = self.shown.get(d.item_id)
-                target = _state_after(d.kind, known)
-                if known == target:
+                known = self.shown.get(d.item_id, d.old)
+                now = d.new if d.kind == "change" else known | DELETED
+                if known == now:
                     continue  # the client already shows this state
-                self.remember(d.item_id, target)
-                if d.kind == "unread" and not self.extended:
-                    continue
-            out.append(d.frame)
-        self._count(unread, out)
+                self.remember(d.item_id, now)
+                out += frames.changes(
+                    d.item_id, known, now, extended=self.extended, current=d.current
+                )
+        self._count(counts, out)
         self.send(out)
 
-    def _count(self, unread: int | None, out: list[str]) -> None:
-        """A `counts` frame, when the unread count changed (extended protocol)."""
-        if unread is not None and unread != self.unread:
-            self.unread = unread
+    def _count(self, counts: Counts | None, out: list[str]) -> None:
+        """A `counts` frame, when the counts changed (extended protocol)."""
+        if counts is not None and counts != self.counts:
+            self.counts = counts
             if self.extended:
-                out.append(frames.counts(unread))
+                out.append(frames.counts(counts))
 
     def backfill(
         self,
         items: list[dict],
-        states: dict[int, ItemState],
-        restored: dict[int, dict],
-        unread: int,
+        states: dict[int, int],
+        current: dict[int, dict],
+        counts: Counts,
     ) -> None:
         """Catch up from the database after events were lost: state changes of
-        items shown before, items above `last_position`, and the unread count."""
+        items shown before (`states`; a missing one was removed outright, and
+        `current` has those that came back into the list or were interacted
+        with), items above `last_position`, and the counts."""
         out: list[str] = []
         for item_id, known in list(self.shown.items()):
-            current = states.get(item_id, (known[0], True))
-            if current == known:
+            now = states.get(item_id, known | DELETED)
+            if now == known:
                 continue
-            self.remember(item_id, current)
-            if current[1]:
-                if not known[1]:
-                    out.append(frames.state("delete", item_id))
-            elif known[1]:
-                if restored.get(item_id):
-                    out.append(frames.item(restored[item_id]))
-            elif current[0] or self.extended:
-                out.append(frames.state("read" if current[0] else "unread", item_id))
+            self.remember(item_id, now)
+            out += frames.changes(
+                item_id, known, now, extended=self.extended, current=current.get(item_id)
+            )
         for item in items:
             if item["position"] > self.last_position:
                 self.last_position = item["position"]
-                self.remember(item["id"], (item["is_read"], False))
+                self.remember(item["id"], state_of(item))
                 out.append(frames.item(item))
-        self._count(unread, out)
+        self._count(counts, out)
         self.send(out)

@@ -34,7 +34,7 @@ import asyncpg
 from . import frames, inbox
 from .client import Client, Delivery
 from .database import ERRORS
-from .events import Event
+from .events import Counts, Event
 from .protocol import REPLACED, REVOKED, TOKEN_REFUSED
 from .queries import Q
 from .settings import Settings
@@ -209,13 +209,14 @@ class Hub:
             await client.reply([frames.frame("resumed", count=count, last_id=last_id)])
 
     async def list_page(
-        self, client: Client, before: int | None, limit: int, status: inbox.Status, tag: int | None
+        self, client: Client, before: int | None, limit: int, where: inbox.Filter
     ) -> None:
-        """Answer a cursor-form `notifications_list`: `limit` items before item
-        `before` (None: the newest), newest first, and the `next` cursor."""
+        """Answer a cursor-form `notifications_list`: `limit` items `where`
+        selects, before item `before` (None: the newest), newest first, and the
+        `next` cursor."""
         async with self.snapshot(client):
             rows = await inbox.page(
-                self._pool, client.user_id, before=before, limit=limit + 1, status=status, tag=tag
+                self._pool, client.user_id, before=before, limit=limit + 1, where=where
             )
             items = rows[:limit]
             next_id = items[-1]["id"] if len(rows) > limit else None
@@ -306,19 +307,21 @@ class Hub:
                     conn, user_id, min(c.last_position for c in clients)
                 )
                 rows = await conn.fetch(Q.relay_item_states, user_id, shown) if shown else []
-                states = {r["id"]: (r["is_read"], r["is_deleted"]) for r in rows}
-                restored = {}
-                for item_id in {i for c in clients for i, s in c.shown.items() if s[1]}:
-                    if item_id in states and not states[item_id][1]:
-                        restored[item_id] = await inbox.get(conn, user_id, item_id)
-                unread = (await inbox.counts(conn, user_id))["unread"]
+                states = {r["id"]: r["state"] for r in rows}
+                wanted = [
+                    item_id
+                    for item_id, now in states.items()
+                    if any(frames.needs_current(c.shown.get(item_id, now), now) for c in clients)
+                ]
+                current = await self._items(conn, wanted)
+                counts = Counts(**await inbox.counts(conn, user_id))
                 # A `revoke` event may have been lost too.
                 user = await conn.fetchrow(Q.user_by_id, user_id)
             if user is None or not user["is_active"]:
                 self._revoke(user_id)
                 return
             for client in clients:
-                client.backfill(items, states, restored, unread)
+                client.backfill(items, states, current, counts)
                 if self._generation == generation:
                     client.synced = generation
                     client.release()
@@ -351,49 +354,68 @@ class Hub:
     async def _deliver(self, received: list[tuple[int, Event]]) -> None:
         batch = await self._expand_fan_outs(received)
         batch = [(seq, e) for seq, e in batch if e.user_id in self._clients]
-        content: dict[int, str] = {}
-        for notification_id in {e.notification_id for _, e in batch if e.kind == "new"}:
-            if notification_id in self._content:
-                self._content.move_to_end(notification_id)
-                content[notification_id] = self._content[notification_id]
-            else:
-                content[notification_id] = ""
-        missing = [n for n, tail in content.items() if not tail]
-        if missing:
-            content.update(await self._load_content(missing))
-        restored = {
-            e.item_id: await inbox.get(self._pool, e.user_id, e.item_id)
-            for _, e in batch
-            if e.kind == "restore"
-        }
+        content = await self._contents(
+            {e.notification_id for _, e in batch if e.kind == "new" and not e.new}
+        )
+        # A new item someone already touched (a plain SQL insert) is pushed as
+        # it is, and some changes are told with the item as it is now.
+        current = await self._items(
+            self._pool,
+            [
+                e.item_id
+                for _, e in batch
+                if (e.kind == "new" and e.new)
+                or (e.kind == "change" and frames.needs_current(e.old, e.new))
+            ],
+        )
         per_user: dict[int, list[Delivery]] = {}
         for seq, e in batch:
-            is_read = False
+            frame, item = "", current.get(e.item_id)
             if e.kind == "new":
-                tail = content[e.notification_id]
-                if not tail:
-                    continue  # the notification was deleted before we read it
-                frame = f'{{"type":"notification","id":{e.item_id},"position":{e.position},{tail}'
-            elif e.kind == "restore":
-                item = restored.get(e.item_id)
-                if item is None:
-                    continue
-                frame, is_read = frames.item(item), item["is_read"]
-            else:
-                frame = frames.state(e.kind, e.item_id)
+                tail = content.get(e.notification_id)
+                if e.new and item:
+                    frame = frames.item(item)
+                elif tail and not e.new:
+                    frame = frames.push(e.item_id, e.position, tail)
+                else:
+                    continue  # deleted before we read it
             per_user.setdefault(e.user_id, []).append(
-                Delivery(seq, e.kind, e.item_id, e.position, e.unread, frame, is_read)
+                Delivery(
+                    seq, e.kind, e.item_id, e.position, e.old, e.new, e.counts, frame, item, e.items
+                )
             )
         for user_id, deliveries in per_user.items():
             for client in self._clients.get(user_id, ()):
                 hold = client.lock.locked() or client.synced != self._generation
                 client.offer(deliveries, hold)
 
+    @staticmethod
+    async def _items(conn: asyncpg.Connection | asyncpg.Pool, ids: list[int]) -> dict[int, dict]:
+        """The items of `ids` (the relay's own: ids from the database's events)
+        that are not deleted, as citelink.inbox shows them."""
+        if not ids:
+            return {}
+        rows = await conn.fetch(Q.relay_items, ids, timeout=QUERY_TIMEOUT)
+        return {r["id"]: inbox.item(r) for r in rows}
+
+    async def _contents(self, notification_ids: set[int]) -> dict[int, str]:
+        """The rendered content of these notifications (citelink.frames.content),
+        from the cache or read in one query."""
+        content = {}
+        for notification_id in notification_ids:
+            if notification_id in self._content:
+                self._content.move_to_end(notification_id)
+                content[notification_id] = self._content[notification_id]
+        missing = [n for n in notification_ids if n not in content]
+        if missing:
+            content.update(await self._load_content(missing))
+        return content
+
     async def _expand_fan_outs(self, batch: list[tuple[int, Event]]) -> list[tuple[int, Event]]:
         """`fanout` events as the `new` events of the users connected here: one
         query for the batch, by notification when the recipients are fewer than
         the connected users, else by connected user."""
-        fan_outs = {e.notification_id: e.unread for _, e in batch if e.kind == "fanout"}
+        fan_outs = {e.notification_id: e.items for _, e in batch if e.kind == "fanout"}
         if not fan_outs:
             return batch
         notifications = list(fan_outs)
@@ -410,11 +432,9 @@ class Hub:
             )
         by_notification: dict[int, list[Event]] = {}
         for r in rows:
-            by_notification.setdefault(r["notification_id"], []).append(
-                Event(
-                    "new", r["user_id"], r["id"], r["notification_id"], r["position"], r["unread"]
-                )
-            )
+            counts = Counts(r["unseen"], r["unread"], r["total"], r["archived"])
+            new = Event("new", r["user_id"], r["id"], r["notification_id"], r["position"])
+            by_notification.setdefault(r["notification_id"], []).append(new._replace(counts=counts))
         expanded: list[tuple[int, Event]] = []
         for seq, e in batch:
             if e.kind == "fanout":

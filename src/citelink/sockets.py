@@ -39,8 +39,11 @@ from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import frames, inbox, metrics, tokens
+from .api.inbox import FILTER, filter_of
 from .client import Client
 from .database import BIGINT_MAX, ERRORS
+from .errors import ApiError
+from .events import Counts
 from .hub import Hub, Refused
 from .protocol import EXTENDED, REVOKED, TOKEN_REFUSED
 from .queries import Q
@@ -201,19 +204,16 @@ class Session:
     # Client frames ------------------------------------------------------------
 
     async def notifications_list(self, frame: dict) -> None:
-        """Cursor form {before, limit, status?, tag?} (extended protocol), or the
-        seed's numbered pages {page, page_size}."""
+        """Cursor form {before, limit, and the filters of citelink.api.inbox}
+        (extended protocol), or the seed's numbered pages {page, page_size}."""
         largest = self.settings.max_page_size
         if self.client.extended and ("before" in frame or "limit" in frame):
             before = _optional_integer(frame, "before")
             limit = _integer(frame, "limit", default=SEED_PAGE_SIZE)
-            status = frame.get("status", "all")
-            if status not in ("all", "unread", "read"):
-                raise FrameError("invalid", "'status' must be all, unread or read")
-            tag = _optional_integer(frame, "tag")
             if limit > largest:
                 raise FrameError("invalid", f"at most {largest} items per page")
-            await self.hub.list_page(self.client, before, limit, status, tag)
+            where = self._filter(frame, ("type", "before", "limit"))
+            await self.hub.list_page(self.client, before, limit, where)
             return
         page = _integer(frame, "page", default=1)
         # The seed's client always asks for 100: it gets the largest page there is.
@@ -223,33 +223,82 @@ class Session:
             raise FrameError("invalid", "'page' is out of range")
         await self.hub.list_numbered(self.client, page, limit)
 
+    def _filter(self, frame: dict, besides: tuple[str, ...]) -> inbox.Filter:
+        """The inbox filter in a frame's other fields (status, tag, data, since,
+        until), checked as REST checks a bulk action's."""
+        fields = {k: v for k, v in frame.items() if k not in besides}
+        try:
+            return filter_of(FILTER.check(fields, self.settings))
+        except ApiError as exc:
+            problems = "; ".join(f"'{k}' {v}" for k, v in (exc.errors or {}).items())
+            raise FrameError("invalid", problems) from None
+
+    async def _set(self, frame: dict, **state: bool) -> None:
+        # Success is announced by the database's event, to every socket alike.
+        if not await inbox.set_state(
+            self.pool, self.client.user_id, _integer(frame, "id"), **state
+        ):
+            raise FrameError("not_found", "no such notification")
+
     async def read(self, frame: dict) -> None:
-        await self._set_read(frame, True)
+        await self._set(frame, is_read=True)
 
     async def unread(self, frame: dict) -> None:
-        await self._set_read(frame, False)
+        await self._set(frame, is_read=False)
 
-    async def _set_read(self, frame: dict, is_read: bool) -> None:
-        # Success is announced by the database's event, to every socket alike.
-        if not await inbox.set_read(self.pool, self.client.user_id, _integer(frame, "id"), is_read):
-            raise FrameError("not_found", "no such notification")
+    async def seen(self, frame: dict) -> None:
+        await self._set(frame, is_seen=True)
+
+    async def archive(self, frame: dict) -> None:
+        await self._set(frame, is_archived=True)
+
+    async def unarchive(self, frame: dict) -> None:
+        await self._set(frame, is_archived=False)
 
     async def delete(self, frame: dict) -> None:
         if not await inbox.delete(self.pool, self.client.user_id, _integer(frame, "id")):
             raise FrameError("not_found", "no such notification")
 
+    async def interact(self, frame: dict) -> None:
+        item_id, action = _integer(frame, "id"), frame.get("action")
+        if action is not None and not isinstance(action, str):
+            raise FrameError("invalid", "'action' must be a string")
+        item = await inbox.get(self.pool, self.client.user_id, item_id)
+        if item is None:
+            raise FrameError("not_found", "no such notification")
+        offered = [a.get("id") for a in item["data"].get("actions") or [] if isinstance(a, dict)]
+        if action is not None and action not in offered:
+            raise FrameError("invalid", "no such action on this notification")
+        await inbox.interact(self.pool, self.client.user_id, item_id, action)
+
     async def read_all(self, frame: dict) -> None:
-        tag = _optional_integer(frame, "tag")
-        updated = await inbox.read_all(self.pool, self.client.user_id, tag)
+        where = self._filter(frame, ("type",))
+        updated = await inbox.bulk(self.pool, self.client.user_id, "read", where)
         await self.client.reply([frames.frame("read_all", updated=updated)])
+
+    async def seen_all(self, frame: dict) -> None:
+        where = self._filter(frame, ("type",))
+        updated = await inbox.bulk(self.pool, self.client.user_id, "seen", where)
+        await self.client.reply([frames.frame("seen_all", updated=updated)])
+
+    async def bulk(self, frame: dict) -> None:
+        action = frame.get("action")
+        if action not in inbox.ACTIONS:
+            raise FrameError("invalid", f"'action' must be one of: {', '.join(inbox.ACTIONS)}")
+        given = frame.get("filter", {})
+        if not isinstance(given, dict):
+            raise FrameError("invalid", "'filter' must be a JSON object")
+        where = self._filter(given, ())
+        updated = await inbox.bulk(self.pool, self.client.user_id, action, where)
+        await self.client.reply([frames.frame("bulk", action=action, updated=updated)])
 
     async def resume(self, frame: dict) -> None:
         await self.hub.resume(self.client, _integer(frame, "after", low=0))
 
     async def counts(self, frame: dict) -> None:
-        unread = (await inbox.counts(self.pool, self.client.user_id))["unread"]
-        self.client.unread = unread
-        await self.client.reply([frames.counts(unread)])
+        counts = Counts(**await inbox.counts(self.pool, self.client.user_id))
+        self.client.counts = counts
+        await self.client.reply([frames.counts(counts)])
 
     async def ping(self, frame: dict) -> None:
         await self.client.reply(['{"type":"pong"}'])
@@ -287,7 +336,13 @@ SEED_HANDLERS: Handlers = {
 HANDLERS: Handlers = {
     **SEED_HANDLERS,
     "unread": Session.unread,
+    "seen": Session.seen,
+    "archive": Session.archive,
+    "unarchive": Session.unarchive,
+    "interact": Session.interact,
     "read_all": Session.read_all,
+    "seen_all": Session.seen_all,
+    "bulk": Session.bulk,
     "resume": Session.resume,
     "counts": Session.counts,
     "ping": Session.ping,

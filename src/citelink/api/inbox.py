@@ -3,22 +3,65 @@ the WebSocket relay). Another user's item is a 404, exactly like a missing one."
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import inbox
 from ..errors import ApiError
 from .endpoint import Call, endpoint
-from .validation import PAGE, Body, Boolean, Choice, Integer, Query, page, page_bounds
+from .validation import (
+    PAGE,
+    Body,
+    Boolean,
+    Choice,
+    Integer,
+    Integers,
+    JsonObject,
+    JsonText,
+    Object,
+    Query,
+    String,
+    Timestamp,
+    page,
+    page_bounds,
+)
 
-TAG_FILTER = Integer(description="only items of this tag (id)")
-PAGE_FILTERS = Query(
+STATUS = Choice(
+    choices=tuple(inbox.STATUS),
+    description="all (the default list: not archived), unseen, unread, read, archived",
+)
+TAGS = Integers(description="only items of these tags (ids; repeat the parameter for several)")
+SINCE = Timestamp(description="only items published at or after this time")
+UNTIL = Timestamp(description="only items published before this time")
+# The filters of a query string...
+FILTERS = {
+    "status": STATUS,
+    "tag": TAGS,
+    "data": JsonText(description="only items whose data contains this JSON object"),
+    "since": SINCE,
+    "until": UNTIL,
+}
+NARROWING = {name: field for name, field in FILTERS.items() if name != "status"}
+# ...and of a body (bulk actions), with `data` as a JSON object.
+FILTER = Body(
     {
-        **PAGE,
-        "before": Integer(
-            description="only items older than this item, in my order (the `next` of a page)"
-        ),
-        "status": Choice(choices=("all", "unread", "read"), description="default all"),
-        "tag": TAG_FILTER,
+        "status": Choice(choices=STATUS.choices, required=False),
+        "tag": Integers(required=False),
+        "data": JsonObject(required=False),
+        "since": Timestamp(required=False),
+        "until": Timestamp(required=False),
     }
 )
+
+
+def filter_of(values: dict[str, Any]) -> inbox.Filter:
+    """The inbox filter of validated FILTERS (or FILTER) values."""
+    return inbox.Filter(
+        status=values.get("status", "all"),
+        tags=values.get("tag"),
+        data=values.get("data"),
+        since=values.get("since"),
+        until=values.get("until"),
+    )
 
 
 def _not_found() -> ApiError:
@@ -26,8 +69,16 @@ def _not_found() -> ApiError:
 
 
 @endpoint(
-    "My inbox: non-deleted items, newest first",
-    query=PAGE_FILTERS,
+    "My inbox, newest first in my order: the default list, or by status and filters",
+    query=Query(
+        {
+            **PAGE,
+            "before": Integer(
+                description="only items older than this item, in my order (the `next` of a page)"
+            ),
+            **FILTERS,
+        }
+    ),
     response="Page[InboxItem]",
 )
 async def list_items(call: Call) -> dict:
@@ -37,15 +88,19 @@ async def list_items(call: Call) -> dict:
         call.me.id,
         before=call.query.get("before"),
         limit=limit + 1,
-        status=call.query.get("status", "all"),
-        tag=call.query.get("tag"),
+        where=filter_of(call.query),
     )
     return page(rows, limit)
 
 
-@endpoint("My unread and total (non-deleted) counts", response="InboxCounts")
+@endpoint(
+    "My counts: unseen, unread and total in the default list, and archived "
+    "(of the items the filters select, if any)",
+    query=Query(NARROWING),
+    response="InboxCounts",
+)
 async def counts(call: Call) -> dict:
-    return await inbox.counts(call.pool, call.me.id)
+    return await inbox.counts(call.pool, call.me.id, filter_of(call.query))
 
 
 @endpoint("One item of my inbox", response="InboxItem")
@@ -57,17 +112,50 @@ async def get_item(call: Call) -> dict:
 
 
 @endpoint(
-    "Mark one item read or unread",
-    body=Body({"is_read": Boolean()}),
+    "Mark one item seen, read or unread, archived or not (reading implies seen)",
+    body=Body(
+        {
+            "is_seen": Boolean(required=False),
+            "is_read": Boolean(required=False),
+            "is_archived": Boolean(required=False),
+        }
+    ),
     response="InboxItem",
 )
 async def update_item(call: Call) -> dict:
-    if not await inbox.set_read(call.pool, call.me.id, call.id, call.body["is_read"]):
+    if not call.body:
+        raise ApiError(
+            422, "invalid request body", {"is_read": "give is_seen, is_read or is_archived"}
+        )
+    if not await inbox.set_state(call.pool, call.me.id, call.id, **call.body):
         raise _not_found()
+    return await _current(call)
+
+
+async def _current(call: Call) -> dict:
     item = await inbox.get(call.pool, call.me.id, call.id)
     if item is None:  # deleted in between
         raise _not_found()
     return item
+
+
+@endpoint(
+    "Record a click on one item's link, or on one of its actions (implies read)",
+    body=Body({"action": String(required=False, max_length=100, description="the action's id")}),
+    response="InboxItem",
+    errors={422: "the notification has no action of that id"},
+)
+async def interact(call: Call) -> dict:
+    item = await inbox.get(call.pool, call.me.id, call.id)
+    if item is None:
+        raise _not_found()
+    action = call.body.get("action")
+    offered = [a.get("id") for a in item["data"].get("actions") or [] if isinstance(a, dict)]
+    if action is not None and action not in offered:
+        raise ApiError(422, "invalid request body", {"action": "no such action on this item"})
+    if not await inbox.interact(call.pool, call.me.id, call.id, action):
+        raise _not_found()
+    return await _current(call)
 
 
 @endpoint("Delete one item (soft: the row stays, marked deleted)", status=204)
@@ -77,10 +165,33 @@ async def delete_item(call: Call) -> None:
 
 
 @endpoint(
-    "Mark every unread item (of one tag, if given) read",
-    query=Query({"tag": TAG_FILTER}),
+    "Mark every unread item the filters select read",
+    query=Query(FILTERS),
     response="Updated",
 )
 async def read_all(call: Call) -> dict:
-    updated = await inbox.read_all(call.pool, call.me.id, call.query.get("tag"))
-    return {"updated": updated}
+    return {"updated": await inbox.bulk(call.pool, call.me.id, "read", filter_of(call.query))}
+
+
+@endpoint(
+    "Mark every unseen item the filters select seen (the badge goes to 0)",
+    query=Query(FILTERS),
+    response="Updated",
+)
+async def seen_all(call: Call) -> dict:
+    return {"updated": await inbox.bulk(call.pool, call.me.id, "seen", filter_of(call.query))}
+
+
+@endpoint(
+    "One action on every item a filter selects, in one statement",
+    body=Body(
+        {
+            "action": Choice(choices=tuple(inbox.ACTIONS)),
+            "filter": Object(fields=FILTER, required=False, description="default: everything"),
+        }
+    ),
+    response="Updated",
+)
+async def bulk(call: Call) -> dict:
+    where = filter_of(call.body.get("filter", {}))
+    return {"updated": await inbox.bulk(call.pool, call.me.id, call.body["action"], where)}

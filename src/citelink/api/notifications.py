@@ -9,14 +9,28 @@ recipients (kept on the notification row).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from ..errors import ApiError
 from ..metrics import PUBLISH_SECONDS
 from ..queries import Q
+from ..settings import Settings
 from .endpoint import Call, endpoint
-from .validation import PAGE, Body, Integer, JsonObject, Query, String, page, page_bounds
+from .validation import (
+    PAGE,
+    Body,
+    Integer,
+    Invalid,
+    JsonObject,
+    Query,
+    String,
+    page,
+    page_bounds,
+)
 
 log = logging.getLogger("citelink.api")
 
@@ -25,12 +39,74 @@ log = logging.getLogger("citelink.api")
 # simply made again, against the subscribers as they are now.
 PUBLISH_ATTEMPTS = 3
 
+# What `data` may say about links: `url` (the item's own link) and `actions`,
+# up to 3 buttons {id, label, url?}; the inbox renders them (citelink/web).
+MAX_ACTIONS = 3
+MAX_LINK = 2000
+ACTION_FIELDS = {"id", "label", "url"}
+
+
+def _link_problem(value: Any) -> str | None:
+    """Why `value` is no link an inbox may open: http(s), or a path of the
+    platform's own (`/...`); never javascript:, data: or the like."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_LINK:
+        return f"must be a string of 1 to {MAX_LINK} characters"
+    if value.startswith("/") and not value.startswith("//"):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme in ("http", "https") and parts.netloc and value == value.strip():
+        return None
+    return "must be an http(s) URL or a path starting with /"
+
+
+def _label_problem(value: Any, field: str) -> str | None:
+    if not isinstance(value, str) or not 1 <= len(value.strip()) <= 100:
+        return f"'{field}' must be a string of 1 to 100 characters"
+    return None
+
+
+@dataclass(frozen=True)
+class NotificationData(JsonObject):
+    """Any JSON object, with `url` and `actions` checked when present."""
+
+    def check(self, value: Any, settings: Settings) -> dict:
+        data = super().check(value, settings)
+        if "url" in data and (problem := _link_problem(data["url"])):
+            raise Invalid(f"url {problem}")
+        actions = data.get("actions")
+        if actions is None:
+            return data
+        if not isinstance(actions, list) or not 1 <= len(actions) <= MAX_ACTIONS:
+            raise Invalid(f"actions must be a list of 1 to {MAX_ACTIONS} actions")
+        ids = set()
+        for n, action in enumerate(actions):
+            where = f"actions[{n}]"
+            if not isinstance(action, dict):
+                raise Invalid(f"{where} must be an object {{id, label, url?}}")
+            if unknown := set(action) - ACTION_FIELDS:
+                raise Invalid(f"{where} has unknown fields: {', '.join(sorted(unknown))}")
+            problem = _label_problem(action.get("id"), "id") or _label_problem(
+                action.get("label"), "label"
+            )
+            if problem is None and "url" in action:
+                problem = (p := _link_problem(action["url"])) and f"'url' {p}"
+            if problem:
+                raise Invalid(f"{where}: {problem}")
+            if action["id"] in ids:
+                raise Invalid(f"{where}: the id {action['id']!r} is used twice")
+            ids.add(action["id"])
+        return data
+
+
 NEW_NOTIFICATION = Body(
     {
         "message": String(max_length="max_message_chars"),
         "tag": Integer(description="tag id"),
-        "data": JsonObject(
-            required=False, description="any JSON object, nested 100 levels at most (default {})"
+        "data": NotificationData(
+            required=False,
+            description="any JSON object, nested 100 levels at most (default {}); its "
+            "`url` (http(s) or a /path) is the item's link, its `actions` (up to 3 "
+            "{id, label, url?}) the item's buttons",
         ),
     }
 )

@@ -20,6 +20,7 @@ _INT = {"type": "integer", "format": "int64"}
 _TEXT = {"type": "string"}
 _TIME = {"type": "string", "format": "date-time"}
 _BOOL = {"type": "boolean"}
+_WHEN = {"type": ["string", "null"], "format": "date-time"}
 
 
 def _object(properties: dict[str, Any], *, optional: tuple[str, ...] = ()) -> dict:
@@ -76,16 +77,29 @@ SCHEMAS: dict[str, dict] = {
             "message": _TEXT,
             "data": {"type": "object"},
             "timestamp": _TIME,
-            "is_read": _BOOL,
-            "read_at": {"type": ["string", "null"], "format": "date-time"},
             "position": {
                 **_INT,
                 "description": "place in my order: 1, 2, 3, ... as items are committed",
             },
+            "is_seen": _BOOL,
+            "seen_at": _WHEN,
+            "is_read": _BOOL,
+            "read_at": _WHEN,
+            "is_archived": _BOOL,
+            "archived_at": _WHEN,
+            "interacted_at": _WHEN,
+            "action": {"type": ["string", "null"], "description": "the action clicked"},
         }
     ),
-    "InboxCounts": _object({"unread": _INT, "total": _INT}),
-    "Updated": _object({"updated": {**_INT, "description": "items marked read"}}),
+    "InboxCounts": _object(
+        {
+            "unseen": {**_INT, "description": "in the default list (neither deleted nor archived)"},
+            "unread": {**_INT, "description": "in the default list"},
+            "total": {**_INT, "description": "the default list"},
+            "archived": _INT,
+        }
+    ),
+    "Updated": _object({"updated": {**_INT, "description": "items changed"}}),
     "AuditEntry": _object(
         {
             "id": _INT,

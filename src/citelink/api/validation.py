@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, ClassVar
 
 import orjson
 from starlette.datastructures import QueryParams
@@ -191,6 +192,91 @@ def _json_problem(value: Any, max_depth: int) -> str | None:
 
 
 @dataclass(frozen=True)
+class Integers(Field):
+    """Ids, one or several: a JSON integer or list of them in a body, the
+    parameter given once or repeated (`?tag=1&tag=2`) in a query."""
+
+    max_items: int = 100
+    repeatable: ClassVar[bool] = True
+
+    def check(self, value: Any, settings: Settings) -> list[int]:
+        values = value if isinstance(value, list) else [value]
+        if not 1 <= len(values) <= self.max_items:
+            raise Invalid(f"1 to {self.max_items} ids")
+        return [Integer().check(v, settings) for v in values]
+
+    def parse_text(self, text: str, settings: Settings) -> list[int]:
+        return [Integer().parse_text(text, settings)]
+
+    def schema(self, settings: Settings) -> dict:
+        one = Integer().schema(settings)
+        return self._described(
+            {"anyOf": [one, {"type": "array", "items": one, "maxItems": self.max_items}]}
+        )
+
+
+@dataclass(frozen=True)
+class Timestamp(Field):
+    """An ISO 8601 date and time with its offset (`2026-11-27T14:30:00Z`)."""
+
+    MEANING: ClassVar[str] = "must be an ISO 8601 date and time, such as 2026-11-27T14:30:00Z"
+
+    def check(self, value: Any, settings: Settings) -> datetime:
+        if not isinstance(value, str):
+            raise Invalid(self.MEANING)
+        return self.parse_text(value, settings)
+
+    def parse_text(self, text: str, settings: Settings) -> datetime:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise Invalid(self.MEANING) from None
+        if moment.tzinfo is None:
+            raise Invalid("needs its offset from UTC (Z or +hh:mm)")
+        return moment
+
+    def schema(self, settings: Settings) -> dict:
+        return self._described({"type": "string", "format": "date-time"})
+
+
+@dataclass(frozen=True)
+class JsonText(JsonObject):
+    """A JSON object given as text, in a query parameter (`?data={"k":1}`)."""
+
+    def parse_text(self, text: str, settings: Settings) -> dict:
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            raise Invalid('must be a JSON object, such as {"key": "value"}') from None
+        return self.check(value, settings)
+
+    def schema(self, settings: Settings) -> dict:
+        return self._described({"type": "string", "contentMediaType": "application/json"})
+
+
+@dataclass(frozen=True)
+class Object(Field):
+    """A JSON object in a body, checked by `fields` (a Body spec)."""
+
+    fields: Fields | None = None
+
+    def check(self, value: Any, settings: Settings) -> dict:
+        assert isinstance(self.fields, Body)
+        if not isinstance(value, dict):
+            raise Invalid("must be a JSON object")
+        try:
+            return self.fields.check(value, settings)
+        except ApiError as exc:
+            raise Invalid(
+                "; ".join(f"{name}: {problem}" for name, problem in (exc.errors or {}).items())
+            ) from None
+
+    def schema(self, settings: Settings) -> dict:
+        assert isinstance(self.fields, Body)
+        return self._described(self.fields.schema(settings))
+
+
+@dataclass(frozen=True)
 class Fields:
     """Named fields; unknown names are refused."""
 
@@ -224,6 +310,10 @@ class Body(Fields):
             raise ApiError(400, f"malformed JSON: {exc}") from None
         if not isinstance(document, dict):
             raise ApiError(400, "the request body must be a JSON object")
+        return self.check(document, settings)
+
+    def check(self, document: dict, settings: Settings) -> dict[str, Any]:
+        """The values of a decoded JSON object; ApiError 422 naming each bad field."""
         values, errors = self._convert(
             document.items(), lambda field, value: field.check(value, settings)
         )
@@ -247,14 +337,26 @@ class Query(Fields):
     """Query-string parameters: each optional, given once at most."""
 
     def parse(self, params: QueryParams, settings: Settings) -> dict[str, Any]:
-        repeated = {k for k in params if len(params.getlist(k)) > 1}
+        repeated = {
+            k
+            for k in params
+            if len(params.getlist(k)) > 1 and not getattr(self.fields.get(k), "repeatable", False)
+        }
         values, errors = self._convert(
-            params.multi_items(), lambda field, text: field.parse_text(text, settings)
+            ((k, params.getlist(k)) for k in dict.fromkeys(params)),
+            lambda field, texts: self._parse_texts(field, texts, settings),
         )
         errors.update(dict.fromkeys(repeated, "given more than once"))
         if errors:
             raise ApiError(422, "invalid query parameters", errors)
         return values
+
+    @staticmethod
+    def _parse_texts(field: Field, texts: list[str], settings: Settings) -> Any:
+        if not getattr(field, "repeatable", False):
+            return field.parse_text(texts[-1], settings)
+        values = [v for text in texts for v in field.parse_text(text, settings)]
+        return field.check(values, settings)
 
 
 NO_QUERY = Query({})

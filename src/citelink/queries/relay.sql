@@ -20,16 +20,24 @@ JOIN tag AS t ON t.id = n.tag_id
 WHERE n.id = ANY($1::bigint[]);
 
 -- name: relay_item_states
--- Read/deleted state of the items a user's sockets have shown, to tell them
--- what changed while the listener was down. A missing row was deleted outright.
-SELECT id, is_read, is_deleted
-FROM user_notification
-WHERE user_id = $1 AND id = ANY($2::bigint[]);
+-- The state (citelink_item_state) of the items a user's sockets have shown,
+-- to tell them what changed while the listener was down. A missing row was
+-- removed outright.
+SELECT i.id, citelink_item_state(i) AS state
+FROM user_notification AS i
+WHERE i.user_id = $1 AND i.id = ANY($2::bigint[]);
+
+-- name: relay_items
+-- Items as they are now (their ids come from the database's own events).
+SELECT id, notification_id, tag, tag_name, message, data, timestamp, position, is_seen, seen_at,
+       is_read, read_at, is_archived, archived_at, interacted_at, action
+FROM inbox_item
+WHERE id = ANY($1::bigint[]) AND NOT is_deleted;
 
 -- name: relay_fan_out_items
 -- The items of `fanout` notifications, for the relay to keep those of its
 -- connected users (when they outnumber the recipients).
-SELECT i.notification_id, i.user_id, i.id, i.position, c.unread
+SELECT i.notification_id, i.user_id, i.id, i.position, c.unseen, c.unread, c.total, c.archived
 FROM user_notification AS i
 JOIN inbox_count AS c ON c.user_id = i.user_id
 WHERE i.notification_id = ANY($1::bigint[]) AND NOT i.is_deleted
@@ -38,7 +46,7 @@ ORDER BY i.notification_id, i.user_id;
 -- name: relay_fan_out_items_of_users
 -- The same, for the given users only (when the recipients outnumber them):
 -- one probe of the (notification_id, user_id) index per pair.
-SELECT i.notification_id, i.user_id, i.id, i.position, c.unread
+SELECT i.notification_id, i.user_id, i.id, i.position, c.unseen, c.unread, c.total, c.archived
 FROM user_notification AS i
 JOIN inbox_count AS c ON c.user_id = i.user_id
 WHERE i.notification_id = ANY($1::bigint[]) AND i.user_id = ANY($2::bigint[])
