@@ -78,7 +78,7 @@ async def run(args: argparse.Namespace) -> dict:
         latency_tag = await seed.tag("latency", online[:50])
         throughput_tag = await seed.tag("throughput", online[:10])
         burst_tag = await seed.tag("burst", online[:1_000])
-        history_tag = await seed.tag("history", [history_user])
+        history_tags = [await seed.tag(f"history-{k}", [history_user]) for k in range(3)]
         workers_tag = await seed.tag("workers", online)
 
         server.start()
@@ -156,8 +156,10 @@ async def run(args: argparse.Namespace) -> dict:
         if "history" in only:
             log(f"history: inbox of {history_sizes[-1]:,} items (seeding takes a while)")
             results["history"] = await scenarios.history(
-                seed, server, history_user, history_tag, history_sizes
+                seed, server, history_user, history_tags, history_sizes
             )
+            log("bulk archive: 100,000 of the history user's items, one socket open")
+            results["bulk_archive"] = await scenarios.bulk_archive(server, history_user)
         if "login" in only:
             log("login: 4 concurrent clients for 5 s")
             results["login"] = await scenarios.login(server, "bench1", "bench-pw")

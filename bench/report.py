@@ -129,11 +129,34 @@ def rows(r: dict) -> list[list[str]]:
         worst = max(h["page_ms"], h["unread_count_ms"])
         out.append(
             _row(
-                f"history {h['items']:,} items: page / cursor page / unread",
+                f"history {h['items']:,} items: page / cursor page / counts",
                 f"{h['page_ms']} / {h['cursor_page_ms']} / {h['unread_count_ms']} ms",
                 "≤ 5 ms (at 1,000,000)",
                 {1_000: "2.5 ms", 10_000: "16.5 ms"}.get(h["items"], "-"),
                 worst <= 5 if h["items"] >= 1_000_000 else None,
+            )
+        )
+        if "two_tags_unread_ms" in h:
+            worst = max(h["two_tags_unread_ms"], h["data_containment_ms"])
+            out.append(
+                _row(
+                    f"history {h['items']:,}: filtered page (2 tags + unread / data @>)",
+                    f"{h['two_tags_unread_ms']} / {h['data_containment_ms']} ms",
+                    "≤ 5 ms, flat",
+                    "-",
+                    worst <= 5 if h["items"] >= 1_000_000 else None,
+                )
+            )
+    if ba := r.get("bulk_archive"):
+        out.append(
+            _row(
+                f"bulk archive of {ba['archived']:,} items of one user",
+                f"commit {ba['commit_ms']} ms, on the socket {ba['socket_has_it_ms']} ms "
+                f"({len(ba['frames'])} frames: {', '.join(sorted(set(ba['frames'])))}), "
+                "socket kept open",
+                "not closed as slow",
+                "-",
+                ba["socket_open"] and ba["status"] == 200,
             )
         )
     if c := r.get("capacity"):

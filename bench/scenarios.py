@@ -323,20 +323,38 @@ async def deliveries_per_process(
 
 
 async def history(
-    seed: Seed, server: Server, user_id: int, tag: int, sizes: list[int], rounds: int = 50
+    seed: Seed, server: Server, user_id: int, tags: list[int], sizes: list[int], rounds: int = 50
 ) -> dict:
-    """Round trips for the first page (20) over the socket, and the unread count, as one
-    user's inbox grows."""
+    """Round trips, as one user's inbox grows: the first page (20) over the
+    socket (seed and cursor forms), filtered first pages over REST (two of
+    three tags and unread; a `data` containment that one item in ten
+    matches), and the counts."""
     results = []
     have = 0
     token = server.token(user_id)
+    filtered = {
+        "two_tags_unread": f"/api/inbox/?tag={tags[0]}&tag={tags[1]}&status=unread&limit=20",
+        "data_containment": '/api/inbox/?data={"n":3}&limit=20',
+    }
     async with http_client(server.http, token) as http:
+
+        async def get(path: str) -> float:
+            t0 = time.perf_counter_ns()
+            async with http.get(path) as response:
+                body = orjson.loads(await response.read())
+            assert response.status == 200, body
+            return time.perf_counter_ns() - t0
+
         for size in sizes:
-            await seed.history(tag, size - have)
+            await seed.history(tags, have + 1, size - have)
             have = size
-            await seed.conn.execute("ANALYZE user_notification")
+            # As autovacuum would after a bulk load of this size.
+            await seed.conn.execute("ANALYZE user_notification, notification")
             async with websockets.connect(
-                f"{server.ws}/ws/notifications/?token={token}", compression=None, max_size=None
+                f"{server.ws}/ws/notifications/?token={token}",
+                compression=None,
+                max_size=None,
+                subprotocols=["citelink.v1"],
             ) as ws:
 
                 async def round_trip(frame: dict) -> float:
@@ -358,22 +376,53 @@ async def history(
                     await round_trip({"type": "notifications_list", "limit": 20})
                     for _ in range(rounds)
                 ]
-            counts = []
-            for _ in range(rounds):
-                t0 = time.perf_counter_ns()
-                async with http.get("/api/inbox/counts/") as response:
-                    body = orjson.loads(await response.read())
-                counts.append(time.perf_counter_ns() - t0)
-            assert body["unread"] == size, body
-            results.append(
-                {
-                    "items": size,
-                    "page_ms": ms(statistics.median(pages)),
-                    "cursor_page_ms": ms(statistics.median(cursors)),
-                    "unread_count_ms": ms(statistics.median(counts)),
-                }
-            )
+            counts = [await get("/api/inbox/counts/") for _ in range(rounds)]
+            row = {
+                "items": size,
+                "page_ms": ms(statistics.median(pages)),
+                "cursor_page_ms": ms(statistics.median(cursors)),
+                "unread_count_ms": ms(statistics.median(counts)),
+            }
+            for name, path in filtered.items():
+                row[f"{name}_ms"] = ms(statistics.median([await get(path) for _ in range(rounds)]))
+            results.append(row)
     return {"sizes": results}
+
+
+async def bulk_archive(server: Server, user_id: int) -> dict:
+    """POST /api/inbox/bulk/ archiving the user's items whose data has n = 3
+    (100,000 of 1,000,000) while one socket of theirs is open: the answer
+    (committed), and when the socket has the result (its `refresh` and
+    counts); the socket must stay open."""
+    token = server.token(user_id)
+    async with (
+        websockets.connect(
+            f"{server.ws}/ws/notifications/?token={token}",
+            max_size=None,
+            subprotocols=["citelink.v1"],
+        ) as ws,
+        http_client(server.http, token) as http,
+    ):
+        sent = time.monotonic_ns()
+        status, body = await post_json(
+            http, "/api/inbox/bulk/", {"action": "archive", "filter": {"data": {"n": 3}}}
+        )
+        answered = time.monotonic_ns()
+        frames = []
+        while not (frames and frames[-1]["type"] == "counts" and frames[-1]["archived"]):
+            frames.append(orjson.loads(await ws.recv()))
+        told = time.monotonic_ns()
+        await ws.send('{"type":"ping"}')
+        while orjson.loads(await ws.recv())["type"] != "pong":
+            pass
+    return {
+        "status": status,
+        "archived": body.get("updated"),
+        "commit_ms": ms(answered - sent),
+        "socket_has_it_ms": ms(told - sent),
+        "frames": [f["type"] for f in frames],
+        "socket_open": True,
+    }
 
 
 async def login(

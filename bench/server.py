@@ -173,17 +173,19 @@ class Seed:
         )
         return tag_id
 
-    async def history(self, tag_id: int, count: int) -> None:
-        """`count` notifications on `tag_id`, 100,000 per statement (each fans out)."""
+    async def history(self, tag_ids: list[int], start: int, count: int) -> None:
+        """Notifications `start` .. `start + count - 1`, round robin over `tag_ids`,
+        `data` {"n": number % 10}; 100,000 per statement (each fans out)."""
         done = 0
         while done < count:
             batch = min(100_000, count - done)
             await self.conn.execute(
-                "INSERT INTO notification (tag_id, message) "
-                "SELECT $1, 'history ' || g FROM generate_series($2::int, $3::int) g",
-                tag_id,
-                done + 1,
-                done + batch,
+                "INSERT INTO notification (tag_id, message, data) "
+                "SELECT ($1::bigint[])[1 + g % cardinality($1::bigint[])], 'history ' || g, "
+                "jsonb_build_object('n', g % 10) FROM generate_series($2::int, $3::int) g",
+                tag_ids,
+                start + done,
+                start + done + batch - 1,
             )
             done += batch
 
