@@ -13,16 +13,23 @@ CREATE TABLE users (
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 
+-- A `critical` tag's notifications reach every subscriber live, whatever
+-- their preference.
 CREATE TABLE tag (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name       text        NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 100),
+    critical   boolean     NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- `mode`, the subscriber's preference for the tag: `live` (stored, counted
+-- and pushed), `inbox` (stored and counted, not pushed), `muted` (stored, not
+-- counted as unseen or unread, not pushed).
 CREATE TABLE subscription (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     user_id    bigint      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     tag_id     bigint      NOT NULL REFERENCES tag (id) ON DELETE CASCADE,
+    mode       text        NOT NULL DEFAULT 'live' CHECK (mode IN ('live', 'inbox', 'muted')),
     created_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (user_id, tag_id)
 );
@@ -34,14 +41,30 @@ CREATE TABLE subscription (
 -- setting (one reading a session setting would be one `SET` away from off).
 -- `recipients` counts the inbox rows made for the notification, kept by
 -- triggers; the API answers it from here, never from the audit log.
+-- Who gets it: the subscribers of `tag_id` and the users listed in `users`
+-- (once each). When: at insert, or at `send_at` (the app's scheduler fans out
+-- what is due, sql/triggers.sql "Schedules"); `delivered_at` is when it was
+-- fanned out, NULL while it waits. Until when: `expires_at`, after which its
+-- items leave lists and counts (`expired_at`: when they were marked). With a
+-- `group_key`, a user's unread item of the same key from the last
+-- `group_window` is updated instead of a new one made ("Grouping").
 CREATE TABLE notification (
-    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    tag_id     bigint      NOT NULL REFERENCES tag (id) ON DELETE RESTRICT,
-    message    text        NOT NULL CHECK (char_length(message) BETWEEN 1 AND 100000),
-    data       jsonb       NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(data) = 'object'),
-    created_at timestamptz NOT NULL DEFAULT now(),
-    created_by bigint      REFERENCES users (id) ON DELETE SET NULL,
-    recipients bigint      NOT NULL DEFAULT 0
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tag_id       bigint      REFERENCES tag (id) ON DELETE RESTRICT,
+    users        bigint[]    CHECK (cardinality(users) BETWEEN 1 AND 10000),
+    message      text        NOT NULL CHECK (char_length(message) BETWEEN 1 AND 100000),
+    data         jsonb       NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(data) = 'object'),
+    priority     text        NOT NULL DEFAULT 'normal' CHECK (priority IN ('low', 'normal', 'high')),
+    group_key    text        CHECK (char_length(group_key) BETWEEN 1 AND 200),
+    group_window interval    NOT NULL DEFAULT '10 minutes' CHECK (group_window > '0'),
+    send_at      timestamptz,
+    delivered_at timestamptz,
+    expires_at   timestamptz,
+    expired_at   timestamptz,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    created_by   bigint      REFERENCES users (id) ON DELETE SET NULL,
+    recipients   bigint      NOT NULL DEFAULT 0,
+    CHECK (tag_id IS NOT NULL OR users IS NOT NULL)
 );
 
 -- One row per recipient of a notification; `id` is the inbox item id.
@@ -72,6 +95,18 @@ CREATE TABLE user_notification (
     -- The action clicked (its id in the notification's data.actions); NULL for
     -- the item's own link.
     action          text        CHECK (char_length(action) BETWEEN 1 AND 100),
+    -- Past its notification's expires_at (marked by the scheduler; lists
+    -- also leave out what is past it and not marked yet).
+    is_expired      boolean     NOT NULL DEFAULT false,
+    -- How it was delivered: the subscription's mode (`live` for a critical
+    -- tag or a listed user), and the notification's priority.
+    mode            text        NOT NULL DEFAULT 'live' CHECK (mode IN ('live', 'inbox', 'muted')),
+    priority        text        NOT NULL DEFAULT 'normal' CHECK (priority IN ('low', 'normal', 'high')),
+    -- A grouped item: its key, how many notifications it collects and which
+    -- (`notification_id` is the latest, whose message it shows).
+    group_key       text,
+    count           integer     NOT NULL DEFAULT 1,
+    notification_ids bigint[],
     is_deleted      boolean     NOT NULL DEFAULT false,
     deleted_at      timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -81,8 +116,8 @@ CREATE TABLE user_notification (
 );
 
 -- One row per user, kept by triggers: the counts of the default list (items
--- neither deleted nor archived: `total`, and of those the `unread` and
--- `unseen`) and of the `archived` ones, so the badge stays O(1) at millions
+-- neither deleted, archived nor expired: `total`, and of those the `unread`
+-- and `unseen` ones not muted) and of the `archived` ones, so the badge stays O(1) at millions
 -- of inbox rows; and the position of the user's newest item. Whoever adds items for a user locks this row
 -- until commit: that lock is what orders the user's items. Every fan-out
 -- updates its recipients' rows: half of each page is left free so that the
@@ -111,14 +146,18 @@ CREATE TABLE audit_log (
 -- An inbox item as REST and WebSocket show it (`id` is the inbox row id, `tag`
 -- the tag id), with the owner and deleted flag to filter on. The planner
 -- inlines it, so the partial inbox indexes still apply.
+-- `expired` is evaluated here, on read: an item past its notification's
+-- expires_at is expired even before the scheduler marks it (is_expired).
 CREATE VIEW inbox_item AS
 SELECT i.id, i.user_id, i.is_deleted, i.notification_id, n.tag_id AS tag,
        t.name AS tag_name, n.message, n.data, n.created_at AS timestamp,
        i.is_read, i.read_at, i.position, i.is_seen, i.seen_at, i.is_archived,
-       i.archived_at, i.interacted_at, i.action
+       i.archived_at, i.interacted_at, i.action, i.priority, i.group_key, i.count,
+       i.notification_ids, n.expires_at,
+       i.is_expired OR coalesce(n.expires_at <= now(), false) AS expired
 FROM user_notification AS i
 JOIN notification AS n ON n.id = i.notification_id
-JOIN tag AS t ON t.id = n.tag_id;
+LEFT JOIN tag AS t ON t.id = n.tag_id;
 
 -- Indexes --------------------------------------------------------------------
 
@@ -128,6 +167,10 @@ CREATE UNIQUE INDEX users_username_lower_key ON users (lower(username));
 CREATE INDEX subscription_tag_user_idx ON subscription (tag_id, user_id);
 
 CREATE INDEX notification_tag_idx ON notification (tag_id, id);
+-- What the scheduler has to fan out, and to expire.
+CREATE INDEX notification_scheduled_idx ON notification (send_at) WHERE delivered_at IS NULL;
+CREATE INDEX notification_expiring_idx
+    ON notification (expires_at) WHERE expires_at IS NOT NULL AND expired_at IS NULL;
 
 -- Inbox keyset pages (newest first) and resume (oldest first), in each user's
 -- order: the default list (neither deleted nor archived), its unread and read
@@ -147,6 +190,14 @@ CREATE INDEX user_notification_archived_idx
 -- new items are not deleted, so the fan-out never writes to it.
 CREATE INDEX user_notification_deleted_idx
     ON user_notification (user_id, position) WHERE is_deleted;
+-- High-priority unread items, pinned to the top of the default list.
+CREATE INDEX user_notification_pinned_idx
+    ON user_notification (user_id, position)
+    WHERE priority = 'high' AND NOT is_read AND NOT is_deleted AND NOT is_archived;
+-- A user's unread items of a group, for the next notification of its key.
+CREATE INDEX user_notification_group_idx
+    ON user_notification (user_id, group_key, position)
+    WHERE group_key IS NOT NULL AND NOT is_read AND NOT is_deleted AND NOT is_archived;
 
 CREATE INDEX audit_log_object_idx ON audit_log (resource, object_id, id);
 CREATE INDEX audit_log_actor_idx ON audit_log (actor_id, id);

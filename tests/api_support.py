@@ -174,4 +174,9 @@ ITEM_KEYS = {
     "archived_at",
     "interacted_at",
     "action",
+    "priority",
+    "group_key",
+    "count",
+    "notification_ids",
+    "expires_at",
 }

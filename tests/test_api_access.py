@@ -40,11 +40,13 @@ MATRIX = [
     ("GET", "/api/subscriptions/", None, (401, 200, 200, 200)),
     ("POST", "/api/subscriptions/", {"tag": "{extra}"}, (401, 201, 201, 201)),
     ("POST", "/api/subscriptions/", {"user": "{alice}", "tag": "{news}"}, (401, 409, 403, 409)),
+    ("PATCH", "/api/subscriptions/{alice_sub}/", {"mode": "inbox"}, (401, 200, 404, 200)),
     ("DELETE", "/api/subscriptions/{alice_sub}/", None, (401, 204, 404, 204)),
     ("POST", "/api/subscriptions/", {"user": "{alice}", "tag": "{news}"}, (401, 201, 403, 201)),
     ("POST", "/api/notifications/", {"message": "m", "tag": "{news}"}, (401, 403, 403, 201)),
     ("GET", "/api/notifications/", None, (401, 403, 403, 200)),
     ("GET", "/api/notifications/{secret_note}/", None, (401, 403, 403, 200)),
+    ("DELETE", "/api/notifications/{secret_note}/", None, (401, 403, 403, 409)),
     ("GET", "/api/inbox/", None, (401, 200, 200, 200)),
     ("GET", "/api/inbox/counts/", None, (401, 200, 200, 200)),
     ("GET", "/api/inbox/{alice_item}/", None, (401, 200, 404, 404)),
@@ -159,7 +161,7 @@ async def test_lists_hold_only_the_callers_own(client: httpx.AsyncClient, world:
     r = await client.post(f"/api/inbox/read-all/?tag={world.private}", headers=bob)
     assert r.json() == {"updated": 0}
     r = await client.get(f"/api/inbox/?tag={world.private}", headers=bob)
-    assert r.json() == {"results": [], "next": None}
+    assert r.json() == {"results": [], "next": None, "pinned": []}
     r = await client.get(f"/api/subscriptions/?user={world.alice.id}", headers=bob)
     assert r.status_code == 403
     alice = (await client.get("/api/inbox/counts/", headers=world.alice.headers)).json()

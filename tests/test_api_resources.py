@@ -90,11 +90,11 @@ async def test_read_all_optionally_by_tag(client: httpx.AsyncClient, world: Worl
 async def test_tags(client: httpx.AsyncClient, world: World):
     staff = world.staff.headers
     created = (await client.post("/api/tags/", json={"name": "Sports"}, headers=staff)).json()
-    assert set(created) == {"id", "name"}
+    assert set(created) == {"id", "name", "critical"}
     url = f"/api/tags/{created['id']}/"
     assert (await client.get(url, headers=world.bob.headers)).json() == created
     r = await client.patch(url, json={"name": "sports"}, headers=staff)
-    assert r.json() == {"id": created["id"], "name": "sports"}
+    assert r.json() == {"id": created["id"], "name": "sports", "critical": False}
 
     names = []
     page = {"next": None}
@@ -122,7 +122,7 @@ async def test_subscriptions(client: httpx.AsyncClient, world: World):
     r = await client.post("/api/subscriptions/", json={"tag": world.extra}, headers=bob)
     assert r.status_code == 201
     mine = r.json()
-    assert mine == {"id": mine["id"], "user": world.bob.id, "tag": world.extra}
+    assert mine == {"id": mine["id"], "user": world.bob.id, "tag": world.extra, "mode": "live"}
     r = await client.post(
         "/api/subscriptions/", json={"user": world.bob.id, "tag": world.extra}, headers=bob
     )

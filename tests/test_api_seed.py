@@ -18,10 +18,10 @@ async def test_seed_readme_requests(client: httpx.AsyncClient, make_user, conn):
     auth = {"Authorization": f"Bearer {r.json()['access']}"}
 
     r = await client.post("/api/tags/", json={"name": "deportes"}, headers=auth)
-    assert (r.status_code, r.json()) == (201, {"id": 1, "name": "deportes"})
+    assert (r.status_code, r.json()) == (201, {"id": 1, "name": "deportes", "critical": False})
 
     r = await client.post("/api/subscriptions/", json={"user": 1, "tag": 1}, headers=auth)
-    assert (r.status_code, r.json()) == (201, {"id": 1, "user": 1, "tag": 1})
+    assert (r.status_code, r.json()) == (201, {"id": 1, "user": 1, "tag": 1, "mode": "live"})
 
     r = await client.post(
         "/api/notifications/", json={"message": "nueva notificacion", "tag": 1}, headers=auth

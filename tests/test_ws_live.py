@@ -37,6 +37,9 @@ async def test_push_on_plain_sql_insert(server, conn, make_user):
             "data": {},
             "timestamp": push["timestamp"],
             "position": 1,
+            "priority": "normal",
+            "group_key": None,
+            "expires_at": None,
             **UNTOUCHED,
         }
         assert push["timestamp"].endswith("Z")

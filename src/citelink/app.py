@@ -20,6 +20,7 @@ from .health import healthz, readyz
 from .hub import Hub
 from .listener import Listener
 from .protocol import SOCKET_PATH
+from .scheduler import Scheduler
 from .settings import Settings
 from .sockets import GoingAwayServer, notifications_socket
 from .web import routes as web_routes
@@ -49,9 +50,11 @@ def create_app(settings: Settings) -> App:
         listener = Listener(settings.database_url, probe_seconds=settings.listener_probe_seconds)
         hub = Hub(pool, settings, barrier=listener.barrier, on_failure=listener.reconnect)
         sampler = metrics.Sampler(hub, listener, pool)
+        scheduler = Scheduler(pool)
         hub.start()
         await listener.start(hub)
         sampler.start()
+        scheduler.start()
         # Long-lived objects (one set per socket) make full collections slow;
         # collect young objects less often and never rescan what start-up built.
         gc.collect()
@@ -62,6 +65,7 @@ def create_app(settings: Settings) -> App:
         finally:
             # Under uvicorn the sockets are gone by now (sockets.GoingAwayServer).
             await hub.close_all(1001, "server shutting down")
+            await scheduler.stop()
             await sampler.stop()
             await listener.stop()
             await hub.stop()

@@ -240,7 +240,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
         tag_id = await conn.fetchval(Q.tag_id_by_name, args.tag)
         if tag_id is None:
             raise Problem(f"no tag {args.tag!r}")
-        row = await conn.fetchrow(Q.publish, tag_id, message, data, actor["id"])
+        row = await conn.fetchrow(
+            Q.publish, tag_id, None, message, data, None, None, None, None, None, actor["id"]
+        )
         print(f"published notification {row['id']} to {row['recipients']} recipient(s)")
         return 0
 

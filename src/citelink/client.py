@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import frames
-from .events import DELETED, Counts, state_of
+from .events import DELETED, QUIET, Counts, state_of
 from .protocol import TOO_SLOW
 
 log = logging.getLogger("citelink.client")
@@ -35,7 +35,8 @@ SHOWN_LIMIT = 10_000
 class Delivery:
     """One event, made ready for the sockets of its user: `kind` is new,
     change, remove or bulk (citelink.events); `frame` the push of a new item;
-    `current` the item as it is now, when telling the change needs it."""
+    `current` the item as it is now, when telling the change needs it.
+    `update`: a grouped notification moved the item to the top."""
 
     seq: int
     kind: str
@@ -227,12 +228,14 @@ class Client:
             if d.seq <= self.after_seq:
                 continue
             counts = d.counts
-            if d.kind == "new":
+            if d.kind in ("new", "update"):
+                # A new item, or one a grouped notification moved to the top.
                 if d.position <= self.last_position:
                     continue  # already sent by a snapshot
                 self.last_position = d.position
                 self.remember(d.item_id, d.new)
-                out.append(d.frame)
+                if not d.new & QUIET:  # an `inbox` or `muted` delivery is not pushed
+                    out.append(d.frame)
             elif d.kind == "bulk":
                 # Too many items changed to tell one by one: the client reloads
                 # what it shows, and what this socket knew of them is stale.

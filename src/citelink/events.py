@@ -9,14 +9,16 @@ from __future__ import annotations
 from typing import NamedTuple
 
 CHANNEL = "citelink_events"
-ITEM_KINDS = frozenset({"new", "change", "remove"})
+ITEM_KINDS = frozenset({"new", "change", "update", "remove"})
 
 # An item's state, as one number (sql/triggers.sql, citelink_item_state).
-SEEN, READ, ARCHIVED, INTERACTED, DELETED = 1, 2, 4, 8, 16
+SEEN, READ, ARCHIVED, INTERACTED, DELETED, EXPIRED, QUIET, MUTED = 1, 2, 4, 8, 16, 32, 64, 128
 
 
 def state_of(item: dict) -> int:
-    """The state number of an inbox item as citelink.inbox shows it (never deleted)."""
+    """The state number of an inbox item as citelink.inbox shows it (neither
+    deleted nor expired; how it was delivered is not in its shape, and not
+    needed to tell its changes)."""
     return (
         SEEN * item["is_seen"]
         + READ * item["is_read"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .events import ARCHIVED, DELETED, INTERACTED, READ, SEEN, Counts
+from .events import ARCHIVED, DELETED, EXPIRED, INTERACTED, READ, SEEN, Counts
 from .responses import dumps
 
 # The state fields of an item nobody has touched yet.
@@ -22,6 +22,8 @@ UNTOUCHED = {
     "archived_at": None,
     "interacted_at": None,
     "action": None,
+    "count": 1,
+    "notification_ids": None,
 }
 
 
@@ -66,13 +68,14 @@ _TOLD = [
     (READ, "read", "unread"),
     (ARCHIVED, "archive", "unarchive"),
     (DELETED, "delete", None),  # cleared: the item is pushed again (restore)
+    (EXPIRED, "expire", None),
 ]
 
 
 def needs_current(old: int, new: int) -> bool:
     """Whether telling the change from `old` to `new` needs the item as it is
     now: it came back into the list, or was interacted with (its action)."""
-    gone = DELETED | ARCHIVED
+    gone = DELETED | ARCHIVED | EXPIRED
     came_back = bool(old & gone) and not new & gone
     return came_back or bool(new & ~old & INTERACTED)
 
@@ -90,7 +93,8 @@ def changes(
     if not extended:
         if changed & READ and new & READ:
             out.append(state("read", item_id))
-        gone, listed = DELETED | ARCHIVED, not new & (DELETED | ARCHIVED)
+        gone = DELETED | ARCHIVED | EXPIRED
+        listed = not new & gone
         if changed & gone and not listed and not old & gone:
             out.append(state("delete", item_id))
         elif changed & gone and listed and current is not None:

@@ -34,7 +34,7 @@ import asyncpg
 from . import frames, inbox
 from .client import Client, Delivery
 from .database import ERRORS
-from .events import Counts, Event
+from .events import MUTED, QUIET, Counts, Event
 from .protocol import REPLACED, REVOKED, TOKEN_REFUSED
 from .queries import Q
 from .settings import Settings
@@ -48,6 +48,12 @@ BATCH_ROWS = 500
 CONTENT_CACHE = 256
 # Seconds a shutdown waits for sockets to send their close frames.
 SHUTDOWN_WAIT = 3.0
+
+
+def _touched(event: Event) -> bool:
+    """Whether a new item was created with a state of its own (a plain SQL
+    insert), beyond how it was delivered."""
+    return bool(event.new & ~(QUIET | MUTED))
 
 
 class Refused(Exception):
@@ -214,14 +220,23 @@ class Hub:
         """Answer a cursor-form `notifications_list`: `limit` items `where`
         selects, before item `before` (None: the newest), newest first, and the
         `next` cursor."""
+        apart = where.status in inbox.PINNING
         async with self.snapshot(client):
             rows = await inbox.page(
-                self._pool, client.user_id, before=before, limit=limit + 1, where=where
+                self._pool,
+                client.user_id,
+                before=before,
+                limit=limit + 1,
+                where=where,
+                pinned_apart=apart,
             )
             items = rows[:limit]
-            next_id = items[-1]["id"] if len(rows) > limit else None
+            answer: dict = {"data": items, "next": items[-1]["id"] if len(rows) > limit else None}
+            if apart and before is None:
+                answer["pinned"] = await inbox.pinned(self._pool, client.user_id, where, limit)
+                client.remember_items(answer["pinned"])
             client.remember_items(items)
-            await client.reply([frames.frame("notifications_list", data=items, next=next_id)])
+            await client.reply([frames.frame("notifications_list", **answer)])
 
     async def list_numbered(self, client: Client, page: int, page_size: int) -> None:
         """Answer a seed-form `notifications_list`: numbered pages, newest first,
@@ -355,16 +370,18 @@ class Hub:
         batch = await self._expand_fan_outs(received)
         batch = [(seq, e) for seq, e in batch if e.user_id in self._clients]
         content = await self._contents(
-            {e.notification_id for _, e in batch if e.kind == "new" and not e.new}
+            {e.notification_id for _, e in batch if e.kind == "new" and not _touched(e)}
         )
         # A new item someone already touched (a plain SQL insert) is pushed as
-        # it is, and some changes are told with the item as it is now.
+        # it is, so is one a grouped notification moved, and some changes are
+        # told with the item as it is now.
         current = await self._items(
             self._pool,
             [
                 e.item_id
                 for _, e in batch
-                if (e.kind == "new" and e.new)
+                if (e.kind == "new" and _touched(e))
+                or e.kind == "update"
                 or (e.kind == "change" and frames.needs_current(e.old, e.new))
             ],
         )
@@ -373,12 +390,18 @@ class Hub:
             frame, item = "", current.get(e.item_id)
             if e.kind == "new":
                 tail = content.get(e.notification_id)
-                if e.new and item:
+                if e.new & QUIET:
+                    frame = ""  # not pushed (citelink.client)
+                elif _touched(e) and item:
                     frame = frames.item(item)
-                elif tail and not e.new:
+                elif tail and not _touched(e):
                     frame = frames.push(e.item_id, e.position, tail)
                 else:
                     continue  # deleted before we read it
+            elif e.kind == "update":
+                if item is None:
+                    continue
+                frame = frames.item(item)
             per_user.setdefault(e.user_id, []).append(
                 Delivery(
                     seq, e.kind, e.item_id, e.position, e.old, e.new, e.counts, frame, item, e.items

@@ -2,12 +2,15 @@
 
 Items have one shape everywhere: {id, notification_id, tag, tag_name, message,
 data, timestamp, position, is_seen, seen_at, is_read, read_at, is_archived,
-archived_at, interacted_at, action}; `id` is the inbox (user_notification) id
-and `tag` the tag id, as in the seed. `position` is the item's place in the
-user's order (1, 2, 3, ... in commit order): lists are newest first by it, and
-cursors given as item ids are placed in it by the database.
+archived_at, interacted_at, action, priority, group_key, count,
+notification_ids, expires_at}; `id` is the inbox (user_notification) id and
+`tag` the tag id, as in the seed (null for a notification to listed users).
+`position` is the item's place in the user's order (1, 2, 3, ... in commit
+order): lists are newest first by it, and cursors given as item ids are
+placed in it by the database.
 
-The default list is what is neither deleted nor archived. A `Filter` selects
+The default list is what is neither deleted, archived nor expired; its
+high-priority unread items are pinned: listed apart, above the rest. A `Filter` selects
 from a user's items by status and by their notification (tags, `data`
 containment, time), for lists, counts and bulk actions alike. Writes run with
 the user as the audit actor; the triggers then count, audit and tell every
@@ -90,10 +93,24 @@ async def page(
     before: int | None = None,
     limit: int = 20,
     where: Filter = EVERYTHING,
+    pinned_apart: bool = False,
 ) -> list[dict]:
     """Newest first, the items before item `before` (keyset pagination); from
-    the newest when None."""
-    rows = await conn.fetch(_PAGE[where.status], user_id, before, *where.args, limit)
+    the newest when None. With `pinned_apart`, the pinned items are left out
+    (a listing shows them above, `pinned`)."""
+    rows = await conn.fetch(_PAGE[where.status], user_id, before, *where.args, limit, pinned_apart)
+    return [item(r) for r in rows]
+
+
+# The statuses whose listing pins the high-priority unread items above the rest.
+PINNING = frozenset({"all", "unread", "unseen"})
+
+
+async def pinned(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, where: Filter, limit: int
+) -> list[dict]:
+    """The pinned items (high priority, unread) `where` selects, newest first."""
+    rows = await conn.fetch(Q.inbox_pinned, user_id, *where.args, limit)
     return [item(r) for r in rows]
 
 

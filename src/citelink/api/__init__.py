@@ -26,11 +26,19 @@ routes: list[BaseRoute] = [
         get=subscriptions.list_subscriptions,
         post=subscriptions.create_subscription,
     ),
-    ApiRoute("/api/subscriptions/{id:int}/", delete=subscriptions.delete_subscription),
+    ApiRoute(
+        "/api/subscriptions/{id:int}/",
+        patch=subscriptions.update_subscription,
+        delete=subscriptions.delete_subscription,
+    ),
     ApiRoute(
         "/api/notifications/", get=notifications.list_notifications, post=notifications.publish
     ),
-    ApiRoute("/api/notifications/{id:int}/", get=notifications.get_notification),
+    ApiRoute(
+        "/api/notifications/{id:int}/",
+        get=notifications.get_notification,
+        delete=notifications.cancel_notification,
+    ),
     ApiRoute("/api/inbox/", get=inbox.list_items),
     ApiRoute("/api/inbox/counts/", get=inbox.counts),
     ApiRoute("/api/inbox/read-all/", post=inbox.read_all),

@@ -83,14 +83,16 @@ def _not_found() -> ApiError:
 )
 async def list_items(call: Call) -> dict:
     _, limit = page_bounds(call.query)
+    where, before = filter_of(call.query), call.query.get("before")
+    # High-priority unread items are pinned: listed apart, on the first page.
+    apart = where.status in inbox.PINNING
     rows = await inbox.page(
-        call.pool,
-        call.me.id,
-        before=call.query.get("before"),
-        limit=limit + 1,
-        where=filter_of(call.query),
+        call.pool, call.me.id, before=before, limit=limit + 1, where=where, pinned_apart=apart
     )
-    return page(rows, limit)
+    answer = page(rows, limit)
+    if apart and before is None:
+        answer["pinned"] = await inbox.pinned(call.pool, call.me.id, where, limit)
+    return answer
 
 
 @endpoint(

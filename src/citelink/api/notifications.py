@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 
+from ..database import transaction
 from ..errors import ApiError
 from ..metrics import PUBLISH_SECONDS
 from ..queries import Q
@@ -23,11 +25,14 @@ from .endpoint import Call, endpoint
 from .validation import (
     PAGE,
     Body,
+    Choice,
     Integer,
+    Integers,
     Invalid,
     JsonObject,
     Query,
     String,
+    Timestamp,
     page,
     page_bounds,
 )
@@ -42,6 +47,8 @@ PUBLISH_ATTEMPTS = 3
 # What `data` may say about links: `url` (the item's own link) and `actions`,
 # up to 3 buttons {id, label, url?}; the inbox renders them (citelink/web).
 MAX_ACTIONS = 3
+# Listed recipients of one notification (notification.users has the same bound).
+MAX_USERS = 10_000
 MAX_LINK = 2000
 ACTION_FIELDS = {"id", "label", "url"}
 
@@ -101,32 +108,101 @@ class NotificationData(JsonObject):
 NEW_NOTIFICATION = Body(
     {
         "message": String(max_length="max_message_chars"),
-        "tag": Integer(description="tag id"),
+        "tag": Integer(required=False, description="tag id: its subscribers get it"),
+        "users": Integers(
+            required=False,
+            max_items=MAX_USERS,
+            description="user ids who get it too (or only they, without a tag); once each",
+        ),
         "data": NotificationData(
             required=False,
             description="any JSON object, nested 100 levels at most (default {}); its "
             "`url` (http(s) or a /path) is the item's link, its `actions` (up to 3 "
             "{id, label, url?}) the item's buttons",
         ),
+        "priority": Choice(
+            choices=("low", "normal", "high"),
+            required=False,
+            description="default normal; high items are pinned to the top of the inbox",
+        ),
+        "group_key": String(
+            required=False,
+            max_length=200,
+            description="a recipient's unread item of the same key from the last "
+            "group_window is updated in place instead of a new one made",
+        ),
+        "group_window": Integer(
+            required=False, maximum=30 * 86400, description="seconds (default 600)"
+        ),
+        "send_at": Timestamp(required=False, description="deliver at this time, not now"),
+        "expires_at": Timestamp(
+            required=False, description="after it, its items leave lists and counts"
+        ),
     }
 )
+STATUSES = {
+    "scheduled": "delivered_at IS NULL",
+    "delivered": "delivered_at IS NOT NULL",
+    "expired": "expired_at IS NOT NULL",
+}
+
+
+def _notification(row: asyncpg.Record) -> dict:
+    """A notification as the API shows it (`tag` the tag id, `timestamp` created_at)."""
+    shown = dict(row)
+    shown["tag"] = shown.pop("tag_id")
+    shown["timestamp"] = shown.pop("created_at")
+    shown["group_window"] = int(shown["group_window"].total_seconds())
+    return shown
+
+
+async def _check(call: Call) -> None:
+    """422 for what the database would refuse less clearly: no recipients at
+    all, times in the wrong order, unknown users (each named)."""
+    body = call.body
+    if "tag" not in body and "users" not in body:
+        raise ApiError(422, "invalid request body", {"tag": "give a tag, users, or both"})
+    send_at, expires_at = body.get("send_at"), body.get("expires_at")
+    if expires_at is not None and expires_at <= (send_at or datetime.now(UTC)):
+        raise ApiError(
+            422, "invalid request body", {"expires_at": "must be after the notification is sent"}
+        )
+    if "group_window" in body and "group_key" not in body:
+        raise ApiError(422, "invalid request body", {"group_window": "needs a group_key"})
+    if users := body.get("users"):
+        unknown = await call.pool.fetchval(Q.unknown_users, users)
+        if unknown:
+            listed = ", ".join(map(str, unknown[:20])) + (" ..." if len(unknown) > 20 else "")
+            raise ApiError(422, "invalid request body", {"users": f"no such users: {listed}"})
 
 
 @endpoint(
-    "Publish a notification to every subscriber of a tag",
+    "Publish a notification to the subscribers of a tag, to listed users, or both",
     access="staff",
     body=NEW_NOTIFICATION,
     status=201,
     response="Notification",
 )
 async def publish(call: Call) -> dict:
+    await _check(call)
     body = call.body
+    window = body.get("group_window")
+    args = (
+        body.get("tag"),
+        body.get("users"),
+        body["message"],
+        body.get("data", {}),
+        body.get("priority"),
+        body.get("group_key"),
+        timedelta(seconds=window) if window else None,
+        body.get("send_at"),
+        body.get("expires_at"),
+        call.me.id,
+    )
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
             with PUBLISH_SECONDS.time():
-                row = await call.pool.fetchrow(
-                    Q.publish, body["tag"], body["message"], body.get("data", {}), call.me.id
-                )
+                row = await call.pool.fetchrow(Q.publish, *args)
             break
         except asyncpg.ForeignKeyViolationError as exc:
             if exc.constraint_name == "notification_tag_id_fkey":
@@ -137,26 +213,35 @@ async def publish(call: Call) -> dict:
         log.info("publish attempt %d lost a race (%s); retrying", attempt, type(lost).__name__)
     else:
         raise ApiError(503, "the recipients kept changing while publishing; try again")
-    return {
-        "id": row["id"],
-        "tag": row["tag_id"],
-        "message": row["message"],
-        "data": row["data"],
-        "timestamp": row["created_at"],
-        "recipients": row["recipients"],
-    }
+    return _notification(row)
 
 
 @endpoint(
     "List published notifications, newest first",
     access="staff",
-    query=Query({**PAGE, "tag": Integer(description="only this tag's")}),
+    query=Query(
+        {
+            **PAGE,
+            "tag": Integer(description="only this tag's"),
+            "status": Choice(
+                choices=tuple(STATUSES),
+                description="scheduled (waiting for send_at), delivered, expired",
+            ),
+        }
+    ),
     response="Page[Notification]",
 )
 async def list_notifications(call: Call) -> dict:
     before, limit = page_bounds(call.query)
-    rows = await call.pool.fetch(Q.notifications_page, call.query.get("tag"), before, limit + 1)
-    return page([dict(r) for r in rows], limit)
+    query = _PAGES[call.query.get("status")]
+    rows = await call.pool.fetch(query, call.query.get("tag"), before, limit + 1)
+    return page([_notification(r) for r in rows], limit)
+
+
+_PAGES = {
+    None: Q.notifications_page.replace("/*status*/", "true"),
+    **{name: Q.notifications_page.replace("/*status*/", cond) for name, cond in STATUSES.items()},
+}
 
 
 @endpoint("One published notification", access="staff", response="Notification")
@@ -164,4 +249,19 @@ async def get_notification(call: Call) -> dict:
     row = await call.pool.fetchrow(Q.notification_by_id, call.id)
     if row is None:
         raise ApiError(404, "no such notification")
-    return dict(row)
+    return _notification(row)
+
+
+@endpoint(
+    "Cancel a scheduled notification (before it is delivered)",
+    access="staff",
+    status=204,
+    errors={409: "already delivered: its items are in inboxes"},
+)
+async def cancel_notification(call: Call) -> None:
+    async with transaction(call.pool, call.me.id) as conn:
+        deleted = await conn.fetchval(Q.cancel_notification, call.id)
+        if deleted is None and await conn.fetchval(Q.notification_by_id, call.id) is not None:
+            raise ApiError(409, "the notification was delivered already; it cannot be cancelled")
+    if deleted is None:
+        raise ApiError(404, "no such notification")

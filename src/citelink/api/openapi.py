@@ -50,22 +50,37 @@ SCHEMAS: dict[str, dict] = {
     "User": _object(
         {"id": _INT, "username": _TEXT, "is_staff": _BOOL, "is_active": _BOOL, "created_at": _TIME}
     ),
-    "Tag": _object({"id": _INT, "name": _TEXT}),
+    "Tag": _object(
+        {"id": _INT, "name": _TEXT, "critical": {**_BOOL, "description": "ignores mutes"}}
+    ),
     "Subscription": _object(
         {
             "id": _INT,
             "user": {**_INT, "description": "user id"},
             "tag": {**_INT, "description": "tag id"},
+            "mode": {"type": "string", "enum": ["live", "inbox", "muted"]},
         }
     ),
     "Notification": _object(
         {
             "id": _INT,
-            "tag": {**_INT, "description": "tag id"},
+            "tag": {"type": ["integer", "null"], "description": "tag id"},
+            "users": {
+                "type": ["array", "null"],
+                "items": _INT,
+                "description": "the users it was addressed to, besides the tag's",
+            },
             "message": _TEXT,
             "data": {"type": "object"},
+            "priority": {"type": "string", "enum": ["low", "normal", "high"]},
+            "group_key": {"type": ["string", "null"]},
+            "group_window": {**_INT, "description": "seconds"},
+            "send_at": _WHEN,
+            "delivered_at": {**_WHEN, "description": "null while it waits for send_at"},
+            "expires_at": _WHEN,
+            "expired_at": {**_WHEN, "description": "when its items were marked expired"},
             "timestamp": _TIME,
-            "recipients": {**_INT, "description": "inbox rows created"},
+            "recipients": {**_INT, "description": "inbox rows created (or updated, grouped)"},
         }
     ),
     "InboxItem": _object(
@@ -89,6 +104,15 @@ SCHEMAS: dict[str, dict] = {
             "archived_at": _WHEN,
             "interacted_at": _WHEN,
             "action": {"type": ["string", "null"], "description": "the action clicked"},
+            "priority": {"type": "string", "enum": ["low", "normal", "high"]},
+            "group_key": {"type": ["string", "null"]},
+            "count": {**_INT, "description": "notifications the item collects (grouping)"},
+            "notification_ids": {
+                "type": ["array", "null"],
+                "items": _INT,
+                "description": "the notifications a grouped item collects, oldest first",
+            },
+            "expires_at": _WHEN,
         }
     ),
     "InboxCounts": _object(
@@ -133,15 +157,22 @@ def _ref(name: str) -> dict:
 
 
 def _page(name: str) -> dict:
-    return _object(
-        {
-            "results": {"type": "array", "items": _ref(name)},
-            "next": {
-                "type": ["integer", "null"],
-                "description": "pass as ?before= for the next page; null on the last",
-            },
+    fields: dict[str, Any] = {
+        "results": {"type": "array", "items": _ref(name)},
+        "next": {
+            "type": ["integer", "null"],
+            "description": "pass as ?before= for the next page; null on the last",
+        },
+    }
+    if name == "InboxItem":
+        fields["pinned"] = {
+            "type": "array",
+            "items": _ref(name),
+            "description": "first page of the default list: high-priority unread items, "
+            "shown above the rest (and left out of `results`)",
         }
-    )
+        return _object(fields, optional=("pinned",))
+    return _object(fields)
 
 
 def _json(schema: dict, description: str) -> dict:

@@ -12,12 +12,18 @@ from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
 from .endpoint import Call, endpoint
-from .validation import PAGE, Body, Integer, Query, page, page_bounds
+from .validation import PAGE, Body, Choice, Integer, Query, page, page_bounds
 
+MODE = Choice(
+    choices=("live", "inbox", "muted"),
+    description="live (stored and pushed, the default), inbox (stored, not pushed), "
+    "muted (stored, not counted as unseen or unread, not pushed)",
+)
 NEW_SUBSCRIPTION = Body(
     {
         "tag": Integer(description="tag id"),
         "user": Integer(required=False, description="user id (default: me; others: staff only)"),
+        "mode": Choice(choices=MODE.choices, required=False, description=MODE.description),
     }
 )
 FILTERS = Query(
@@ -70,7 +76,9 @@ async def create_subscription(call: Call) -> dict:
                 raise _unknown("user")
             if held >= limit:
                 raise ApiError(409, f"a user may hold at most {limit} subscriptions")
-            row = await conn.fetchrow(Q.create_subscription, user, tag)
+            row = await conn.fetchrow(
+                Q.create_subscription, user, tag, call.body.get("mode", "live")
+            )
     except asyncpg.ForeignKeyViolationError:
         raise _unknown("tag") from None
     if row is None:
@@ -85,3 +93,17 @@ async def delete_subscription(call: Call) -> None:
         deleted = await conn.fetchval(Q.delete_subscription, call.id, owner)
     if deleted is None:
         raise ApiError(404, "no such subscription")
+
+
+@endpoint(
+    "Set how a subscription delivers (the owner, or staff)",
+    body=Body({"mode": MODE}),
+    response="Subscription",
+)
+async def update_subscription(call: Call) -> dict:
+    owner = None if call.me.is_staff else call.me.id
+    async with transaction(call.pool, call.me.id) as conn:
+        row = await conn.fetchrow(Q.set_subscription_mode, call.id, call.body["mode"], owner)
+    if row is None:
+        raise ApiError(404, "no such subscription")
+    return dict(row)

@@ -1,4 +1,6 @@
-"""Tags: anyone signed in reads them, staff create, rename and delete them."""
+"""Tags: anyone signed in reads them, staff create, rename, mark critical and
+delete them. A critical tag's notifications reach every subscriber live,
+whatever their preference (subscription mode)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,10 @@ from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
 from .endpoint import Call, endpoint
-from .validation import PAGE, Body, Query, String, page, page_bounds
+from .validation import PAGE, Body, Boolean, Query, String, page, page_bounds
 
 NAME = String(max_length=100)
+CRITICAL = Boolean(required=False, description="ignores subscribers' mutes (default false)")
 
 
 def _taken(name: str) -> ApiError:
@@ -27,7 +30,7 @@ async def list_tags(call: Call) -> dict:
 @endpoint(
     "Create a tag",
     access="staff",
-    body=Body({"name": NAME}),
+    body=Body({"name": NAME, "critical": CRITICAL}),
     status=201,
     response="Tag",
     errors={409: "a tag of that name exists"},
@@ -36,7 +39,7 @@ async def create_tag(call: Call) -> dict:
     name = call.body["name"]
     try:
         async with transaction(call.pool, call.me.id) as conn:
-            row = await conn.fetchrow(Q.create_tag, name)
+            row = await conn.fetchrow(Q.create_tag, name, call.body.get("critical", False))
     except asyncpg.UniqueViolationError:
         raise _taken(name) from None
     return dict(row)
@@ -51,19 +54,21 @@ async def get_tag(call: Call) -> dict:
 
 
 @endpoint(
-    "Rename a tag",
+    "Rename a tag, or mark it critical or not",
     access="staff",
-    body=Body({"name": NAME}),
+    body=Body({"name": String(required=False, max_length=100), "critical": CRITICAL}),
     response="Tag",
     errors={409: "a tag of that name exists"},
 )
 async def update_tag(call: Call) -> dict:
-    name = call.body["name"]
+    name = call.body.get("name")
+    if not call.body:
+        raise ApiError(422, "invalid request body", {"name": "give a name, critical, or both"})
     try:
         async with transaction(call.pool, call.me.id) as conn:
-            row = await conn.fetchrow(Q.rename_tag, call.id, name)
+            row = await conn.fetchrow(Q.update_tag, call.id, name, call.body.get("critical"))
     except asyncpg.UniqueViolationError:
-        raise _taken(name) from None
+        raise _taken(name or "") from None
     if row is None:
         raise ApiError(404, "no such tag")
     return dict(row)

@@ -11,23 +11,26 @@ ORDER BY id DESC
 LIMIT $2;
 
 -- name: tags_page
-SELECT id, name FROM tag WHERE id < $1 ORDER BY id DESC LIMIT $2;
+SELECT id, name, critical FROM tag WHERE id < $1 ORDER BY id DESC LIMIT $2;
 
 -- name: tag_by_id
-SELECT id, name FROM tag WHERE id = $1;
+SELECT id, name, critical FROM tag WHERE id = $1;
 
 -- name: create_tag
-INSERT INTO tag (name) VALUES ($1) RETURNING id, name;
+INSERT INTO tag (name, critical) VALUES ($1, $2) RETURNING id, name, critical;
 
--- name: rename_tag
-UPDATE tag SET name = $2 WHERE id = $1 RETURNING id, name;
+-- name: update_tag
+-- NULL leaves a field as it is.
+UPDATE tag SET name = coalesce($2, name), critical = coalesce($3, critical)
+WHERE id = $1
+RETURNING id, name, critical;
 
 -- name: delete_tag
 DELETE FROM tag WHERE id = $1 RETURNING id;
 
 -- name: subscriptions_page
 -- $1: only this user's (NULL: everyone's), $2: only this tag's (NULL: any).
-SELECT id, user_id AS "user", tag_id AS tag
+SELECT id, user_id AS "user", tag_id AS tag, mode
 FROM subscription
 WHERE ($1::bigint IS NULL OR user_id = $1)
   AND ($2::bigint IS NULL OR tag_id = $2)
@@ -46,9 +49,15 @@ FOR NO KEY UPDATE;
 
 -- name: create_subscription
 -- No row when the user is already subscribed to the tag.
-INSERT INTO subscription (user_id, tag_id) VALUES ($1, $2)
+INSERT INTO subscription (user_id, tag_id, mode) VALUES ($1, $2, $3)
 ON CONFLICT (user_id, tag_id) DO NOTHING
-RETURNING id, user_id AS "user", tag_id AS tag;
+RETURNING id, user_id AS "user", tag_id AS tag, mode;
+
+-- name: set_subscription_mode
+-- $3: the owner it must belong to (NULL for staff, who may change any).
+UPDATE subscription SET mode = $2
+WHERE id = $1 AND ($3::bigint IS NULL OR user_id = $3)
+RETURNING id, user_id AS "user", tag_id AS tag, mode;
 
 -- name: delete_subscription
 -- $2: the owner it must belong to (NULL for staff, who may remove any).
@@ -57,16 +66,29 @@ WHERE id = $1 AND ($2::bigint IS NULL OR user_id = $2)
 RETURNING id;
 
 -- name: notifications_page
-SELECT id, tag_id AS tag, message, data, created_at AS timestamp, recipients
+-- /*status*/ stands for a status's condition (citelink.api.notifications).
+SELECT id, tag_id, users, message, data, priority, group_key, group_window, send_at,
+       delivered_at, expires_at, expired_at, created_at, recipients
 FROM notification
-WHERE ($1::bigint IS NULL OR tag_id = $1) AND id < $2
+WHERE ($1::bigint IS NULL OR tag_id = $1) AND /*status*/ AND id < $2
 ORDER BY id DESC
 LIMIT $3;
 
 -- name: notification_by_id
-SELECT id, tag_id AS tag, message, data, created_at AS timestamp, recipients
+SELECT id, tag_id, users, message, data, priority, group_key, group_window, send_at,
+       delivered_at, expires_at, expired_at, created_at, recipients
 FROM notification
 WHERE id = $1;
+
+-- name: cancel_notification
+-- Only while it waits: once the scheduler has delivered it (it holds the row
+-- while it does), its items are in inboxes.
+DELETE FROM notification WHERE id = $1 AND delivered_at IS NULL RETURNING id;
+
+-- name: unknown_users
+-- Those of the given user ids that name no user.
+SELECT array_agg(u ORDER BY u) FROM unnest($1::bigint[]) AS u
+WHERE NOT EXISTS (SELECT FROM users WHERE id = u);
 
 -- name: audit_page
 SELECT id, created_at AS timestamp, resource, object_id, action, changes, actor_id AS actor

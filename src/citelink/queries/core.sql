@@ -32,5 +32,21 @@ SELECT id FROM tag WHERE name = $1;
 
 -- name: publish
 -- One statement, run outside an explicit transaction (sql/triggers.sql).
-SELECT id, tag_id, message, data, created_at, recipients
-FROM citelink_publish($1, $2, $3, $4);
+SELECT id, tag_id, users, message, data, priority, group_key, group_window, send_at,
+       delivered_at, expires_at, expired_at, created_at, recipients
+FROM citelink_publish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+
+-- name: scheduler_deliver
+-- Scheduled notifications whose send_at has come, up to $1 (sql/triggers.sql).
+SELECT citelink_deliver_due($1);
+
+-- name: scheduler_expire
+SELECT citelink_expire_due($1);
+
+-- name: scheduler_next_due
+-- When the scheduler has work next: the earliest send_at or expires_at
+-- still to settle (both through partial indexes).
+SELECT least(
+    (SELECT min(send_at) FROM notification WHERE delivered_at IS NULL),
+    (SELECT min(expires_at) FROM notification
+     WHERE expires_at IS NOT NULL AND expired_at IS NULL));

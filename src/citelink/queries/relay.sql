@@ -14,9 +14,9 @@ WHERE u.id = $1;
 -- What every recipient of a notification is shown, read once per notification
 -- however many recipients have a socket here.
 SELECT n.id AS notification_id, n.tag_id AS tag, t.name AS tag_name, n.message, n.data,
-       n.created_at AS timestamp
+       n.created_at AS timestamp, n.priority, n.group_key, n.expires_at
 FROM notification AS n
-JOIN tag AS t ON t.id = n.tag_id
+LEFT JOIN tag AS t ON t.id = n.tag_id
 WHERE n.id = ANY($1::bigint[]);
 
 -- name: relay_item_states
@@ -30,7 +30,8 @@ WHERE i.user_id = $1 AND i.id = ANY($2::bigint[]);
 -- name: relay_items
 -- Items as they are now (their ids come from the database's own events).
 SELECT id, notification_id, tag, tag_name, message, data, timestamp, position, is_seen, seen_at,
-       is_read, read_at, is_archived, archived_at, interacted_at, action
+       is_read, read_at, is_archived, archived_at, interacted_at, action, priority, group_key,
+       count, notification_ids, expires_at
 FROM inbox_item
 WHERE id = ANY($1::bigint[]) AND NOT is_deleted;
 
