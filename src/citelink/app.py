@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,13 @@ from .errors import exception_handlers
 from .health import healthz, readyz
 from .hub import Hub
 from .listener import Listener
+from .protocols import (
+    ConnectionGuard,
+    GuardedHttpProtocol,
+    GuardedWebSocketProtocol,
+    connection_cap,
+    trusted_hosts,
+)
 from .settings import Settings
 from .sockets import SOCKET_PATH, GoingAwayServer, notifications_socket
 from .web import routes as web_routes
@@ -91,11 +99,25 @@ class App(Starlette):
 
 
 def create_server(settings: Settings, host: str, port: int, **options: Any) -> GoingAwayServer:
-    """The uvicorn server for `settings`, as `citelink serve` and the tests run it."""
+    """The uvicorn server for `settings`, as `citelink serve` and the tests run it.
+
+    HTTP and WebSocket connections run through citelink.protocols (head, time
+    and connection limits). Proxies trusted for X-Forwarded-For
+    (`forwarded_allow_ips`, uvicorn's default when not given) are exempt from
+    the per-client cap."""
+    options.setdefault("forwarded_allow_ips", "127.0.0.1,::1")
+    guard = ConnectionGuard(
+        connection_cap(settings),
+        settings.max_connections_per_client,
+        trusted_hosts(options["forwarded_allow_ips"]),
+    )
     config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
+        http=functools.partial(GuardedHttpProtocol, settings=settings, guard=guard),  # type: ignore[arg-type]
+        ws=GuardedWebSocketProtocol,
+        timeout_keep_alive=settings.http_keepalive_seconds,  # type: ignore[arg-type]
         ws_max_size=settings.ws_max_frame_bytes,
         # Frames are small JSON; a zlib context per socket (browsers always
         # offer permessage-deflate) would cost far more memory than it saves.

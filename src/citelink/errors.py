@@ -27,10 +27,16 @@ class ApiError(Exception):
         self.errors = errors
 
 
-def error_response(status: int, detail: str, errors: dict[str, str] | None = None) -> Response:
+def error_body(detail: str, errors: dict[str, str] | None = None) -> dict:
+    """The JSON body of every error answer."""
     body: dict = {"detail": detail}
     if errors:
         body["errors"] = errors
+    return body
+
+
+def error_response(status: int, detail: str, errors: dict[str, str] | None = None) -> Response:
+    body = error_body(detail, errors)
     headers = None
     if status == 401:
         headers = {"WWW-Authenticate": "Bearer"}

@@ -55,6 +55,22 @@ class Settings:
     # pool) and for one statement; past either a REST call answers 503.
     db_connect_seconds: float = 5.0
     db_query_seconds: float = 60.0
+    # HTTP connections (citelink.protocols). A request head (request line and
+    # headers) may be at most http_max_header_bytes long, in at most
+    # http_max_headers header lines (431 past either), and must be complete
+    # within http_header_seconds of the connection opening or of the previous
+    # answer (408, or closed when nothing came). An idle keep-alive connection
+    # is closed after http_keepalive_seconds; the http_keepalive_requests-th
+    # request of a connection is its last.
+    http_max_header_bytes: int = 32 * 1024
+    http_max_headers: int = 100
+    http_header_seconds: float = 10.0
+    http_keepalive_seconds: float = 5.0
+    http_keepalive_requests: int = 1000
+    # Open connections (HTTP and WebSocket) of the process, 0 for as many as
+    # the open-file limit leaves room for; and per client address.
+    max_connections: int = 0
+    max_connections_per_client: int = 200
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -83,4 +99,17 @@ class Settings:
             pool_size=_int("CITELINK_POOL_SIZE", cls.pool_size),
             db_connect_seconds=_float("CITELINK_DB_CONNECT_SECONDS", cls.db_connect_seconds),
             db_query_seconds=_float("CITELINK_DB_QUERY_SECONDS", cls.db_query_seconds),
+            http_max_header_bytes=_int("CITELINK_HTTP_MAX_HEADER_BYTES", cls.http_max_header_bytes),
+            http_max_headers=_int("CITELINK_HTTP_MAX_HEADERS", cls.http_max_headers),
+            http_header_seconds=_float("CITELINK_HTTP_HEADER_SECONDS", cls.http_header_seconds),
+            http_keepalive_seconds=_float(
+                "CITELINK_HTTP_KEEPALIVE_SECONDS", cls.http_keepalive_seconds
+            ),
+            http_keepalive_requests=_int(
+                "CITELINK_HTTP_KEEPALIVE_REQUESTS", cls.http_keepalive_requests
+            ),
+            max_connections=_int("CITELINK_MAX_CONNECTIONS", cls.max_connections),
+            max_connections_per_client=_int(
+                "CITELINK_MAX_CONNECTIONS_PER_CLIENT", cls.max_connections_per_client
+            ),
         )
