@@ -33,7 +33,7 @@ async def test_request_heads_past_the_limits_are_answered_431(settings, world: W
         status, body, data = await raw.answer()
         assert status == 431
         assert body == {"detail": "more than 20 request headers"}
-        assert b"connection: close" in data
+        assert b"connection: close" in data and b"x-content-type-options: nosniff" in data
 
         # Header lines without end, a kilobyte a write, as a client that never
         # stops: refused once 4 KiB came, the rest is not read.
@@ -179,3 +179,16 @@ async def test_at_the_connection_cap_idle_connections_make_room(settings, world:
 async def _open(server, token: str) -> websockets.ClientConnection:
     url = f"{server.ws}/ws/notifications/?token={token}"
     return await websockets.connect(url)
+
+
+async def test_every_answer_says_nosniff(client: httpx.AsyncClient, world: World):
+    answers = [
+        await client.get("/"),
+        await client.get("/openapi.json"),
+        await client.get("/api/inbox/", headers=world.alice.headers),
+        await client.get("/api/inbox/"),
+        await client.get("/no/such/page"),
+        await client.post("/api/token/", content=b"{"),
+        await client.get("/healthz"),
+    ]
+    assert [r.headers.get("x-content-type-options") for r in answers] == ["nosniff"] * 7

@@ -118,6 +118,9 @@ def create_server(settings: Settings, host: str, port: int, **options: Any) -> G
         http=functools.partial(GuardedHttpProtocol, settings=settings, guard=guard),  # type: ignore[arg-type]
         ws=GuardedWebSocketProtocol,
         timeout_keep_alive=settings.http_keepalive_seconds,  # type: ignore[arg-type]
+        # On every answer, uvicorn's own (400, 500) and the protocols' included:
+        # browsers must not guess a type other than the one declared.
+        headers=[("X-Content-Type-Options", "nosniff")],
         ws_max_size=settings.ws_max_frame_bytes,
         # Frames are small JSON; a zlib context per socket (browsers always
         # offer permessage-deflate) would cost far more memory than it saves.
