@@ -27,7 +27,7 @@ These answers are written by the protocol, before any request reaches the
 app, in the app's error shape (`{"detail": ...}`).
 
 `GuardedWebSocketProtocol` keeps its connection's place in the counts after
-the upgrade.
+the upgrade, and tells the app at once when a keepalive ping goes unanswered.
 """
 
 from __future__ import annotations
@@ -321,7 +321,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
 
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol, holding its connection's slot."""
+    """uvicorn's WebSocket protocol, holding its connection's slot, and telling
+    the app at once when the client stops answering keepalive pings."""
 
     slot: Slot | None = None
 
@@ -329,3 +330,19 @@ class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
         if self.slot is not None:
             self.slot.release()
+
+    def keepalive_timeout(self) -> None:
+        failing = not self.close_sent and not self.transport.is_closing()
+        super().keepalive_timeout()
+        if failing:
+            # uvicorn has sent the close frame (1011) but tells the app nothing
+            # until the transport is gone, which waits for the frames buffered
+            # to be read: a send meanwhile raised "Unexpected ASGI message
+            # 'websocket.send', after sending 'websocket.close'", and a sender
+            # waiting for room waited as long as the client kept its window
+            # shut. The client is gone for the app from now on, and its
+            # connection within close_timeout.
+            self.disconnected = True
+            self.writable.set()
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1011})
+            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
