@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import sys
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import orjson
 
 # Linux routes all of 127.0.0.0/8 to the loopback interface, so a client may
@@ -102,36 +101,35 @@ def request(path: str = "/healthz", **headers: str) -> bytes:
 
 
 class Bystander:
-    """Another user's requests, one after the other on a connection of its
-    own, for as long as an attack runs: their statuses and latencies."""
+    """Another user's requests for as long as an attack runs (tests/bystander.py,
+    in a process of its own): their statuses and latencies."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], path: str = "/api/inbox/counts/"):
+    def __init__(self, process: asyncio.subprocess.Process):
+        self.process = process
         self.statuses: Counter = Counter()
         self.latencies: list[float] = []
         self.failures: list[str] = []
-        self._stop = asyncio.Event()
-        transport = httpx.AsyncHTTPTransport(local_address=BYSTANDER)
-        self._client = httpx.AsyncClient(
-            base_url=base_url, headers=headers, transport=transport, timeout=30
-        )
-        self._task = asyncio.create_task(self._run(path))
 
-    async def _run(self, path: str) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                r = await self._client.get(path)
-            except httpx.TransportError as exc:
-                self.failures.append(repr(exc))
-            else:
-                self.statuses[r.status_code] += 1
-            self.latencies.append(time.monotonic() - started)
-            await asyncio.sleep(0.02)
+    @classmethod
+    async def start(cls, base_url: str, headers: dict[str, str]) -> Bystander:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.bystander",
+            base_url,
+            headers["Authorization"],
+            cwd=Path(__file__).parents[1],
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
 
     async def stop(self) -> None:
-        self._stop.set()
-        await self._task
-        await self._client.aclose()
+        """Stop it and collect what it measured."""
+        out, _ = await self.process.communicate(b"")
+        result = orjson.loads(out)
+        self.statuses.update({int(k): v for k, v in result["statuses"].items()})
+        self.failures, self.latencies = result["failures"], result["latencies"]
 
     def p99_ms(self) -> float:
         ordered = sorted(self.latencies)

@@ -62,7 +62,7 @@ async def test_ten_endless_request_heads(world: World, db_url, tmp_path, figure)
     async with citelink_serve(db_url, tmp_path) as serve:
         pid = serve.process.pid
         idle = rss_mib(pid)
-        bystander = Bystander(serve.server.http, world.alice.headers)
+        bystander = await Bystander.start(serve.server.http, world.alice.headers)
         async with Connections(serve.server.port) as raws:
             results = await asyncio.gather(*(endless_heads(raws) for _ in range(10)))
         await bystander.stop()
@@ -104,7 +104,7 @@ async def test_slowloris_and_idle_connections_on_1024_open_files(
     async with citelink_serve(db_url, tmp_path, open_files=1024) as serve:
         pid = serve.process.pid
         idle_rss = rss_mib(pid)
-        bystander = Bystander(serve.server.http, world.alice.headers)
+        bystander = await Bystander.start(serve.server.http, world.alice.headers)
         newcomer = {"ok": 0, "failed": 0}
 
         async def newcomers() -> None:

@@ -20,6 +20,7 @@ from .errors import exception_handlers
 from .health import healthz, readyz
 from .hub import Hub
 from .listener import Listener
+from .passwords import HashSlots, hash_slots
 from .protocols import (
     ConnectionGuard,
     GuardedHttpProtocol,
@@ -29,6 +30,7 @@ from .protocols import (
 )
 from .settings import Settings
 from .sockets import SOCKET_PATH, GoingAwayServer, notifications_socket
+from .throttle import SignInThrottle
 from .web import routes as web_routes
 
 
@@ -39,6 +41,8 @@ class State(TypedDict):
     pool: asyncpg.Pool
     hub: Hub
     listener: Listener
+    passwords: HashSlots
+    sign_ins: SignInThrottle
 
 
 def create_app(settings: Settings) -> App:
@@ -65,7 +69,14 @@ def create_app(settings: Settings) -> App:
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
         try:
-            yield {"settings": settings, "pool": pool, "hub": hub, "listener": listener}
+            yield {
+                "settings": settings,
+                "pool": pool,
+                "hub": hub,
+                "listener": listener,
+                "passwords": HashSlots(settings.password_hash_slots or hash_slots()),
+                "sign_ins": SignInThrottle(settings),
+            }
         finally:
             # Under uvicorn the sockets are gone by now (sockets.GoingAwayServer).
             await hub.close_all(1001, "server shutting down")

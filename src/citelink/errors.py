@@ -18,13 +18,21 @@ log = logging.getLogger("citelink")
 
 
 class ApiError(Exception):
-    """An error answered to the client with `status` and a JSON `detail`."""
+    """An error answered to the client with `status` and a JSON `detail`
+    (and `headers`, such as a 429's Retry-After)."""
 
-    def __init__(self, status: int, detail: str, errors: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.errors = errors
+        self.headers = headers
 
 
 def error_body(detail: str, errors: dict[str, str] | None = None) -> dict:
@@ -47,7 +55,9 @@ def error_response(status: int, detail: str, errors: dict[str, str] | None = Non
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.detail, exc.errors)
+    response = error_response(exc.status, exc.detail, exc.errors)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

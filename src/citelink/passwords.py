@@ -4,9 +4,17 @@ Parameters are the OWASP minimum for argon2id (19 MiB, 2 passes, 1 lane):
 about 15 ms per hash on one core here, so login stays fast while an offline
 guess stays expensive. Hashes carry their parameters, so raising them later
 only needs `needs_rehash` on login.
+
+The app hashes through `HashSlots`: off the event loop, and only so many at
+once. Each hash holds 19 MiB while it runs, and Starlette's thread pool runs
+40 at a time: a flood of sign-ins took 900 MB that way, and gained nothing,
+since a core does one hash at a time anyway.
 """
 
 from __future__ import annotations
+
+import asyncio
+import os
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -29,3 +37,29 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     except (VerificationError, InvalidHashError):
         return False
     return matched and password_hash is not None
+
+
+def hash_slots() -> int:
+    """Hashes at once by default: one per core this process may run on, but
+    one, which is left to the event loop and the database (at least one)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+class HashSlots:
+    """Password hashing in worker threads, at most `slots` hashes at once;
+    the others wait their turn (in order) without holding memory."""
+
+    def __init__(self, slots: int):
+        self._free = asyncio.Semaphore(slots)
+
+    async def hash(self, password: str) -> str:
+        async with self._free:
+            return await asyncio.to_thread(hash_password, password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        async with self._free:
+            return await asyncio.to_thread(verify_password, password_hash, password)

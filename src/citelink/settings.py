@@ -71,6 +71,13 @@ class Settings:
     # the open-file limit leaves room for; and per client address.
     max_connections: int = 0
     max_connections_per_client: int = 200
+    # Sign-in throttling (citelink.throttle): failed sign-ins per username and
+    # sign-ins per client address, per minute (0: no limit); and password
+    # hashes running at once, 0 for one per core but one (argon2 takes 19 MiB
+    # and a core each).
+    login_failures_per_user: int = 10
+    login_attempts_per_client: int = 30
+    password_hash_slots: int = 0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -112,4 +119,11 @@ class Settings:
             max_connections_per_client=_int(
                 "CITELINK_MAX_CONNECTIONS_PER_CLIENT", cls.max_connections_per_client
             ),
+            login_failures_per_user=_int(
+                "CITELINK_LOGIN_FAILURES_PER_USER", cls.login_failures_per_user
+            ),
+            login_attempts_per_client=_int(
+                "CITELINK_LOGIN_ATTEMPTS_PER_CLIENT", cls.login_attempts_per_client
+            ),
+            password_hash_slots=_int("CITELINK_PASSWORD_HASH_SLOTS", cls.password_hash_slots),
         )

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from ..database import UNAVAILABLE
 from ..errors import ApiError
+from ..passwords import HashSlots
 from ..responses import json_response
 from ..settings import Settings
 from .auth import CurrentUser, authenticate
@@ -75,6 +76,10 @@ class Call:
     @property
     def settings(self) -> Settings:
         return self.request.state.settings
+
+    @property
+    def passwords(self) -> HashSlots:
+        return self.request.state.passwords
 
     @property
     def me(self) -> CurrentUser:

@@ -3,11 +3,10 @@ obtain `{access, refresh}`, refresh → `{access}`, verify → `{}` or 401."""
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
-
-from .. import passwords, tokens
+from .. import tokens
 from ..errors import ApiError
 from ..queries import Q
+from ..throttle import SignInThrottle
 from .auth import user_of_token
 from .endpoint import Call, endpoint
 from .validation import Body, String
@@ -38,14 +37,19 @@ def _issue(call: Call, user_id: int, token_type: tokens.TokenType) -> str:
     access="anyone",
     body=CREDENTIALS,
     response="TokenPair",
+    errors={429: "too many sign-in attempts for this username or from this client (Retry-After)"},
 )
 async def obtain(call: Call) -> dict:
-    row = await call.pool.fetchrow(Q.user_by_username, call.body["username"])
-    # argon2 takes milliseconds of CPU: off the event loop, so sockets keep flowing.
-    matched = await run_in_threadpool(
-        passwords.verify_password, row["password_hash"] if row else None, call.body["password"]
+    username = call.body["username"]
+    sign_ins: SignInThrottle = call.request.state.sign_ins
+    client = call.request.client
+    sign_ins.attempt(username, client.host if client else "")
+    row = await call.pool.fetchrow(Q.user_by_username, username)
+    matched = await call.passwords.verify(
+        row["password_hash"] if row else None, call.body["password"]
     )
     if not matched or not row["is_active"]:
+        sign_ins.failed(username)
         raise ApiError(401, "no active account found with the given credentials")
     return {
         "refresh": _issue(call, row["id"], "refresh"),
