@@ -17,8 +17,10 @@
 -- Events: one channel, `citelink_events`, one message per inbox change:
 --     "<kind> <user_id> <item_id> <notification_id> <unread>"
 -- kind is new | read | unread | delete | restore; unread is the user's unread
--- count after the change. "revoke <user_id> 0 0 0": the user was deactivated
--- or deleted. Payloads carry ids only, so they stay far below the
+-- count after the change. "revoke <user_id> <generation> <why> 0": tokens of
+-- the user older than <generation> are revoked; <why> is 0 when the user was
+-- deactivated or deleted, 1 when the password changed or they signed out
+-- everywhere. Payloads carry ids only, so they stay far below the
 -- 8000-byte pg_notify limit whatever the message length.
 
 -- Functions ------------------------------------------------------------------
@@ -316,12 +318,30 @@ BEGIN
 END
 $$;
 
--- A user deactivated or deleted: their open sockets are closed at once (the
--- relay closes them with 4401) instead of living on until their token expires.
-CREATE FUNCTION citelink_publish_user_revoked() RETURNS trigger
+-- A new password or a deactivation revokes every token the user holds: a
+-- token carries the generation it was issued in.
+CREATE FUNCTION citelink_bump_token_generation() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('citelink_events', concat_ws(' ', 'revoke', OLD.id, 0, 0, 0));
+    NEW.token_generation := OLD.token_generation + 1;
+    RETURN NEW;
+END
+$$;
+
+-- A user's tokens revoked (a new generation) or the user deleted: their open
+-- sockets are closed at once (the relay closes them with 4401) instead of
+-- living on until their token expires.
+CREATE FUNCTION citelink_publish_user_revoked_v2() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('citelink_events',
+                          concat_ws(' ', 'revoke', OLD.id, OLD.token_generation + 1, 0, 0));
+    ELSE
+        PERFORM pg_notify('citelink_events',
+                          concat_ws(' ', 'revoke', NEW.id, NEW.token_generation,
+                                    CASE WHEN NEW.is_active THEN 1 ELSE 0 END, 0));
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -387,15 +407,21 @@ CREATE TRIGGER citelink_publish_deletes
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION citelink_publish_removed_items();
 
-CREATE TRIGGER citelink_revoke_deactivated_user
-    AFTER UPDATE OF is_active ON users
-    FOR EACH ROW WHEN (OLD.is_active AND NOT NEW.is_active)
-    EXECUTE FUNCTION citelink_publish_user_revoked();
+CREATE TRIGGER citelink_bump_token_generation
+    BEFORE UPDATE OF password_hash, is_active ON users
+    FOR EACH ROW
+    WHEN (NEW.password_hash IS DISTINCT FROM OLD.password_hash OR (OLD.is_active AND NOT NEW.is_active))
+    EXECUTE FUNCTION citelink_bump_token_generation();
+
+CREATE TRIGGER citelink_revoke_user_tokens
+    AFTER UPDATE ON users
+    FOR EACH ROW WHEN (NEW.token_generation <> OLD.token_generation)
+    EXECUTE FUNCTION citelink_publish_user_revoked_v2();
 
 CREATE TRIGGER citelink_revoke_deleted_user
     AFTER DELETE ON users
     FOR EACH ROW WHEN (OLD.is_active)
-    EXECUTE FUNCTION citelink_publish_user_revoked();
+    EXECUTE FUNCTION citelink_publish_user_revoked_v2();
 
 -- Audit. Inbox rows made by the fan-out (trigger depth 1) are summarised in
 -- the notification's own audit row; inbox rows inserted directly are not.

@@ -62,6 +62,8 @@ SHUTDOWN_WAIT = 3.0
 KINDS = frozenset({"new", "read", "unread", "delete", "restore", "revoke"})
 # Why the sockets of a user deactivated or deleted are closed.
 REVOKED = "user is inactive or deleted"
+# Why the sockets of a user are closed when their tokens were revoked.
+TOKENS_REVOKED = "token has been revoked"
 
 
 class Event(NamedTuple):
@@ -220,8 +222,10 @@ class Client:
     socket; a client that stops reading falls one delivery behind per commit.
     """
 
-    def __init__(self, user_id: int, queue_size: int):
+    def __init__(self, user_id: int, queue_size: int, generation: int = 0):
         self.user_id = user_id
+        # The token generation of the socket's token (users.token_generation).
+        self.generation = generation
         self.queue = Outbox(queue_size)
         self.last_id = 0
         # The newest item when the socket opened: items above it, up to
@@ -424,6 +428,9 @@ class Hub:
             if row is None or not row["is_active"]:
                 self.detach(client)
                 raise Refused(4401, REVOKED)
+            if row["token_generation"] != client.generation:
+                self.detach(client)
+                raise Refused(4401, TOKENS_REVOKED)
             client.last_id = client.opened_at = row["last_id"]
             if client.synced == self._generation:
                 client.release()
@@ -503,14 +510,21 @@ class Hub:
         """Take one event from the listener (called synchronously, in order)."""
         self._received += 1
         if event.kind == "revoke":
-            self._revoke(event.user_id)
+            # "revoke <user> <generation> <why> 0"; why 0: the user is
+            # inactive or gone (sql/triggers.sql).
+            self._revoke(event.user_id, event.item_id if event.notification_id else None)
         elif event.user_id in self._clients:
             self._pending.append((self._received, event))
             self._wakeup.set()
 
-    def _revoke(self, user_id: int) -> None:
+    def _revoke(self, user_id: int, generation: int | None = None) -> None:
+        """Close the user's sockets: all of them, or those whose token is of
+        a generation older than `generation`."""
         for client in self._clients.get(user_id, ()):
-            client.close(4401, REVOKED)
+            if generation is None:
+                client.close(4401, REVOKED)
+            elif client.generation < generation:
+                client.close(4401, TOKENS_REVOKED)
 
     def lost(self) -> None:
         """The listener lost its connection: events from now on may be missing."""
@@ -570,6 +584,7 @@ class Hub:
             if user is None or not user["is_active"]:
                 self._revoke(user_id)
                 return
+            self._revoke(user_id, user["token_generation"])
             for client in clients:
                 client.backfill(items, states, restored, unread)
                 if self._generation == generation:

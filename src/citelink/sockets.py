@@ -285,6 +285,8 @@ class Session:
         if row is None or not row["is_active"]:
             self.client.close(4401, "user is inactive or deleted")
             return
+        if row["token_generation"] != claims["gen"]:
+            raise FrameError("invalid_token", "the token has been revoked")
         self.expire_at(claims["exp"])
         await self.client.reply([dumps({"type": "auth", "expires_at": claims["exp"]}).decode()])
 
@@ -311,8 +313,9 @@ async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
     await websocket.close(code, reason)
 
 
-def _token_owner(websocket: WebSocket, settings: Settings) -> tuple[int, float] | None:
-    """(user id, expiry) of the `?token=` access token; None when it is not valid.
+def _token_owner(websocket: WebSocket, settings: Settings) -> tuple[int, float, int] | None:
+    """(user id, expiry, token generation) of the `?token=` access token; None
+    when it is not valid.
     Neither the claims nor the parsed query string outlive this call (the
     socket's coroutine would keep them for as long as it is open)."""
     assert settings.secret_key
@@ -321,7 +324,7 @@ def _token_owner(websocket: WebSocket, settings: Settings) -> tuple[int, float] 
         claims = tokens.decode(settings.secret_key, token, "access")
     except tokens.InvalidToken:
         return None
-    return claims["user_id"], claims["exp"]
+    return claims["user_id"], claims["exp"], claims["gen"]
 
 
 async def notifications_socket(websocket: WebSocket) -> None:
@@ -336,8 +339,8 @@ async def notifications_socket(websocket: WebSocket) -> None:
     if owner is None:
         await _refuse(websocket, 4401, "invalid or expired access token")
         return
-    user_id, expires = owner
-    client = Client(user_id, settings.ws_send_queue)
+    user_id, expires, generation = owner
+    client = Client(user_id, settings.ws_send_queue, generation)
     try:
         await hub.attach(client)
     except Refused as refused:

@@ -2,10 +2,11 @@
 -- sockets. Inbox pages, resume and writes are in inbox.sql.
 
 -- name: relay_socket_start
--- A socket opens: is its user still allowed in, and what is the newest item
--- it should not be pushed (the watermark back-fills start from)? max(id) over
--- the partial inbox index is one index probe.
-SELECT u.is_active,
+-- A socket opens: is its user still allowed in, with a token of this
+-- generation, and what is the newest item it should not be pushed (the
+-- watermark back-fills start from)? max(id) over the partial inbox index is
+-- one index probe.
+SELECT u.is_active, u.token_generation,
        coalesce((SELECT max(i.id) FROM user_notification AS i
                  WHERE i.user_id = u.id AND NOT i.is_deleted), 0) AS last_id
 FROM users AS u
