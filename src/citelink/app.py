@@ -28,6 +28,7 @@ from .protocols import (
     connection_cap,
     trusted_hosts,
 )
+from .pruning import Pruner
 from .settings import Settings
 from .sockets import SOCKET_PATH, GoingAwayServer, notifications_socket
 from .throttle import SignInThrottle
@@ -61,8 +62,10 @@ def create_app(settings: Settings) -> App:
         listener = Listener(
             settings.database_url, hub, probe_seconds=settings.listener_probe_seconds
         )
+        pruner = Pruner(pool, settings)
         hub.start()
         await listener.start()
+        pruner.start()
         # Long-lived objects (one set per socket) make full collections slow;
         # collect young objects less often and never rescan what start-up built.
         gc.collect()
@@ -80,6 +83,7 @@ def create_app(settings: Settings) -> App:
         finally:
             # Under uvicorn the sockets are gone by now (sockets.GoingAwayServer).
             await hub.close_all(1001, "server shutting down")
+            await pruner.stop()
             await listener.stop()
             await hub.stop()
             await pool.close()

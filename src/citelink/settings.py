@@ -78,6 +78,9 @@ class Settings:
     login_failures_per_user: int = 10
     login_attempts_per_client: int = 30
     password_hash_slots: int = 0
+    # Audit rows older than this many days are deleted in the background
+    # (citelink.pruning); 0 keeps them.
+    audit_retention_days: int = 0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -126,4 +129,5 @@ class Settings:
                 "CITELINK_LOGIN_ATTEMPTS_PER_CLIENT", cls.login_attempts_per_client
             ),
             password_hash_slots=_int("CITELINK_PASSWORD_HASH_SLOTS", cls.password_hash_slots),
+            audit_retention_days=_int("CITELINK_AUDIT_RETENTION_DAYS", cls.audit_retention_days),
         )
