@@ -10,7 +10,9 @@
    until the first, the median and the last socket has the push.
 
 Everything goes through the public API (users, tags, subscriptions, tokens
-are created with the staff account given), so it runs against any server.
+are created with the staff account given), so it runs against any server
+whose sign-in throttle lets one address sign in `--sockets` users in a row:
+start it with CITELINK_LOGIN_ATTEMPTS_PER_CLIENT=0.
 The sockets live in `--processes` client processes, apart from the server
 and from the process that POSTs; arrival times are time.monotonic_ns(), one
 clock for every process on Linux. Needs httpx and websockets (dev extras).
