@@ -34,7 +34,7 @@ async def test_after_every_app_connection_is_terminated_requests_succeed(
     """Three rounds: warm the pool up (10 connections), terminate every
     connection of the app and wait for their server processes to exit, then
     20 requests in a row: publishes and lists. Through a proxy that passes the
-    servers' closes on 2 s late: the app has read each one's goodbye (an
+    servers' closes on 1 s late: the app has read each one's goodbye (an
     error) but not yet the end of its connection, as happens for a moment
     after every termination. (Before: the first request on each such
     connection answered 503.)"""
@@ -42,7 +42,7 @@ async def test_after_every_app_connection_is_terminated_requests_succeed(
     statuses: Counter = Counter()
     published: list[str] = []
     proxy = FreezableProxy(db_url)
-    proxy.close_delay = 2.0
+    proxy.close_delay = 1.0
     proxied = await proxy.start()
     try:
         async with (
@@ -69,7 +69,7 @@ async def test_after_every_app_connection_is_terminated_requests_succeed(
                     else:
                         r = await client.get("/api/inbox/", headers=world.alice.headers)
                     statuses[r.status_code] += 1
-                await asyncio.sleep(2)
+                await asyncio.sleep(1)
     finally:
         await proxy.stop()
     stored = [r["message"] for r in await conn.fetch("SELECT message FROM notification")]
