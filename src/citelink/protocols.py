@@ -236,7 +236,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         # The rest of this chunk goes uncounted: the limit holds to one read.
-        self.in_head = True
+        self.in_head = self.head_started = True
         self.head_bytes = self.head_lines = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
