@@ -91,39 +91,41 @@ async def test_the_bucket_refills(settings, world: World):
         assert (await sign_in(client, "alice", "secret-pw")).status_code == 429
 
 
-async def flood(server_http: str, username: str, count: int, concurrency: int) -> dict[int, int]:
-    """`count` failed sign-ins, `concurrency` at a time: statuses answered."""
+async def flood(server, username: str, count: int, concurrency: int) -> dict[int, int]:
+    """`count` failed sign-ins, `concurrency` at a time, each worker from an
+    address of its own: statuses answered."""
     statuses: dict[int, int] = {}
     queue = list(range(count))
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        while queue:
-            queue.pop()
-            r = await client.post("/api/token/", json={"username": username, "password": "no"})
-            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+    async def worker(n: int) -> None:
+        async with client_from(server, f"127.0.2.{n + 1}") as client:
+            while queue:
+                queue.pop()
+                r = await sign_in(client, username, "no")
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
 
-    async with httpx.AsyncClient(base_url=server_http, timeout=60) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
     return statuses
 
 
 @pytest.mark.slow
 async def test_a_flood_of_sign_ins_keeps_memory_flat(world: World, db_url, tmp_path, figure):
-    """200 failed sign-ins, 40 at a time, throttling off: hashes run one per
-    core but one at most, so the server's memory stays flat; another user's
-    requests are answered meanwhile."""
+    """200 failed sign-ins, 40 at a time from 40 addresses, throttling off:
+    hashes run one per core but one at most, so the server's memory stays
+    flat; another user's requests are answered meanwhile."""
     unthrottled = {"login_failures_per_user": "0", "login_attempts_per_client": "0"}
     async with citelink_serve(db_url, tmp_path, **unthrottled) as serve:
         pid = serve.process.pid
         idle = rss_mib(pid)
         bystander = await Bystander.start(serve.server.http, world.alice.headers)
         started = time.monotonic()
-        statuses = await flood(serve.server.http, "alice", 200, 40)
+        statuses = await flood(serve.server, "alice", 200, 40)
         took = time.monotonic() - started
         await bystander.stop()
         peak = peak_rss_mib(pid)
     figure(
-        f"200 failed sign-ins, 40 at a time, throttling off: {statuses} in {took:.1f} s "
+        f"200 failed sign-ins, 40 at a time from 40 addresses, throttling off: {statuses} "
+        f"in {took:.1f} s "
         f"({200 / took:.0f}/s); server RSS idle {idle:.0f} MiB, peak {peak:.0f} MiB; "
         f"{bystander.summary()}"
     )

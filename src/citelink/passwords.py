@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -51,15 +53,33 @@ def hash_slots() -> int:
 
 class HashSlots:
     """Password hashing in worker threads, at most `slots` hashes at once;
-    the others wait their turn (in order) without holding memory."""
+    the others wait their turn (in order) without holding memory. A client
+    waits for a slot with one hash at a time: its other sign-ins queue behind
+    that one, not in front of everyone else's."""
 
     def __init__(self, slots: int):
         self._free = asyncio.Semaphore(slots)
+        # client -> (its turn, how many of its hashes wait or run)
+        self._clients: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    async def hash(self, password: str) -> str:
-        async with self._free:
+    @asynccontextmanager
+    async def _turn(self, client: str) -> AsyncIterator[None]:
+        lock, users = self._clients.get(client, (asyncio.Lock(), 0))
+        self._clients[client] = (lock, users + 1)
+        try:
+            async with lock, self._free:
+                yield
+        finally:
+            lock, users = self._clients[client]
+            if users == 1:
+                del self._clients[client]
+            else:
+                self._clients[client] = (lock, users - 1)
+
+    async def hash(self, password: str, client: str = "") -> str:
+        async with self._turn(client):
             return await asyncio.to_thread(hash_password, password)
 
-    async def verify(self, password_hash: str | None, password: str) -> bool:
-        async with self._free:
+    async def verify(self, password_hash: str | None, password: str, client: str = "") -> bool:
+        async with self._turn(client):
             return await asyncio.to_thread(verify_password, password_hash, password)

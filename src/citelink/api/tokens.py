@@ -74,11 +74,11 @@ def _refresh_seconds(call: Call) -> float:
 async def obtain(call: Call) -> dict:
     username = call.body["username"]
     sign_ins: SignInThrottle = call.request.state.sign_ins
-    client = call.request.client
-    sign_ins.attempt(username, client.host if client else "")
+    client = call.request.client.host if call.request.client else ""
+    sign_ins.attempt(username, client)
     row = await call.pool.fetchrow(Q.user_by_username, username)
     matched = await call.passwords.verify(
-        row["password_hash"] if row else None, call.body["password"]
+        row["password_hash"] if row else None, call.body["password"], client
     )
     if not matched or not row["is_active"]:
         sign_ins.failed(username)
