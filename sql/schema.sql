@@ -10,7 +10,11 @@ CREATE TABLE users (
     password_hash text        NOT NULL,
     is_staff      boolean     NOT NULL DEFAULT false,
     is_active     boolean     NOT NULL DEFAULT true,
-    created_at    timestamptz NOT NULL DEFAULT now()
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    -- Carried by every token the user gets; a token of an older generation is
+    -- refused. Bumped by a trigger when the password changes or the user is
+    -- deactivated, and by the app when the user signs out everywhere.
+    token_generation integer  NOT NULL DEFAULT 0
 );
 
 -- A `critical` tag's notifications reach every subscriber live, whatever
@@ -131,6 +135,19 @@ CREATE TABLE inbox_count (
     last_position bigint NOT NULL DEFAULT 0
 ) WITH (fillfactor = 50);
 
+-- One row per sign-in: the family of its refresh tokens. Refreshing replaces
+-- `jti` with the new token's (rotation); presenting a token of the family
+-- that is not the current one revokes it (reuse of a stolen token), as does
+-- signing out. Rows are pruned once expired (citelink.pruning).
+CREATE TABLE refresh_token_family (
+    id         uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id    bigint      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    jti        text        NOT NULL,
+    expires_at timestamptz NOT NULL,
+    revoked_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE TABLE audit_log (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -162,6 +179,9 @@ LEFT JOIN tag AS t ON t.id = n.tag_id;
 -- Indexes --------------------------------------------------------------------
 
 CREATE UNIQUE INDEX users_username_lower_key ON users (lower(username));
+
+-- Expired refresh token families, oldest first (pruning).
+CREATE INDEX refresh_token_family_expiry_idx ON refresh_token_family (expires_at);
 
 -- Fan-out reads every subscriber of one tag.
 CREATE INDEX subscription_tag_user_idx ON subscription (tag_id, user_id);

@@ -49,7 +49,9 @@
 --         a statement added more than that many items of one notification:
 --         one event for all of them (each relay reads which of its connected
 --         users got one);
---     "revoke <user_id>"
+--     "revoke <user_id> <generation> <active>"
+--         the user's tokens older than <generation> were revoked; <active> is
+--         1 when the password changed or they signed out everywhere, 0 when
 --         the user was deactivated or deleted.
 --
 -- Per-user order: each user's items are numbered (`position`) 1, 2, 3, ... in
@@ -721,12 +723,30 @@ BEGIN
 END
 $$;
 
--- A user deactivated or deleted: their open sockets are closed at once (the
--- relay closes them with 4401) instead of living on until their token expires.
+-- A new password or a deactivation revokes every token the user holds: a
+-- token carries the generation it was issued in.
+CREATE FUNCTION citelink_bump_token_generation() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.token_generation := OLD.token_generation + 1;
+    RETURN NEW;
+END
+$$;
+
+-- A user's tokens revoked (a new generation) or the user deleted: their open
+-- sockets are closed at once (the relay closes them with 4401) instead of
+-- living on until their token expires.
 CREATE FUNCTION citelink_publish_user_revoked() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('citelink_events', concat_ws(' ', 'revoke', OLD.id));
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('citelink_events',
+                          concat_ws(' ', 'revoke', OLD.id, OLD.token_generation + 1, 0));
+    ELSE
+        PERFORM pg_notify('citelink_events',
+                          concat_ws(' ', 'revoke', NEW.id, NEW.token_generation,
+                                    NEW.is_active::int));
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -801,9 +821,15 @@ CREATE TRIGGER citelink_publish_deletes
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION citelink_publish_removed_items();
 
-CREATE TRIGGER citelink_revoke_deactivated_user
-    AFTER UPDATE OF is_active ON users
-    FOR EACH ROW WHEN (OLD.is_active AND NOT NEW.is_active)
+CREATE TRIGGER citelink_bump_token_generation
+    BEFORE UPDATE OF password_hash, is_active ON users
+    FOR EACH ROW
+    WHEN (NEW.password_hash IS DISTINCT FROM OLD.password_hash OR (OLD.is_active AND NOT NEW.is_active))
+    EXECUTE FUNCTION citelink_bump_token_generation();
+
+CREATE TRIGGER citelink_revoke_user_tokens
+    AFTER UPDATE ON users
+    FOR EACH ROW WHEN (NEW.token_generation <> OLD.token_generation)
     EXECUTE FUNCTION citelink_publish_user_revoked();
 
 CREATE TRIGGER citelink_revoke_deleted_user

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -29,10 +30,16 @@ class Serve:
 
 @asynccontextmanager
 async def citelink_serve(
-    db_url: str, data_dir: Path, *args: str, **settings: str
+    db_url: str, data_dir: Path, *args: str, open_files: int | None = None, **settings: str
 ) -> AsyncIterator[Serve]:
     """`citelink serve` on a free port, with more `args` (`--workers 2`);
-    `settings` are CITELINK_* variables (`pool_size="4"` sets CITELINK_POOL_SIZE)."""
+    `settings` are CITELINK_* variables (`pool_size="4"` sets CITELINK_POOL_SIZE);
+    `open_files` lowers its limit of open files (`ulimit -n`)."""
+
+    def limit_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     env = os.environ | {
         "CITELINK_DATABASE_URL": db_url,
         "CITELINK_SECRET_KEY": SECRET_KEY,
@@ -53,6 +60,7 @@ async def citelink_serve(
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=limit_files,
     )
     assert process.stdout
     output = bytearray()

@@ -1,6 +1,7 @@
 """A TCP proxy in front of PostgreSQL that can stop passing bytes without
 closing anything (a half-open connection, which no termination callback sees),
-or cut every connection and refuse new ones (a dropped link)."""
+cut every connection and refuse new ones (a dropped link), or pass on a close
+by the server late (a slow link)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ class FreezableProxy:
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.refusing = False
+        # How long a connection the server closed stays open towards the client.
+        self.close_delay = 0.0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -72,7 +75,9 @@ class FreezableProxy:
             asyncio.create_task(self._pipe(up_reader, writer)),
         ]
         self._tasks.update(pipes)
-        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        if pipes[1] in done and self.close_delay:
+            await asyncio.sleep(self.close_delay)
         for task in pipes:
             task.cancel()
         for w in (writer, up_writer):

@@ -29,6 +29,7 @@ MATRIX = [
     ("POST", "/api/token/", {"username": "alice", "password": "secret-pw"}, (200, 200, 200, 200)),
     ("POST", "/api/token/refresh/", "refresh", (200, 200, 200, 200)),
     ("POST", "/api/token/verify/", "verify", (200, 200, 200, 200)),
+    ("POST", "/api/token/blacklist/", "refresh", (200, 200, 200, 200)),
     ("GET", "/api/users/me/", None, (401, 200, 200, 200)),
     ("GET", "/api/users/", None, (401, 403, 403, 200)),
     ("POST", "/api/users/", {"username": "carol", "password": "pw"}, (401, 403, 403, 201)),
@@ -60,6 +61,8 @@ MATRIX = [
     ("GET", "/openapi.json", None, (200, 200, 200, 200)),
     ("GET", "/healthz", None, (200, 200, 200, 200)),
     ("GET", "/readyz", None, (200, 200, 200, 200)),
+    # Last: it revokes the caller's token.
+    ("POST", "/api/token/revoke-all/", None, (401, 204, 204, 204)),
 ]
 
 

@@ -50,15 +50,19 @@ async def test_obtain_refresh_verify(client: httpx.AsyncClient, world: World):
     assert refresh_claims["exp"] - refresh_claims["iat"] == 24 * 60 * 60
 
     r = await client.post("/api/token/refresh/", json={"refresh": pair["refresh"]})
-    assert set(r.json()) == {"access"}
+    rotated = r.json()
+    assert set(rotated) == {"access", "refresh"}
     me = await client.get(
-        "/api/users/me/", headers={"Authorization": f"Bearer {r.json()['access']}"}
+        "/api/users/me/", headers={"Authorization": f"Bearer {rotated['access']}"}
     )
     assert me.json()["id"] == world.alice.id
 
-    for token in (pair["access"], pair["refresh"]):
+    for token in (pair["access"], rotated["access"], rotated["refresh"]):
         r = await client.post("/api/token/verify/", json={"token": token})
         assert (r.status_code, r.json()) == (200, {})
+    # The refresh token that was exchanged is used up.
+    r = await client.post("/api/token/verify/", json={"token": pair["refresh"]})
+    assert (r.status_code, r.json()) == (401, {"detail": "token has been revoked"})
 
 
 async def test_refresh_and_verify_refuse_bad_tokens(client: httpx.AsyncClient, world: World):

@@ -297,22 +297,31 @@ async def test_a_slow_socket_among_500_fast_ones_during_a_10000_burst(
         caught_up = time.monotonic() - started
         peak = peak_rss_mib(pid)
         # It never read, so by now the server gave up on sending it even the
-        # close frame (4408) and dropped the connection: the client reads what
-        # was buffered, then the end.
-        code = await slow.close_code(within=60)
+        # close frame and dropped the connection: the client reads what was
+        # buffered, then the end (or a reset, once dropped for good).
+        try:
+            code: int | str | None = await slow.close_code(within=60)
+        except ConnectionError:
+            code = "reset"
         log = serve.output.decode()
     assert (lost, duplicated) == (0, 0)
     assert delivered == 500 * 1000
     assert all(f.reconnects == 0 for f in followers)  # no fast socket was closed
     too_slow = [line for line in log.splitlines() if "send queue full" in line]
-    assert len(too_slow) == 1 and f"socket of user {slow_user.id}:" in too_slow[0]
-    assert code in (4408, None)
+    # Closed as too slow (4408) when its queue filled first; or, when the burst
+    # outlasts the keepalive (40 s), for not answering pings (1011), then dropped.
+    if too_slow:
+        assert len(too_slow) == 1 and f"socket of user {slow_user.id}:" in too_slow[0]
+        assert code in (4408, None)
+    else:
+        assert code in (1011, "reset")
     assert peak < 512
     figure(
         f"10,000 notifications in {published:.1f} s (one commit each) to 500 fast sockets and "
         f"1 stalled one: {delivered} items delivered, {lost} lost, {duplicated} duplicates, "
         f"all fast sockets complete {caught_up:.1f} s after the burst began; stalled socket "
-        f"closed as too slow (4408; it read {len(slow.frames)} frames, then the end); "
+        f"closed ({'too slow' if too_slow else 'keepalive'}, {code}; it read "
+        f"{len(slow.frames)} frames, then the end); "
         f"server RSS idle with 501 sockets "
         f"{idle_rss:.0f} MiB, during the burst at most {max(samples):.0f} MiB sampled, "
         f"peak (VmHWM) {peak:.0f} MiB"

@@ -386,6 +386,24 @@ async def test_an_expired_access_token_is_refreshed(chrome, server, people):
     assert stored["access"] != expired
 
 
+async def test_signing_out_revokes_the_refresh_token(chrome, server, people):
+    alice = people["alice"]
+    page = await chrome.new_page()
+    await page.goto(server.http + "/")
+    await page.get_by_label("Username").fill("alice")
+    await page.get_by_label("Password").fill(alice.password)
+    await page.get_by_label("Password").press("Enter")
+    await expect(page.locator("#conn")).to_have_text("Live")
+    stored = await page.evaluate("JSON.parse(sessionStorage.getItem('citelink.tokens'))")
+    async with page.expect_response("**/api/token/blacklist/") as revoked:
+        await page.get_by_role("button", name="Sign out").click()
+    assert (await revoked.value).status == 200
+    await expect(page.get_by_label("Username")).to_be_visible()
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        r = await http.post("/api/token/refresh/", json={"refresh": stored["refresh"]})
+    assert (r.status_code, r.json()) == (401, {"detail": "token has been revoked"})
+
+
 async def test_short_lived_tokens_are_refreshed_and_the_socket_stays_open(chrome, settings, people):
     server = await start_server(replace(settings, access_token_minutes=0.05))  # 2-3 s
     try:

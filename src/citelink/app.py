@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,10 +20,20 @@ from .errors import exception_handlers
 from .health import healthz, readyz
 from .hub import Hub
 from .listener import Listener
+from .passwords import HashSlots, hash_slots
 from .protocol import SOCKET_PATH
+from .connections import (
+    ConnectionGuard,
+    GuardedHttpProtocol,
+    GuardedWebSocketProtocol,
+    connection_cap,
+    trusted_hosts,
+)
+from .pruning import Pruner
 from .scheduler import Scheduler
 from .settings import Settings
 from .sockets import GoingAwayServer, notifications_socket
+from .throttle import SignInThrottle
 from .web import routes as web_routes
 
 
@@ -33,6 +44,8 @@ class State(TypedDict):
     pool: asyncpg.Pool
     hub: Hub
     listener: Listener
+    passwords: HashSlots
+    sign_ins: SignInThrottle
 
 
 def create_app(settings: Settings) -> App:
@@ -51,20 +64,30 @@ def create_app(settings: Settings) -> App:
         hub = Hub(pool, settings, barrier=listener.barrier, on_failure=listener.reconnect)
         sampler = metrics.Sampler(hub, listener, pool)
         scheduler = Scheduler(pool)
+        pruner = Pruner(pool, settings)
         hub.start()
         await listener.start(hub)
         sampler.start()
         scheduler.start()
+        pruner.start()
         # Long-lived objects (one set per socket) make full collections slow;
         # collect young objects less often and never rescan what start-up built.
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
         try:
-            yield {"settings": settings, "pool": pool, "hub": hub, "listener": listener}
+            yield {
+                "settings": settings,
+                "pool": pool,
+                "hub": hub,
+                "listener": listener,
+                "passwords": HashSlots(settings.password_hash_slots or hash_slots()),
+                "sign_ins": SignInThrottle(settings),
+            }
         finally:
             # Under uvicorn the sockets are gone by now (sockets.GoingAwayServer).
             await hub.close_all(1001, "server shutting down")
+            await pruner.stop()
             await scheduler.stop()
             await sampler.stop()
             await listener.stop()
@@ -101,11 +124,28 @@ class App(Starlette):
 
 
 def server_config(settings: Settings, host: str, port: int, **options: Any) -> uvicorn.Config:
-    """uvicorn's configuration for serving the app of `settings`."""
+    """uvicorn's configuration for serving the app of `settings`.
+
+    HTTP and WebSocket connections run through citelink.connections (head, time
+    and connection limits). Proxies trusted for X-Forwarded-For
+    (`forwarded_allow_ips`, uvicorn's default when not given) are exempt from
+    the per-client cap."""
+    options.setdefault("forwarded_allow_ips", "127.0.0.1,::1")
+    guard = ConnectionGuard(
+        connection_cap(settings),
+        settings.max_connections_per_client,
+        trusted_hosts(options["forwarded_allow_ips"]),
+    )
     return uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
+        http=functools.partial(GuardedHttpProtocol, settings=settings, guard=guard),  # type: ignore[arg-type]
+        ws=GuardedWebSocketProtocol,
+        timeout_keep_alive=settings.http_keepalive_seconds,  # type: ignore[arg-type]
+        # On every answer, uvicorn's own (400, 500) and the protocols' included:
+        # browsers must not guess a type other than the one declared.
+        headers=[("X-Content-Type-Options", "nosniff")],
         ws_max_size=settings.ws_max_frame_bytes,
         # Frames are small JSON; a zlib context per socket (browsers always
         # offer permessage-deflate) would cost far more memory than it saves.

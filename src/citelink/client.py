@@ -137,8 +137,12 @@ class Client:
     socket; a client that stops reading falls one delivery behind per commit.
     """
 
-    def __init__(self, user_id: int, queue_size: int, *, extended: bool = True):
+    def __init__(
+        self, user_id: int, queue_size: int, generation: int = 0, *, extended: bool = True
+    ):
         self.user_id = user_id
+        # The token generation of the socket's token (users.token_generation).
+        self.generation = generation
         # The extended protocol (citelink.v1); the seed protocol is told no
         # counts and no unread changes (citelink.sockets).
         self.extended = extended
@@ -157,7 +161,7 @@ class Client:
         self.shown: OrderedDict[int, int] = OrderedDict()
         # Held by whatever rebuilds this socket's view from the database.
         self.lock = asyncio.Lock()
-        # The hub generation this socket was last back-filled for.
+        # The hub epoch (listener connection) this socket was last back-filled for.
         self.synced = -1
         self._held: list[list[Delivery]] = []
         self._closed: asyncio.Future[tuple[int | None, str]] = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -94,14 +95,54 @@ UNAVAILABLE = (
 ERRORS = (*UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
+# The connection died under a statement (its server process terminated, the
+# link cut): a read may be run again on another connection. A write may not,
+# unless asyncpg refused to send it (InternalClientError: the connection was
+# already broken), as it may have committed before the answer was lost.
+CONNECTION_LOST = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InternalClientError,
+)
+
+
+def _dropped_by_server(conn: asyncpg.Connection) -> bool:
+    """Whether the server has dropped an idle connection that asyncpg has not
+    noticed yet. An idle connection has nothing to read: bytes waiting (what
+    a terminated server process sends as it exits) or the end of the stream
+    mean it is gone. One poll(2), no round trip."""
+    transport = conn._transport  # asyncpg gives no other way to its socket
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class _BoundedPool(asyncpg.Pool):
     """asyncpg's pool, except that waiting for a connection is bounded even
-    where the caller gives no timeout (`pool.fetch(...)` and the like)."""
+    where the caller gives no timeout (`pool.fetch(...)` and the like), and
+    that a connection the server dropped while it sat in the pool (a restart,
+    a failover, pg_terminate_backend) is replaced before a statement is sent
+    on it, instead of failing that statement."""
 
     acquire_timeout: float | None = None
 
     def acquire(self, *, timeout: float | None = None):  # type: ignore[override]
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+    # asyncpg's own method (PoolAcquireContext and Pool.acquire call it).
+    async def _acquire(self, timeout: float | None) -> asyncpg.Connection:  # noqa: ASYNC109
+        for _ in range(self.get_max_size()):
+            conn = await super()._acquire(timeout)
+            if not _dropped_by_server(conn):
+                return conn
+            conn.terminate()
+            await self.release(conn)
+        # Every connection was dropped: the next one is a new one.
+        return await super()._acquire(timeout)
 
 
 async def create_pool(

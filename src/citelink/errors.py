@@ -18,19 +18,33 @@ log = logging.getLogger("citelink")
 
 
 class ApiError(Exception):
-    """An error answered to the client with `status` and a JSON `detail`."""
+    """An error answered to the client with `status` and a JSON `detail`
+    (and `headers`, such as a 429's Retry-After)."""
 
-    def __init__(self, status: int, detail: str, errors: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.errors = errors
+        self.headers = headers
 
 
-def error_response(status: int, detail: str, errors: dict[str, str] | None = None) -> Response:
+def error_body(detail: str, errors: dict[str, str] | None = None) -> dict:
+    """The JSON body of every error answer."""
     body: dict = {"detail": detail}
     if errors:
         body["errors"] = errors
+    return body
+
+
+def error_response(status: int, detail: str, errors: dict[str, str] | None = None) -> Response:
+    body = error_body(detail, errors)
     headers = None
     if status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
@@ -41,7 +55,9 @@ def error_response(status: int, detail: str, errors: dict[str, str] | None = Non
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.detail, exc.errors)
+    response = error_response(exc.status, exc.detail, exc.errors)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -45,7 +45,7 @@ class Event(NamedTuple):
     <position> <old> <new> <unseen> <unread> <total> <archived>") fill every
     field; "bulk <user_id> <items> <counts...>" a user, `items` and counts;
     "fanout <notification_id> <recipients>" a notification and `items`;
-    "revoke <user_id>" a user."""
+    "revoke <user_id> <generation> <active>" a user, `generation` and `active`."""
 
     kind: str
     user_id: int = 0
@@ -56,6 +56,8 @@ class Event(NamedTuple):
     new: int = 0
     counts: Counts = NO_COUNTS
     items: int = 0
+    generation: int = 0
+    active: bool = False
 
 
 def parse_event(payload: str) -> Event | None:
@@ -71,6 +73,6 @@ def parse_event(payload: str) -> Event | None:
         return Event(kind, n[0], items=n[1], counts=Counts(*n[2:]))
     if kind == "fanout" and len(n) == 2:
         return Event(kind, notification_id=n[0], items=n[1])
-    if kind == "revoke" and len(n) == 1:
-        return Event(kind, n[0])
+    if kind == "revoke" and len(n) == 3:
+        return Event(kind, n[0], generation=n[1], active=bool(n[2]))
     return None

@@ -35,7 +35,7 @@ from . import frames, inbox
 from .client import Client, Delivery
 from .database import ERRORS
 from .events import MUTED, QUIET, Counts, Event
-from .protocol import REPLACED, REVOKED, TOKEN_REFUSED
+from .protocol import REPLACED, REVOKED, TOKEN_REFUSED, TOKENS_REVOKED
 from .queries import Q
 from .settings import Settings
 
@@ -91,7 +91,7 @@ class Hub:
         self._content: OrderedDict[int, str] = OrderedDict()
         # Bumped whenever the listener loses its connection: a socket whose
         # `synced` differs may have missed events and holds them until back-filled.
-        self._generation = 0
+        self._epoch = 0
         self._live = False
         self._closing = False
         self._empty = asyncio.Event()
@@ -122,7 +122,7 @@ class Hub:
             if self._live:
                 await self._barrier(self._pool)
             # While the listener is down, the next back-fill covers this socket.
-            client.synced = self._generation if self._live else self._generation - 1
+            client.synced = self._epoch if self._live else self._epoch - 1
             client.after_seq = self._received
             try:
                 row = await self._pool.fetchrow(
@@ -134,8 +134,11 @@ class Hub:
             if row is None or not row["is_active"]:
                 self.detach(client)
                 raise Refused(TOKEN_REFUSED, REVOKED)
+            if row["token_generation"] != client.generation:
+                self.detach(client)
+                raise Refused(TOKEN_REFUSED, TOKENS_REVOKED)
             client.last_position = client.opened_at = row["last_position"]
-            if client.synced == self._generation:
+            if client.synced == self._epoch:
                 client.release()
         # Over the cap the oldest socket goes: the newest is the one a person
         # is looking at (a client may open a socket per click, never closing one).
@@ -175,7 +178,7 @@ class Hub:
             try:
                 yield
             finally:
-                if client.synced == self._generation:
+                if client.synced == self._epoch:
                     client.release()
 
     async def resume(self, client: Client, after: int) -> None:
@@ -264,29 +267,33 @@ class Hub:
         """Take one event from the listener (called synchronously, in order)."""
         self._received += 1
         if event.kind == "revoke":
-            self._revoke(event.user_id)
+            self._revoke(event.user_id, event.generation, event.active)
         elif event.user_id in self._clients or (event.kind == "fanout" and self._clients):
             self._pending.append((self._received, event))
             self._wakeup.set()
 
-    def _revoke(self, user_id: int) -> None:
+    def _revoke(self, user_id: int, generation: int | None = None, active: bool = False) -> None:
+        """Close the user's sockets: all of them, or those whose token is of
+        a generation older than `generation` (the user is still `active`: it
+        is the tokens that were revoked)."""
         for client in self._clients.get(user_id, ()):
-            client.close(TOKEN_REFUSED, REVOKED)
+            if generation is None or client.generation < generation:
+                client.close(TOKEN_REFUSED, TOKENS_REVOKED if active else REVOKED)
 
     def lost(self) -> None:
         """The listener lost its connection: events from now on may be missing."""
         self._live = False
-        self._generation += 1
+        self._epoch += 1
 
     async def resync(self) -> None:
         """The listener is LISTENing again: back-fill every socket that may have
         missed events, then let their held live events through."""
         self._live = True
-        generation = self._generation
+        epoch = self._epoch
         stale: dict[int, list[Client]] = {}
         for sockets in self._clients.values():
             for client in sockets:
-                if client.synced != generation:
+                if client.synced != epoch:
                     stale.setdefault(client.user_id, []).append(client)
         if not stale:
             return
@@ -298,13 +305,13 @@ class Hub:
 
         async def backfill(user_id: int, clients: list[Client]) -> None:
             async with room:
-                await self._backfill(user_id, clients, generation)
+                await self._backfill(user_id, clients, epoch)
 
         async with asyncio.TaskGroup() as group:
             for user_id, clients in stale.items():
                 group.create_task(backfill(user_id, clients))
 
-    async def _backfill(self, user_id: int, clients: list[Client], generation: int) -> None:
+    async def _backfill(self, user_id: int, clients: list[Client], epoch: int) -> None:
         async with AsyncExitStack() as locks:
             for client in clients:
                 await locks.enter_async_context(client.lock)
@@ -335,10 +342,11 @@ class Hub:
             if user is None or not user["is_active"]:
                 self._revoke(user_id)
                 return
+            self._revoke(user_id, user["token_generation"], active=True)
             for client in clients:
                 client.backfill(items, states, current, counts)
-                if self._generation == generation:
-                    client.synced = generation
+                if self._epoch == epoch:
+                    client.synced = epoch
                     client.release()
 
     @staticmethod
@@ -409,7 +417,7 @@ class Hub:
             )
         for user_id, deliveries in per_user.items():
             for client in self._clients.get(user_id, ()):
-                hold = client.lock.locked() or client.synced != self._generation
+                hold = client.lock.locked() or client.synced != self._epoch
                 client.offer(deliveries, hold)
 
     @staticmethod

@@ -12,8 +12,11 @@ EXTENDED = "citelink.v1"
 
 # Close codes of citelink's own (the others are RFC 6455's: 1001 going away,
 # 1009 frame too big, 1011 internal error, 1013 try again later).
-TOKEN_REFUSED = 4401  # bad, expired or refresh token; user deactivated or deleted
+TOKEN_REFUSED = 4401  # bad, expired, revoked or refresh token; user deactivated or deleted
 TOO_SLOW = 4408  # the socket's send queue was full: reconnect and resume
 REPLACED = 4409  # a newer socket of the user took this one's place
 # The reason of a TOKEN_REFUSED close when the user was deactivated or deleted.
 REVOKED = "user is inactive or deleted"
+# Its reason when the user's tokens were revoked (a new password, a sign-out
+# everywhere).
+TOKENS_REVOKED = "token has been revoked"

@@ -95,6 +95,32 @@ class Settings:
     # user's access token always works).
     metrics_token: str | None = None
     log_format: str = "text"
+    # HTTP connections (citelink.connections). A request head (request line and
+    # headers) may be at most http_max_header_bytes long, in at most
+    # http_max_headers header lines (431 past either), and must be complete
+    # within http_header_seconds of the connection opening or of the previous
+    # answer (408, or closed when nothing came). An idle keep-alive connection
+    # is closed after http_keepalive_seconds; the http_keepalive_requests-th
+    # request of a connection is its last.
+    http_max_header_bytes: int = 32 * 1024
+    http_max_headers: int = 100
+    http_header_seconds: float = 10.0
+    http_keepalive_seconds: float = 5.0
+    http_keepalive_requests: int = 1000
+    # Open connections (HTTP and WebSocket) of the process, 0 for as many as
+    # the open-file limit leaves room for; and per client address.
+    max_connections: int = 0
+    max_connections_per_client: int = 200
+    # Sign-in throttling (citelink.throttle): failed sign-ins per username and
+    # sign-ins per client address, per minute (0: no limit); and password
+    # hashes running at once, 0 for one per core but one (argon2 takes 19 MiB
+    # and a core each).
+    login_failures_per_user: int = 10
+    login_attempts_per_client: int = 30
+    password_hash_slots: int = 0
+    # Audit rows older than this many days are deleted in the background
+    # (citelink.pruning); 0 keeps them.
+    audit_retention_days: int = 0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -129,4 +155,25 @@ class Settings:
             workers=_int("CITELINK_WORKERS", cls.workers, 1, 64),
             metrics_token=env("CITELINK_METRICS_TOKEN") or None,
             log_format=_choice("CITELINK_LOG_FORMAT", cls.log_format, LOG_FORMATS),
+            http_max_header_bytes=_int("CITELINK_HTTP_MAX_HEADER_BYTES", cls.http_max_header_bytes),
+            http_max_headers=_int("CITELINK_HTTP_MAX_HEADERS", cls.http_max_headers),
+            http_header_seconds=_float("CITELINK_HTTP_HEADER_SECONDS", cls.http_header_seconds),
+            http_keepalive_seconds=_float(
+                "CITELINK_HTTP_KEEPALIVE_SECONDS", cls.http_keepalive_seconds
+            ),
+            http_keepalive_requests=_int(
+                "CITELINK_HTTP_KEEPALIVE_REQUESTS", cls.http_keepalive_requests
+            ),
+            max_connections=_int("CITELINK_MAX_CONNECTIONS", cls.max_connections),
+            max_connections_per_client=_int(
+                "CITELINK_MAX_CONNECTIONS_PER_CLIENT", cls.max_connections_per_client
+            ),
+            login_failures_per_user=_int(
+                "CITELINK_LOGIN_FAILURES_PER_USER", cls.login_failures_per_user
+            ),
+            login_attempts_per_client=_int(
+                "CITELINK_LOGIN_ATTEMPTS_PER_CLIENT", cls.login_attempts_per_client
+            ),
+            password_hash_slots=_int("CITELINK_PASSWORD_HASH_SLOTS", cls.password_hash_slots),
+            audit_retention_days=_int("CITELINK_AUDIT_RETENTION_DAYS", cls.audit_retention_days),
         )

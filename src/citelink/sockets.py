@@ -319,6 +319,8 @@ class Session:
         if row is None or not row["is_active"]:
             self.client.close(TOKEN_REFUSED, REVOKED)
             return
+        if row["token_generation"] != claims["gen"]:
+            raise FrameError("invalid_token", "the token has been revoked")
         self.expire_at(claims["exp"])
         await self.client.reply([frames.frame("auth", expires_at=claims["exp"])])
 
@@ -358,8 +360,9 @@ async def _refuse(websocket: WebSocket, subprotocol: str | None, code: int, reas
     await websocket.close(code, reason)
 
 
-def _token_owner(websocket: WebSocket, settings: Settings) -> tuple[int, float] | None:
-    """(user id, expiry) of the `?token=` access token; None when it is not valid.
+def _token_owner(websocket: WebSocket, settings: Settings) -> tuple[int, float, int] | None:
+    """(user id, expiry, token generation) of the `?token=` access token; None
+    when it is not valid.
     Neither the claims nor the parsed query string outlive this call (the
     socket's coroutine would keep them for as long as it is open)."""
     assert settings.secret_key
@@ -368,7 +371,7 @@ def _token_owner(websocket: WebSocket, settings: Settings) -> tuple[int, float] 
         claims = tokens.decode(settings.secret_key, token, "access")
     except tokens.InvalidToken:
         return None
-    return claims["user_id"], claims["exp"]
+    return claims["user_id"], claims["exp"], claims["gen"]
 
 
 async def notifications_socket(websocket: WebSocket) -> None:
@@ -384,8 +387,8 @@ async def notifications_socket(websocket: WebSocket) -> None:
     if owner is None:
         await _refuse(websocket, subprotocol, 4401, "invalid or expired access token")
         return
-    user_id, expires = owner
-    client = Client(user_id, settings.ws_send_queue, extended=subprotocol is not None)
+    user_id, expires, generation = owner
+    client = Client(user_id, settings.ws_send_queue, generation, extended=subprotocol is not None)
     try:
         await hub.attach(client)
     except Refused as refused:

@@ -15,6 +15,8 @@ routes: list[BaseRoute] = [
     ApiRoute("/api/token/", post=tokens.obtain),
     ApiRoute("/api/token/refresh/", post=tokens.refresh),
     ApiRoute("/api/token/verify/", post=tokens.verify),
+    ApiRoute("/api/token/blacklist/", post=tokens.blacklist),
+    ApiRoute("/api/token/revoke-all/", post=tokens.revoke_all),
     ApiRoute("/api/users/", get=users.list_users, post=users.create_user),
     ApiRoute("/api/users/me/", get=users.me),
     ApiRoute("/api/tags/", get=tags.list_tags, post=tags.create_tag),

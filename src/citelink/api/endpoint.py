@@ -24,8 +24,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..database import BIGINT_MAX, UNAVAILABLE
+from ..database import BIGINT_MAX, CONNECTION_LOST, UNAVAILABLE
 from ..errors import ApiError
+from ..passwords import HashSlots
 from ..responses import json_response
 from ..settings import Settings
 from .auth import CurrentUser, authenticate
@@ -77,6 +78,10 @@ class Call:
         return self.request.state.settings
 
     @property
+    def passwords(self) -> HashSlots:
+        return self.request.state.passwords
+
+    @property
     def me(self) -> CurrentUser:
         """The authenticated caller (routes that are not `anyone`)."""
         assert self.user is not None
@@ -101,7 +106,11 @@ class Endpoint:
 
     async def _respond(self, request: Request) -> Response:
         op = self.operation
-        user = None if op.access == "anyone" else await authenticate(request)
+        # Reading who the caller is may always be done again.
+        pool = request.state.pool
+        user = (
+            None if op.access == "anyone" else await _repeatable(pool, True, authenticate, request)
+        )
         if op.access == "staff" and not (user and user.is_staff):
             raise ApiError(403, "only staff may do this")
         item_id = request.path_params.get("id")
@@ -113,10 +122,29 @@ class Endpoint:
         body = {}
         if op.body is not None:
             body = op.body.parse(await read_body(request, settings.max_body_bytes), settings)
-        result = await self.handler(Call(request, user, item_id, query, body))
+        call = Call(request, user, item_id, query, body)
+        result = await _repeatable(pool, request.method in ("GET", "HEAD"), self.handler, call)
         if op.response is None:
             return Response(status_code=op.status)
         return json_response(result, status=op.status)
+
+
+async def _repeatable(
+    pool: asyncpg.Pool, read: bool, work: Callable[[Any], Awaitable[Any]], arg: Any
+) -> Any:
+    """`work(arg)`, run once more on a fresh connection when its database
+    connection was lost, if that is safe: for a `read`, or when the statement
+    was never sent (see citelink.database.CONNECTION_LOST)."""
+    try:
+        return await work(arg)
+    except CONNECTION_LOST as exc:
+        # What killed one connection (a restart, a failover, an operator)
+        # most likely killed the idle ones too: all are replaced on next use.
+        await pool.expire_connections()
+        if not read and not isinstance(exc, asyncpg.InternalClientError):
+            raise
+        log.info("database connection lost: %r; once more on a fresh one", exc)
+        return await work(arg)
 
 
 def endpoint(

@@ -44,7 +44,6 @@ SCHEMAS: dict[str, dict] = {
         optional=("errors",),
     ),
     "TokenPair": _object({"access": _TEXT, "refresh": _TEXT}),
-    "AccessToken": _object({"access": _TEXT}),
     "Empty": {"type": "object", "maxProperties": 0},
     "Me": _object({"id": _INT, "username": _TEXT, "is_staff": _BOOL}),
     "User": _object(

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
-from starlette.concurrency import run_in_threadpool
 
-from .. import passwords
 from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
@@ -53,7 +51,7 @@ async def list_users(call: Call) -> dict:
 )
 async def create_user(call: Call) -> dict:
     username = call.body["username"]
-    password_hash = await run_in_threadpool(passwords.hash_password, call.body["password"])
+    password_hash = await call.passwords.hash(call.body["password"])
     try:
         async with transaction(call.pool, call.me.id) as conn:
             row = await conn.fetchrow(

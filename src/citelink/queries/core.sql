@@ -6,11 +6,11 @@ VALUES ($1, $2, $3)
 RETURNING id, username, is_staff, is_active, created_at;
 
 -- name: user_by_username
-SELECT id, username, password_hash, is_staff, is_active
+SELECT id, username, password_hash, is_staff, is_active, token_generation
 FROM users WHERE lower(username) = lower($1);
 
 -- name: user_by_id
-SELECT id, username, is_staff, is_active FROM users WHERE id = $1;
+SELECT id, username, is_staff, is_active, token_generation FROM users WHERE id = $1;
 
 -- name: count_users
 SELECT count(*) FROM users;

@@ -2,10 +2,10 @@
 -- sockets. Inbox pages, resume and writes are in inbox.sql.
 
 -- name: relay_socket_start
--- A socket opens: is its user still allowed in, and what is the position of
--- their newest item (the watermark: items above it are pushed, and back-fills
--- start from it)?
-SELECT u.is_active, coalesce(c.last_position, 0) AS last_position
+-- A socket opens: is its user still allowed in, with a token of this
+-- generation, and what is the position of their newest item (the watermark:
+-- items above it are pushed, and back-fills start from it)?
+SELECT u.is_active, u.token_generation, coalesce(c.last_position, 0) AS last_position
 FROM users AS u
 LEFT JOIN inbox_count AS c ON c.user_id = u.id
 WHERE u.id = $1;

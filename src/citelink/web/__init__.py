@@ -20,7 +20,6 @@ ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
 HEADERS = {
     # Revalidate every time (the ETag makes that cheap), so an upgrade shows at once.
     "Cache-Control": "no-cache",
-    "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -133,7 +133,8 @@ function setTokens(tokens) {
   refreshTimer = setTimeout(refreshAccess, Math.max(1000, left - Math.min(60000, left / 2)));
 }
 
-/** A new access token from the refresh token; false (and signed out) when refused. */
+/** A new token pair from the refresh token (which is then used up); false (and
+ * signed out) when refused. */
 function refreshAccess() {
   refreshing ??= (async () => {
     const refresh = state.tokens?.refresh;
@@ -150,7 +151,7 @@ function refreshAccess() {
         return false;
       }
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      setTokens({ ...state.tokens, access: (await res.json()).access });
+      setTokens(await res.json());
       // An open socket would be closed at the old token's expiry without this.
       sendFrame({ type: "auth", token: state.tokens.access });
       return true;
@@ -776,7 +777,18 @@ function signOut(message) {
 
 function wire() {
   $("#signin-form").addEventListener("submit", signIn);
-  $("#sign-out").addEventListener("click", () => signOut());
+  $("#sign-out").addEventListener("click", () => {
+    // Revoke the refresh token too (best effort): signing out ends the session.
+    const refresh = state.tokens?.refresh;
+    if (refresh) {
+      fetch("/api/token/blacklist/", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ refresh }),
+      }).catch(() => {});
+    }
+    signOut();
+  });
   $("#retry").addEventListener("click", connect);
   $("#read-all").addEventListener("click", readAll);
   $("#load-more").addEventListener("click", () => loadPage(false).catch(showError));
