@@ -68,7 +68,12 @@ CREATE TABLE notification (
     created_at   timestamptz NOT NULL DEFAULT now(),
     created_by   bigint      REFERENCES users (id) ON DELETE SET NULL,
     recipients   bigint      NOT NULL DEFAULT 0,
-    CHECK (tag_id IS NOT NULL OR users IS NOT NULL)
+    CHECK (tag_id IS NOT NULL OR users IS NOT NULL),
+    -- data nests 100 levels at most, as the API takes it: no object or array
+    -- 100 levels below the top one.
+    CONSTRAINT notification_data_depth CHECK (
+        NOT jsonb_path_exists(data, 'strict $.**{100} ? (@.type() == "object" || @.type() == "array")')
+    )
 );
 
 -- One row per recipient of a notification; `id` is the inbox item id.

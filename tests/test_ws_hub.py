@@ -64,7 +64,14 @@ def test_event_payloads_are_parsed_strictly():
     assert parse_event("fanout 7 100000") == Event("fanout", notification_id=7, items=100_000)
     assert parse_event("revoke 9 3 1") == Event("revoke", 9, generation=3, active=True)
     junk = ("", "marker", "new 1 2 3 4 0 0 1 1 1", "new 1 2 3 4 0 0 1 1 1 x", "drop 1 2 3 4 5")
-    for payload in (*junk, "new 1 2 3 4 0 0 1 1 1 0 9", "fanout 7", "bulk 1 2", "revoke 9 0", "revoke 9"):
+    for payload in (
+        *junk,
+        "new 1 2 3 4 0 0 1 1 1 0 9",
+        "fanout 7",
+        "bulk 1 2",
+        "revoke 9 0",
+        "revoke 9",
+    ):
         assert parse_event(payload) is None
 
 

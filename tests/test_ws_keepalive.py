@@ -17,8 +17,8 @@ from citelink.app import create_server
 from citelink.settings import Settings
 
 from .api_support import World
-from .conftest import RunningServer
-from .wsclient import StalledSocket, open_socket, publish
+from .conftest import RunningServer, publish
+from .wsclient import StalledSocket, open_socket
 
 PING_SECONDS = 0.5
 

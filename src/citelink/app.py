@@ -16,12 +16,6 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from . import api, database, logs, metrics
-from .errors import exception_handlers
-from .health import healthz, readyz
-from .hub import Hub
-from .listener import Listener
-from .passwords import HashSlots, hash_slots
-from .protocol import SOCKET_PATH
 from .connections import (
     ConnectionGuard,
     GuardedHttpProtocol,
@@ -29,6 +23,12 @@ from .connections import (
     connection_cap,
     trusted_hosts,
 )
+from .errors import exception_handlers
+from .health import healthz, readyz
+from .hub import Hub
+from .listener import Listener
+from .passwords import HashSlots, hash_slots
+from .protocol import SOCKET_PATH
 from .pruning import Pruner
 from .scheduler import Scheduler
 from .settings import Settings

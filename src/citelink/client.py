@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from . import frames
 from .events import DELETED, QUIET, Counts, state_of
 from .protocol import TOO_SLOW
+from .settings import Settings
 
 log = logging.getLogger("citelink.client")
 
@@ -51,39 +52,43 @@ class Delivery:
 
 
 class Outbox:
-    """A socket's bounded FIFO of deliveries, with asyncio.Queue's put, get,
-    task_done and join. It keeps one deque and the futures of whoever waits
-    where asyncio.Queue keeps four deques and an Event: about 6 KiB less per
-    socket, which counts at 10,000 sockets per process (BENCHMARKS.md)."""
+    """A socket's bounded FIFO of deliveries, with asyncio.Queue's get,
+    task_done and join. It holds at most `maxsize` deliveries and `max_bytes`
+    of frames (counted as characters of their JSON), except that one delivery
+    of any size goes into an empty queue: a big page is sent, but nothing piles
+    up behind it. asyncio.Queue bounds the count only, and keeps four deques
+    and an Event where this keeps one deque and the futures of whoever waits
+    (about 6 KiB less per socket, BENCHMARKS.md)."""
 
-    __slots__ = ("_items", "_unfinished", "_waiters", "maxsize")
+    __slots__ = ("_bytes", "_items", "_unfinished", "_waiters", "max_bytes", "maxsize")
 
-    def __init__(self, maxsize: int):
+    def __init__(self, maxsize: int, max_bytes: int):
         self.maxsize = maxsize
-        self._items: deque[list[str]] = deque()
+        self.max_bytes = max_bytes
+        self._items: deque[tuple[list[str], int]] = deque()
+        self._bytes = 0
         self._unfinished = 0
         self._waiters: list[asyncio.Future[None]] | None = None
 
     def qsize(self) -> int:
         return len(self._items)
 
-    def full(self) -> bool:
-        return len(self._items) >= self.maxsize
+    def queued_bytes(self) -> int:
+        return self._bytes
 
     def empty(self) -> bool:
         return not self._items
 
     def put_nowait(self, item: list[str]) -> None:
-        if self.full():
+        size = sum(map(len, item))
+        if self._items and (
+            len(self._items) >= self.maxsize or self._bytes + size > self.max_bytes
+        ):
             raise asyncio.QueueFull
-        self._items.append(item)
+        self._items.append((item, size))
+        self._bytes += size
         self._unfinished += 1
         self._wake()
-
-    async def put(self, item: list[str]) -> None:
-        while self.full():
-            await self._wait()
-        self.put_nowait(item)
 
     async def get(self) -> list[str]:
         while not self._items:
@@ -93,7 +98,8 @@ class Outbox:
     def get_nowait(self) -> list[str]:
         if not self._items:
             raise asyncio.QueueEmpty
-        item = self._items.popleft()
+        item, size = self._items.popleft()
+        self._bytes -= size
         self._wake()
         return item
 
@@ -132,13 +138,22 @@ class Client:
     """One socket as the hub sees it: what its client was told, and its queue.
 
     The queue holds deliveries (the frames of one event batch, one reply, one
-    slice of a replay), at most `queue_size`: a burst from one commit, such as
-    read-all over 10,000 items, is one delivery and not a reason to close a
-    socket; a client that stops reading falls one delivery behind per commit.
+    slice of a replay), at most `queue_size` and `queue_bytes` (Outbox): a
+    burst from one commit, such as read-all over 10,000 items, is one delivery
+    and not a reason to close a socket; a client that stops reading falls one
+    delivery behind per commit, and is closed (4408) once the queue is full.
+    Nothing waits for room: neither events nor answers to the client's own
+    requests, which hold no database connection while they are queued.
     """
 
     def __init__(
-        self, user_id: int, queue_size: int, generation: int = 0, *, extended: bool = True
+        self,
+        user_id: int,
+        queue_size: int,
+        *,
+        queue_bytes: int = Settings.ws_send_queue_bytes,
+        generation: int = 0,
+        extended: bool = True,
     ):
         self.user_id = user_id
         # The token generation of the socket's token (users.token_generation).
@@ -146,7 +161,7 @@ class Client:
         # The extended protocol (citelink.v1); the seed protocol is told no
         # counts and no unread changes (citelink.sockets).
         self.extended = extended
-        self.queue = Outbox(queue_size)
+        self.queue = Outbox(queue_size, queue_bytes)
         # The highest position (in the user's order) of an item sent to it.
         self.last_position = 0
         # The newest position when the socket opened: items above it, up to
@@ -184,7 +199,8 @@ class Client:
         return await self._closed
 
     def send(self, frames: list[str]) -> None:
-        """Queue frames without waiting; a full queue closes the socket (4408)."""
+        """Queue frames (events, or an answer) without waiting; a full queue
+        closes the socket (4408)."""
         if not frames or self.closed:
             return
         try:
@@ -195,11 +211,6 @@ class Client:
     def _too_slow(self) -> None:
         log.info("closing a socket of user %s: send queue full", self.user_id)
         self.close(TOO_SLOW, "too slow: send queue full")
-
-    async def reply(self, frames: list[str]) -> None:
-        """Queue an answer to the client's own request, waiting for room."""
-        if not self.closed:
-            await self.queue.put(frames)
 
     def remember(self, item_id: int, state: int) -> None:
         self.shown[item_id] = state

@@ -10,9 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
-import orjson
 
-from . import embedded
+from . import decoding, embedded
 from .failures import Problem
 from .settings import Settings
 
@@ -50,14 +49,25 @@ def _stored_secret_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+# Timestamps are read as text (citelink.decoding), so their shape must not
+# depend on the server's or the role's defaults.
+SERVER_SETTINGS = {"DateStyle": "ISO", "TimeZone": "UTC"}
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(
             name,
             schema="pg_catalog",
-            encoder=lambda v: orjson.dumps(v).decode(),
-            decoder=orjson.loads,
+            encoder=decoding.encode_json,
+            decoder=decoding.decode_json,
         )
+    await conn.set_type_codec(
+        "timestamptz",
+        schema="pg_catalog",
+        encoder=decoding.encode_timestamp,
+        decoder=decoding.decode_timestamp,
+    )
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -68,8 +78,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def connect(url: str) -> asyncpg.Connection:
-    """One connection with citelink's codecs (jsonb <-> Python via orjson)."""
-    conn = await asyncpg.connect(url)
+    """One connection with citelink's codecs (citelink.decoding)."""
+    conn = await asyncpg.connect(url, server_settings=SERVER_SETTINGS)
     await _init_connection(conn)
     return conn
 
@@ -164,6 +174,7 @@ async def create_pool(
         record_class=asyncpg.Record,
         timeout=connect_seconds,
         command_timeout=query_seconds,
+        server_settings=SERVER_SETTINGS,
     )
     pool.acquire_timeout = connect_seconds
     return await pool

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -38,6 +39,7 @@ from .events import MUTED, QUIET, Counts, Event
 from .protocol import REPLACED, REVOKED, TOKEN_REFUSED, TOKENS_REVOKED
 from .queries import Q
 from .settings import Settings
+from .throttle import FrameBudget
 
 log = logging.getLogger("citelink.hub")
 
@@ -54,6 +56,31 @@ def _touched(event: Event) -> bool:
     """Whether a new item was created with a state of its own (a plain SQL
     insert), beyond how it was delivered."""
     return bool(event.new & ~(QUIET | MUTED))
+
+
+def _render(
+    seq: int, e: Event, content: dict[int, str], current: dict[int, dict]
+) -> Delivery | None:
+    """One event as its user's sockets get it; None when there is nothing to
+    tell (the item was deleted before it was read)."""
+    frame, item = "", current.get(e.item_id)
+    if e.kind == "new":
+        tail = content.get(e.notification_id)
+        if e.new & QUIET:
+            frame = ""  # not pushed (citelink.client)
+        elif _touched(e) and item:
+            frame = frames.item(item)
+        elif tail and not _touched(e):
+            frame = frames.push(e.item_id, e.position, tail)
+        else:
+            return None
+    elif e.kind == "update":
+        if item is None:
+            return None
+        frame = frames.item(item)
+    return Delivery(
+        seq, e.kind, e.item_id, e.position, e.old, e.new, e.counts, frame, item, e.items
+    )
 
 
 class Refused(Exception):
@@ -84,6 +111,10 @@ class Hub:
         self._barrier = barrier
         self._on_failure = on_failure
         self._clients: dict[int, list[Client]] = {}
+        # Kept while one of the user's sockets holds it.
+        self._budgets: weakref.WeakValueDictionary[int, FrameBudget] = (
+            weakref.WeakValueDictionary()
+        )
         self._pending: list[tuple[int, Event]] = []
         # Events received so far: their order is commit order.
         self._received = 0
@@ -149,6 +180,13 @@ class Hub:
         """Every socket attached here (read by citelink.metrics)."""
         return [client for sockets in self._clients.values() for client in sockets]
 
+    def frame_budget(self, user_id: int) -> FrameBudget:
+        """The frame budget shared by the user's sockets (one per process)."""
+        budget = self._budgets.get(user_id)
+        if budget is None:
+            budget = self._budgets[user_id] = FrameBudget(self._settings.ws_frames_per_second)
+        return budget
+
     def detach(self, client: Client) -> None:
         sockets = self._clients.get(client.user_id, [])
         if client in sockets:
@@ -208,14 +246,14 @@ class Hub:
                     cursor, last_id = rows[-1]["position"], rows[-1]["id"]
                     count += len(missed)
                     if missed:
-                        await client.reply([frames.item(r) for r in missed])
+                        client.send([frames.item(r) for r in missed])
                     # At the client's pace: a slow reader of a long history
                     # holds one batch in memory, not all of it.
                     await client.queue.join()
                 if len(rows) < BATCH_ROWS:
                     break
             client.last_position = max(client.last_position, cursor)
-            await client.reply([frames.frame("resumed", count=count, last_id=last_id)])
+            client.send([frames.frame("resumed", count=count, last_id=last_id)])
 
     async def list_page(
         self, client: Client, before: int | None, limit: int, where: inbox.Filter
@@ -239,7 +277,7 @@ class Hub:
                 answer["pinned"] = await inbox.pinned(self._pool, client.user_id, where, limit)
                 client.remember_items(answer["pinned"])
             client.remember_items(items)
-            await client.reply([frames.frame("notifications_list", **answer)])
+            client.send([frames.frame("notifications_list", **answer)])
 
     async def list_numbered(self, client: Client, page: int, page_size: int) -> None:
         """Answer a seed-form `notifications_list`: numbered pages, newest first,
@@ -259,7 +297,7 @@ class Hub:
                 "page": page,
                 "total": total,
             }
-            await client.reply([frames.frame("notifications_list", **answer)])
+            client.send([frames.frame("notifications_list", **answer)])
 
     # Events -------------------------------------------------------------------
 
@@ -305,7 +343,12 @@ class Hub:
 
         async def backfill(user_id: int, clients: list[Client]) -> None:
             async with room:
-                await self._backfill(user_id, clients, epoch)
+                try:
+                    await self._backfill(user_id, clients, epoch)
+                except ERRORS:
+                    raise  # the database again: the listener resyncs everyone
+                except Exception:
+                    self._fail(user_id, "could not back-fill the sockets")
 
         async with asyncio.TaskGroup() as group:
             for user_id, clients in stale.items():
@@ -395,30 +438,27 @@ class Hub:
         )
         per_user: dict[int, list[Delivery]] = {}
         for seq, e in batch:
-            frame, item = "", current.get(e.item_id)
-            if e.kind == "new":
-                tail = content.get(e.notification_id)
-                if e.new & QUIET:
-                    frame = ""  # not pushed (citelink.client)
-                elif _touched(e) and item:
-                    frame = frames.item(item)
-                elif tail and not _touched(e):
-                    frame = frames.push(e.item_id, e.position, tail)
-                else:
-                    continue  # deleted before we read it
-            elif e.kind == "update":
-                if item is None:
-                    continue
-                frame = frames.item(item)
-            per_user.setdefault(e.user_id, []).append(
-                Delivery(
-                    seq, e.kind, e.item_id, e.position, e.old, e.new, e.counts, frame, item, e.items
-                )
-            )
+            try:
+                delivery = _render(seq, e, content, current)
+            except Exception:
+                self._fail(e.user_id, "could not render an event")
+                continue
+            if delivery is not None:
+                per_user.setdefault(e.user_id, []).append(delivery)
         for user_id, deliveries in per_user.items():
             for client in self._clients.get(user_id, ()):
                 hold = client.lock.locked() or client.synced != self._epoch
-                client.offer(deliveries, hold)
+                try:
+                    client.offer(deliveries, hold)
+                except Exception:
+                    self._fail(user_id, "could not deliver events")
+
+    def _fail(self, user_id: int, what: str) -> None:
+        """A bug met with one user's events: close that user's sockets (their
+        clients reconnect and resume) rather than stop the relay for everyone."""
+        log.exception("%s of user %s; closing their sockets", what, user_id)
+        for client in self._clients.get(user_id, ()):
+            client.close(1011, "internal error")
 
     @staticmethod
     async def _items(conn: asyncpg.Connection | asyncpg.Pool, ids: list[int]) -> dict[int, dict]:
@@ -480,7 +520,12 @@ class Hub:
         )
         loaded = {}
         for row in rows:
-            content = frames.content(dict(row))
+            try:
+                content = frames.content(dict(row))
+            except Exception:
+                # Its recipients are not pushed this one; everyone else is.
+                log.exception("could not render notification %s", row["notification_id"])
+                continue
             loaded[row["notification_id"]] = self._content[row["notification_id"]] = content
         while len(self._content) > CONTENT_CACHE:
             self._content.popitem(last=False)

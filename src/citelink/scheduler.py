@@ -66,6 +66,8 @@ class Scheduler:
     async def _until_next(self) -> float:
         """Seconds until the next send_at or expires_at, at most idle_seconds."""
         due = await self._pool.fetchval(Q.scheduler_next_due)
-        if due is None:
+        if not isinstance(due, datetime):
+            # None, or past what datetime holds (citelink.decoding): 'infinity'
+            # or the year 10000 (a BC one was due, and delivered by work()).
             return self._idle
         return min(self._idle, max(0.0, (due - datetime.now(UTC)).total_seconds()))

@@ -76,6 +76,9 @@ class Settings:
     # (4408). A delivery is the frames of one event batch or one reply: a burst
     # from one commit (read-all over 10,000 items) counts once.
     ws_send_queue: int = 1000
+    # ... and at most this much of their frames (characters of JSON); one
+    # delivery of any size still goes into an empty queue.
+    ws_send_queue_bytes: int = 1024 * 1024
     ws_max_frame_bytes: int = 64 * 1024
     ws_max_sockets_per_user: int = 20
     ws_frames_per_second: int = 50
@@ -137,6 +140,7 @@ class Settings:
             ),
             max_page_size=_int("CITELINK_MAX_PAGE_SIZE", cls.max_page_size),
             ws_send_queue=_int("CITELINK_WS_SEND_QUEUE", cls.ws_send_queue),
+            ws_send_queue_bytes=_int("CITELINK_WS_SEND_QUEUE_BYTES", cls.ws_send_queue_bytes),
             ws_max_frame_bytes=_int("CITELINK_WS_MAX_FRAME_BYTES", cls.ws_max_frame_bytes),
             ws_max_sockets_per_user=_int(
                 "CITELINK_WS_MAX_SOCKETS_PER_USER", cls.ws_max_sockets_per_user

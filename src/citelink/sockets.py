@@ -20,8 +20,9 @@ accepted before a refusal so that browsers see the code: a handshake refused
 with HTTP 403 reaches JavaScript as a bare 1006.
 
 Bad client frames get `{"type": "error", "code", "detail"}` and the socket
-stays open. Over `ws_frames_per_second`, frames are dropped; the first dropped
-one of a run is answered with a `rate_limited` error.
+stays open. Over `ws_frames_per_second`, counted across all of the user's
+sockets in this process, frames are dropped; the first dropped one of a run on
+each socket is answered with a `rate_limited` error.
 """
 
 from __future__ import annotations
@@ -77,25 +78,6 @@ def _optional_integer(frame: dict, field: str) -> int | None:
     return None if frame.get(field) is None else _integer(frame, field)
 
 
-class _RateLimit:
-    """A token bucket: `rate` frames per second, bursts up to `rate`."""
-
-    def __init__(self, rate: int):
-        self.rate = rate
-        self.tokens = float(rate)
-        self.stamp = time.monotonic()
-        self.limited = False
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
 class Session:
     """One open socket of an authenticated user."""
 
@@ -111,7 +93,8 @@ class Session:
         # A timer, not a task: one socket costs less memory (see BENCHMARKS.md).
         self.expiry: asyncio.TimerHandle | None = None
         self.expire_at(expires)
-        self.rate = _RateLimit(settings.ws_frames_per_second)
+        self.budget = hub.frame_budget(client.user_id)
+        self.limited = False  # within a run of dropped frames
 
     async def run(self) -> None:
         tasks = [
@@ -169,22 +152,22 @@ class Session:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            if not self.rate.allow():
-                if not self.rate.limited:
-                    self.rate.limited = True
-                    await self.client.reply(
+            if not self.budget.allow():
+                if not self.limited:
+                    self.limited = True
+                    self.client.send(
                         [frames.error("rate_limited", "too many frames; this one was dropped")]
                     )
                 continue
-            self.rate.limited = False
+            self.limited = False
             try:
                 await self._handle(message)
             except FrameError as exc:
-                await self.client.reply([frames.error(exc.code, exc.detail)])
+                self.client.send([frames.error(exc.code, exc.detail)])
             except ERRORS as exc:
                 log.warning("socket frame failed on the database: %r", exc)
                 answer = frames.error("unavailable", "database unavailable, retry")
-                await self.client.reply([answer])
+                self.client.send([answer])
 
     async def _handle(self, message: dict) -> None:
         text = message.get("text")
@@ -274,12 +257,12 @@ class Session:
     async def read_all(self, frame: dict) -> None:
         where = self._filter(frame, ("type",))
         updated = await inbox.bulk(self.pool, self.client.user_id, "read", where)
-        await self.client.reply([frames.frame("read_all", updated=updated)])
+        self.client.send([frames.frame("read_all", updated=updated)])
 
     async def seen_all(self, frame: dict) -> None:
         where = self._filter(frame, ("type",))
         updated = await inbox.bulk(self.pool, self.client.user_id, "seen", where)
-        await self.client.reply([frames.frame("seen_all", updated=updated)])
+        self.client.send([frames.frame("seen_all", updated=updated)])
 
     async def bulk(self, frame: dict) -> None:
         action = frame.get("action")
@@ -290,7 +273,7 @@ class Session:
             raise FrameError("invalid", "'filter' must be a JSON object")
         where = self._filter(given, ())
         updated = await inbox.bulk(self.pool, self.client.user_id, action, where)
-        await self.client.reply([frames.frame("bulk", action=action, updated=updated)])
+        self.client.send([frames.frame("bulk", action=action, updated=updated)])
 
     async def resume(self, frame: dict) -> None:
         await self.hub.resume(self.client, _integer(frame, "after", low=0))
@@ -298,10 +281,10 @@ class Session:
     async def counts(self, frame: dict) -> None:
         counts = Counts(**await inbox.counts(self.pool, self.client.user_id))
         self.client.counts = counts
-        await self.client.reply([frames.counts(counts)])
+        self.client.send([frames.counts(counts)])
 
     async def ping(self, frame: dict) -> None:
-        await self.client.reply(['{"type":"pong"}'])
+        self.client.send(['{"type":"pong"}'])
 
     async def auth(self, frame: dict) -> None:
         """A fresh access token of the same user pushes the socket's expiry back."""
@@ -322,7 +305,7 @@ class Session:
         if row["token_generation"] != claims["gen"]:
             raise FrameError("invalid_token", "the token has been revoked")
         self.expire_at(claims["exp"])
-        await self.client.reply([frames.frame("auth", expires_at=claims["exp"])])
+        self.client.send([frames.frame("auth", expires_at=claims["exp"])])
 
 
 # Client frame type -> Session method: one table per protocol for every socket,
@@ -388,7 +371,13 @@ async def notifications_socket(websocket: WebSocket) -> None:
         await _refuse(websocket, subprotocol, 4401, "invalid or expired access token")
         return
     user_id, expires, generation = owner
-    client = Client(user_id, settings.ws_send_queue, generation, extended=subprotocol is not None)
+    client = Client(
+        user_id,
+        settings.ws_send_queue,
+        queue_bytes=settings.ws_send_queue_bytes,
+        generation=generation,
+        extended=subprotocol is not None,
+    )
     try:
         await hub.attach(client)
     except Refused as refused:

@@ -1,4 +1,6 @@
-"""Sign-in throttling: failed sign-ins per username, sign-ins per client
+"""Throttles: a socket user's frame budget, and sign-in throttling.
+
+Sign-in throttling: failed sign-ins per username, sign-ins per client
 address, each a token bucket refilled evenly over a minute.
 
 A sign-in is refused with 429 and Retry-After, before any password is
@@ -81,3 +83,22 @@ class SignInThrottle:
 
     def failed(self, username: str) -> None:
         self.users.take(username.lower())
+
+
+class FrameBudget:
+    """A token bucket shared by all of one user's sockets in this process:
+    `rate` frames per second, bursts up to `rate`."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.tokens = float(rate)
+        self.stamp = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
