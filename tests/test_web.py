@@ -265,9 +265,17 @@ async def test_markup_in_a_message_is_shown_as_text(chrome, server, people):
     page = await chrome.open(server, people["alice"])
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: dialogs.append(dialog.message))
-    await publish(server, people["staff"], people["news"], XSS, html="<b>bold</b>")
+    await publish(
+        server,
+        people["staff"],
+        people["news"],
+        XSS,
+        html="<b>bold</b>",
+        actions=[{"id": "x", "label": XSS, "url": "/<b>path</b>"}],
+    )
     row = item(page, XSS)
     await expect(row.locator(".message")).to_have_text(XSS)
+    await expect(row.get_by_role("link", name=XSS)).to_be_visible()
     await expect(row.locator("img")).to_have_count(0)
     await row.get_by_text("Data").click()
     await expect(row.locator("pre")).to_contain_text('"html": "<b>bold</b>"')
@@ -751,7 +759,17 @@ async def test_narrow_screen_and_screenshot(chrome, server, people, conn, tmp_pa
         "Planned maintenance tonight from 22:00 to 23:00 UTC. "
         "Sign-ins may be refused for a few minutes while the database is upgraded.",
     )
-    await publish(server, staff, tags["reviews"], "Dana approved your pull request #311", pr=311)
+    await publish(
+        server,
+        staff,
+        tags["reviews"],
+        "Dana asked for your review on pull request #311",
+        url="/reviews/311",
+        actions=[
+            {"id": "approve", "label": "Approve", "url": "/reviews/311/approve"},
+            {"id": "later", "label": "Remind me later"},
+        ],
+    )
     await expect(items(desktop)).to_have_count(4)
     await item(desktop, "Weekly report").get_by_role("button", name="Mark read").click()
     await expect(desktop.locator("#badge")).to_have_text("3")
