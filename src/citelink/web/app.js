@@ -994,6 +994,15 @@ function wire() {
     describeTagFilter();
     openInbox().catch(showError);
   });
+  // The tag list floats over the inbox: a click elsewhere or Escape puts it away.
+  document.addEventListener("click", (e) => {
+    if (!$("#tag-filter").contains(e.target)) $("#tag-filter").open = false;
+  });
+  $("#tag-filter").addEventListener("keydown", (e) => {
+    if (e.key !== "Escape") return;
+    $("#tag-filter").open = false;
+    $("#tag-filter summary").focus();
+  });
   for (const button of $$("[data-bulk]")) button.addEventListener("click", () => bulk(button.dataset.bulk));
   for (const button of $$(".tabs button")) {
     button.addEventListener("click", () => showView(button.dataset.view));
