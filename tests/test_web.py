@@ -667,6 +667,9 @@ async def test_bulk_actions_on_the_filtered_view(chrome, server, people, conn):
         alice.id,
     )
     assert sorted(tuple(r) for r in rows) == [("deploys", True)] * 2 + [("news", False)] * 2
+    await first.get_by_role("button", name="Delete all…").click()
+    await expect(first.locator("#toast")).to_have_text("Nothing to delete in this view.")
+    await expect(dialog).to_be_hidden()
 
     # Mark all read in the second tab's view (everything left): the first follows.
     await show(first, "Inbox")

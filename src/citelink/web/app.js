@@ -659,10 +659,14 @@ const DONE = {
 async function bulk(action) {
   try {
     if (action === "delete") {
-      const params = new URLSearchParams(viewParams());
+      const params = viewParams();
       params.delete("status"); // counts answer every status at once
       const counts = await api("GET", `/api/inbox/counts/?${params}`);
       const n = { all: counts.total, unread: counts.unread, archived: counts.archived }[state.filter.status];
+      if (n === 0) {
+        toast("Nothing to delete in this view.");
+        return;
+      }
       const what = n === 1 ? "the notification" : `all ${n} notifications`;
       if (!(await confirmDialog(`Delete ${what} in this view? This cannot be undone.`))) return;
     }
