@@ -264,6 +264,33 @@ async def test_good_links_and_actions_publish(client, world: World):
     assert r.status_code == 201 and r.json()["data"] == data
 
 
+@pytest.mark.parametrize("actions", [5, True, {"id": "a", "label": "A"}])
+async def test_actions_that_are_no_list_of_objects_offer_nothing(
+    server, client, conn, make_user, actions
+):
+    """Plain SQL skips the check at publish: such `actions` are no 500 and
+    close no socket; the item's own link can still be clicked."""
+    alice = await make_user("alice")
+    news = await subscribe(conn, alice.id, "news")
+    await conn.execute(
+        "INSERT INTO notification (tag_id, message, data) VALUES ($1, 'odd', $2)",
+        news,
+        {"actions": actions},
+    )
+    item = await conn.fetchval("SELECT id FROM user_notification")
+    url = f"/api/inbox/{item}/interact/"
+    r = await client.post(url, json={"action": "a"}, headers=alice.headers)
+    assert r.status_code == 422 and "action" in r.json()["errors"]
+    async with open_socket(server, alice.token) as ws:
+        await ws.send(type="interact", id=item, action="a")
+        assert (await ws.recv())["code"] == "invalid"
+        await ws.send(type="interact", id=item)
+        frames = await ws.recv_until("counts")
+        assert frames[0] == {"type": "interact", "id": item, "action": None}
+    r = await client.post(url, json={}, headers=alice.headers)
+    assert r.status_code == 200 and r.json()["is_read"]
+
+
 async def test_a_big_bulk_change_is_one_refresh_per_socket(settings, conn, make_user):
     """Archiving 1,500 items in one statement: the socket gets one `refresh`
     frame and the counts, not 1,500 frames, and stays open."""

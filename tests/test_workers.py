@@ -108,8 +108,14 @@ async def test_workers_share_the_port_and_every_socket_gets_every_event(
         await publish(conn, news, "to every worker")
         assert [await outcome(ws, "to every worker") for ws in sockets] == ["received"] * 40
         # Each worker hears all 10 events; each socket got a push and a count.
+        # A worker may sample between hearing the events and sending the last
+        # frames, so both are waited for.
         figures = await scrape_until(
-            serve, lambda f: total(f, "citelink_events_received_total", kind="new") >= 20
+            serve,
+            lambda f: (
+                total(f, "citelink_events_received_total", kind="new") >= 20
+                and total(f, "citelink_ws_frames_sent_total") >= 80
+            ),
         )
         assert total(figures, "citelink_events_received_total", kind="new") == 20
         assert total(figures, "citelink_ws_frames_sent_total") == 80

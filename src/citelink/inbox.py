@@ -86,6 +86,16 @@ def item(row: asyncpg.Record) -> dict:
     return dict(row)
 
 
+def action_ids(item: dict) -> list:
+    """The ids of an item's actions. Rows inserted by plain SQL skip the
+    check at publish, so `actions` may be anything: what is not a list of
+    objects offers nothing."""
+    actions = item["data"].get("actions")
+    if not isinstance(actions, list):
+        return []
+    return [a.get("id") for a in actions if isinstance(a, dict)]
+
+
 async def page(
     conn: asyncpg.Connection | asyncpg.Pool,
     user_id: int,

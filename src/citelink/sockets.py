@@ -249,8 +249,7 @@ class Session:
         item = await inbox.get(self.pool, self.client.user_id, item_id)
         if item is None:
             raise FrameError("not_found", "no such notification")
-        offered = [a.get("id") for a in item["data"].get("actions") or [] if isinstance(a, dict)]
-        if action is not None and action not in offered:
+        if action is not None and action not in inbox.action_ids(item):
             raise FrameError("invalid", "no such action on this notification")
         await inbox.interact(self.pool, self.client.user_id, item_id, action)
 

@@ -152,8 +152,7 @@ async def interact(call: Call) -> dict:
     if item is None:
         raise _not_found()
     action = call.body.get("action")
-    offered = [a.get("id") for a in item["data"].get("actions") or [] if isinstance(a, dict)]
-    if action is not None and action not in offered:
+    if action is not None and action not in inbox.action_ids(item):
         raise ApiError(422, "invalid request body", {"action": "no such action on this item"})
     if not await inbox.interact(call.pool, call.me.id, call.id, action):
         raise _not_found()

@@ -19,7 +19,9 @@ const state = {
   items: new Map(), // inbox items on screen, by id
   next: null, // `before` cursor of the next older page; null when all are loaded
   nextPosition: 0, // position of that oldest loaded item
-  filter: { status: "all", tag: "" },
+  counts: { unseen: 0, unread: 0, total: 0, archived: 0 },
+  // status: "all" (the inbox: not archived), "unread" or "archived"; tags: ids, none for any.
+  filter: { status: "all", tags: new Set() },
   loadGeneration: 0, // drops answers to superseded page loads
   // The newest item seen (items come in the user's order, by position): a
   // reconnecting socket resumes after it.
@@ -267,15 +269,27 @@ function onFrame(frame) {
     case "notification":
       receive(frame);
       break;
+    case "seen":
+    case "unseen":
     case "read":
     case "unread":
-      changed(frame.id, { is_read: frame.type === "read" });
+    case "archive":
+    case "unarchive":
+      changed(frame.id, FRAME_FIELDS[frame.type]);
+      break;
+    case "interact":
+      // The frame carries no time: the local one stands in until the next reload.
+      changed(frame.id, { ...FRAME_FIELDS.read, action: frame.action, interacted_at: new Date().toISOString() });
       break;
     case "delete":
       forget(frame.id);
       break;
     case "counts":
-      setUnread(frame.unread);
+      setCounts(frame);
+      break;
+    case "refresh":
+      // Too many items changed at once to be told one by one.
+      resync();
       break;
     case "error":
       toast(frame.detail || "The server refused a request.", "error");
@@ -287,24 +301,64 @@ function onFrame(frame) {
 
 // Inbox --------------------------------------------------------------------------
 
-function setUnread(count) {
+// What each state frame changes in an item: reading implies seen.
+const FRAME_FIELDS = {
+  seen: { is_seen: true },
+  unseen: { is_seen: false },
+  read: { is_read: true, is_seen: true },
+  unread: { is_read: false },
+  archive: { is_archived: true },
+  unarchive: { is_archived: false },
+};
+
+/** The bell counts unseen items: what arrived since the inbox was last opened. */
+function setCounts(counts) {
+  state.counts = counts;
+  const count = counts.unseen;
   const badge = $("#badge");
   badge.textContent = count > 99 ? "99+" : String(count);
   badge.dataset.count = String(count);
-  badge.setAttribute("aria-label", `${count} unread`);
+  $("#bell").setAttribute("aria-label", `Open the inbox: ${count} new`);
   document.title = count > 0 ? `(${count}) citelink` : "citelink";
 }
 
+const STATUS_MATCHES = {
+  all: (item) => !item.is_archived,
+  unread: (item) => !item.is_archived && !item.is_read,
+  archived: (item) => item.is_archived,
+};
+
 const matches = (item) =>
-  (state.filter.status === "all" || (state.filter.status === "read") === item.is_read) &&
-  (!state.filter.tag || String(item.tag) === state.filter.tag);
+  STATUS_MATCHES[state.filter.status](item) &&
+  (state.filter.tags.size === 0 || state.filter.tags.has(item.tag));
+
+/** Whether a change may bring an item that is not on screen into the view. */
+function mayEnter(fields) {
+  const status = state.filter.status;
+  if ("is_archived" in fields) return fields.is_archived === (status === "archived");
+  return status === "unread" && fields.is_read === false;
+}
+
+/** The current view as filters: a query string (lists, seen-all) and a bulk body's filter. */
+function viewParams() {
+  const params = new URLSearchParams();
+  if (state.filter.status !== "all") params.set("status", state.filter.status);
+  for (const tag of state.filter.tags) params.append("tag", String(tag));
+  return params;
+}
+
+function viewFilter() {
+  const filter = { status: state.filter.status };
+  if (state.filter.tags.size > 0) filter.tag = [...state.filter.tags];
+  return filter;
+}
 
 // Older items than the oldest loaded one belong to a page not fetched yet.
 const inLoadedRange = (item) => state.next === null || item.position > state.nextPosition;
 
 /** A new item from the socket (live or replayed by resume). */
 function receive(frame) {
-  const item = { ...frame, is_read: frame.is_read ?? false, read_at: frame.read_at ?? null };
+  const item = { ...frame };
   delete item.type;
   const fresh = item.position > state.lastPosition;
   if (fresh) Object.assign(state, { lastSeen: item.id, lastPosition: item.position });
@@ -316,7 +370,7 @@ function receive(frame) {
   }
 }
 
-/** A read/unread change for any of the user's items (this tab or another). */
+/** A state change of any of the user's items (this tab or another), or the item as REST answers it. */
 async function changed(id, fields) {
   const item = state.items.get(id);
   if (item) {
@@ -325,9 +379,8 @@ async function changed(id, fields) {
     else forget(id);
     return;
   }
-  // Not on screen, but it may belong there now (e.g. the "Read" filter).
-  const status = state.filter.status;
-  if (status === "all" || (status === "read") !== fields.is_read) return;
+  // Not on screen, but it may belong there now (e.g. unarchived, in the inbox).
+  if (!mayEnter(fields)) return;
   try {
     const fetched = await api("GET", `/api/inbox/${id}/`);
     if (matches(fetched) && inLoadedRange(fetched)) show(fetched);
@@ -358,32 +411,77 @@ function show(item) {
   return row;
 }
 
+/**
+ * An item's link as an href, or null. Rows inserted by plain SQL skip the
+ * API's check, so the page checks again: http(s), or a path of this site
+ * ("//host" and "/\host" are other sites), never javascript: or data:.
+ */
+function safeLink(raw) {
+  if (typeof raw !== "string") return null;
+  let url;
+  try {
+    url = new URL(raw, location.origin);
+  } catch {
+    return null;
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") return null;
+  return /^https?:\/\//i.test(raw) || url.origin === location.origin ? url.href : null;
+}
+
+/** The `{id, label, url?}` buttons of an item's data; anything else is left out. */
+function actionsOf(item) {
+  const actions = Array.isArray(item.data?.actions) ? item.data.actions.slice(0, 3) : [];
+  return actions.filter((a) => typeof a?.id === "string" && typeof a.label === "string");
+}
+
+/** A link that opens in a new tab, knows nothing of this page, and records the click. */
+function outLink(href, attrs, text, onclick) {
+  return el("a", { ...attrs, href, target: "_blank", rel: "noopener noreferrer", onclick }, text);
+}
+
 function renderItem(item) {
   const hasData = item.data && typeof item.data === "object" && Object.keys(item.data).length > 0;
+  const link = safeLink(item.data?.url);
+  const choices = actionsOf(item).map((action) => {
+    const href = safeLink(action.url);
+    const attrs = { class: "choice", "data-action": action.id };
+    const onclick = () => interact(item.id, action.id);
+    return href
+      ? outLink(href, { ...attrs, class: "choice button" }, action.label, onclick)
+      : el("button", { ...attrs, type: "button", onclick }, action.label);
+  });
   return el(
     "li",
     { class: "item", "data-id": item.id, "data-position": item.position },
     el(
       "div",
-      { class: "meta" },
-      el("span", { class: "tag" }, tagName(item)),
-      el("time", { datetime: item.timestamp, title: item.timestamp }, formatTime(item.timestamp)),
-      el("span", { class: "status" }),
+      { class: "body" },
+      el(
+        "div",
+        { class: "meta" },
+        el("span", { class: "tag" }, tagName(item)),
+        el("time", { datetime: item.timestamp, title: item.timestamp }, formatTime(item.timestamp)),
+        el("span", { class: "status" }),
+        el("span", { class: "new" }, "New"),
+      ),
+      el("p", { class: "message" }, item.message),
+      link ? el("p", { class: "link" }, outLink(link, {}, item.data.url, () => interact(item.id))) : null,
+      choices.length ? el("div", { class: "choices" }, choices) : null,
+      hasData
+        ? el(
+            "details",
+            { class: "data" },
+            el("summary", {}, "Data"),
+            el("pre", {}, JSON.stringify(item.data, null, 2)),
+          )
+        : null,
     ),
-    el("p", { class: "message" }, item.message),
-    hasData
-      ? el(
-          "details",
-          { class: "data" },
-          el("summary", {}, "Data"),
-          el("pre", {}, JSON.stringify(item.data, null, 2)),
-        )
-      : null,
     el(
       "div",
       { class: "actions" },
       el("button", { type: "button", class: "toggle", onclick: () => toggleRead(item.id) }),
-      el("button", { type: "button", class: "danger", onclick: () => remove(item.id) }, "Delete"),
+      el("button", { type: "button", class: "archive", onclick: () => toggleArchived(item.id) }),
+      el("button", { type: "button", class: "delete danger", onclick: () => remove(item.id) }, "Delete"),
     ),
   );
 }
@@ -392,12 +490,22 @@ function renderItem(item) {
 function paint(item) {
   const row = rowOf(item.id);
   if (!row) return;
+  const about = item.message.slice(0, 80);
   row.classList.toggle("unread", !item.is_read);
-  row.querySelector(".status").textContent = item.is_read ? "Read" : "Unread";
-  const toggle = row.querySelector(".toggle");
-  toggle.textContent = item.is_read ? "Mark unread" : "Mark read";
-  toggle.setAttribute("aria-label", `${toggle.textContent}: ${item.message.slice(0, 80)}`);
-  row.querySelector(".danger").setAttribute("aria-label", `Delete: ${item.message.slice(0, 80)}`);
+  row.querySelector(".new").hidden = item.is_seen;
+  const chosen = actionsOf(item).find((a) => a.id === item.action);
+  const done = item.interacted_at ? ` · ${chosen?.label ?? "Opened"}` : "";
+  row.querySelector(".status").textContent = (item.is_read ? "Read" : "Unread") + done;
+  for (const choice of row.querySelectorAll(".choice")) {
+    choice.classList.toggle("chosen", choice.dataset.action === item.action);
+  }
+  const label = (button, text) => {
+    button.textContent = text;
+    button.setAttribute("aria-label", `${text}: ${about}`);
+  };
+  label(row.querySelector(".toggle"), item.is_read ? "Mark unread" : "Mark read");
+  label(row.querySelector(".archive"), item.is_archived ? "Unarchive" : "Archive");
+  row.querySelector(".delete").setAttribute("aria-label", `Delete: ${about}`);
 }
 
 const rowOf = (id) => $(`#inbox-list > li[data-id="${Number(id)}"]`);
@@ -414,40 +522,75 @@ function forget(id) {
   updateEmpty();
 }
 
+const EMPTY = {
+  all: "Nothing here yet. Notifications on the tags you subscribe to will appear as they are published.",
+  unread: "Nothing unread.",
+  archived: "Nothing archived. Archived notifications leave the inbox and wait here.",
+};
+
 function updateEmpty() {
-  $("#inbox-empty").hidden = state.items.size > 0 || state.next !== null;
+  const empty = $("#inbox-empty");
+  empty.textContent = state.filter.tags.size ? "Nothing here with these tags." : EMPTY[state.filter.status];
+  empty.hidden = state.items.size > 0 || state.next !== null;
   $("#load-more").hidden = state.next === null;
 }
 
-/** The first page of the current filter (reset) or the next older one. */
+/** The first page of the current view (reset) or the next older one. */
 async function loadPage(reset, limit = PAGE_SIZE) {
   const generation = reset ? ++state.loadGeneration : state.loadGeneration;
-  const params = new URLSearchParams({ limit: String(limit) });
-  if (state.filter.status !== "all") params.set("status", state.filter.status);
-  if (state.filter.tag) params.set("tag", state.filter.tag);
+  const params = viewParams();
+  params.set("limit", String(limit));
   if (!reset && state.next) params.set("before", String(state.next));
+  const list = $("#inbox-list");
   if (reset) {
     // Clear first: live items arriving during the fetch then land in an open range.
     state.items.clear();
-    $("#inbox-list").replaceChildren();
+    list.replaceChildren();
+    list.setAttribute("aria-busy", "true");
     state.next = null;
   }
-  const page = await api("GET", `/api/inbox/?${params}`);
-  if (generation !== state.loadGeneration) return;
-  state.next = page.next;
-  state.nextPosition = page.results.at(-1)?.position ?? 0;
-  // lastSeen moves only with the socket: a filtered page says nothing about
-  // the items of other tags or states that the socket may not have sent yet.
-  for (const item of page.results) show(item);
-  updateEmpty();
+  try {
+    const page = await api("GET", `/api/inbox/?${params}`);
+    if (generation !== state.loadGeneration) return;
+    state.next = page.next;
+    state.nextPosition = page.results.at(-1)?.position ?? 0;
+    // lastSeen moves only with the socket: a filtered page says nothing about
+    // the items of other tags or states that the socket may not have sent yet.
+    for (const item of page.results) show(item);
+    updateEmpty();
+  } finally {
+    if (generation === state.loadGeneration) list.setAttribute("aria-busy", "false");
+  }
 }
 
-/** After a reconnect: counts and the rows on screen may have changed meanwhile. */
+/** The current view again, as much of it as is shown. */
+const reload = () => loadPage(true, Math.min(100, Math.max(PAGE_SIZE, state.items.size)));
+
+/**
+ * Opening a view of the inbox marks everything it selects seen, in one
+ * statement (seen-all with the view's filters), not a `seen` per row on
+ * screen: the older pages not loaded yet would then stay counted, and the bell
+ * of an inbox just opened would not go back to 0.
+ */
+async function markSeen() {
+  try {
+    await api("POST", `/api/inbox/seen-all/?${viewParams()}`);
+    for (const item of state.items.values()) changed(item.id, FRAME_FIELDS.seen);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function openInbox() {
+  await loadPage(true);
+  await markSeen();
+}
+
+/** After a reconnect or a `refresh` frame: counts and the rows on screen may have changed. */
 async function resync() {
   try {
-    const counts = await api("GET", "/api/inbox/counts/");
-    setUnread(counts.unread);
-    await loadPage(true, Math.min(100, Math.max(PAGE_SIZE, state.items.size)));
+    setCounts(await api("GET", "/api/inbox/counts/"));
+    await reload();
   } catch (err) {
     showError(err);
   }
@@ -455,12 +598,30 @@ async function resync() {
 
 // The socket brings the result to every tab, this one included; applying the
 // answer here as well keeps this tab right while its socket is reconnecting.
-async function toggleRead(id) {
+async function setState(id, fields) {
+  try {
+    changed(id, await api("PATCH", `/api/inbox/${id}/`, fields));
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function toggleRead(id) {
+  const item = state.items.get(id);
+  if (item) setState(id, { is_read: !item.is_read });
+}
+
+function toggleArchived(id) {
   const item = state.items.get(id);
   if (!item) return;
+  announce(item.is_archived ? "Moved back to the inbox." : "Archived.");
+  setState(id, { is_archived: !item.is_archived });
+}
+
+/** A click on the item's link (no action) or on one of its actions: recorded, and it reads the item. */
+async function interact(id, action) {
   try {
-    const updated = await api("PATCH", `/api/inbox/${id}/`, { is_read: !item.is_read });
-    changed(id, { is_read: updated.is_read, read_at: updated.read_at });
+    changed(id, await api("POST", `/api/inbox/${id}/interact/`, action === undefined ? {} : { action }));
   } catch (err) {
     showError(err);
   }
@@ -476,12 +637,44 @@ async function remove(id) {
   }
 }
 
-async function readAll() {
+/** Resolves true when the person confirms `text` with the dialog's Delete button. */
+function confirmDialog(text) {
+  const dialog = $("#confirm");
+  $("#confirm-text").textContent = text;
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+  });
+}
+
+const DONE = {
+  seen: "marked seen",
+  read: "marked read",
+  archive: "archived",
+  unarchive: "moved back to the inbox",
+  delete: "deleted",
+};
+
+/** One action on everything the view selects, older pages included. */
+async function bulk(action) {
   try {
-    const params = state.filter.tag ? `?tag=${encodeURIComponent(state.filter.tag)}` : "";
-    const { updated } = await api("POST", `/api/inbox/read-all/${params}`);
-    for (const item of state.items.values()) if (!item.is_read) changed(item.id, { is_read: true });
-    toast(updated === 1 ? "1 notification marked read." : `${updated} notifications marked read.`);
+    if (action === "delete") {
+      const params = viewParams();
+      params.delete("status"); // counts answer every status at once
+      const counts = await api("GET", `/api/inbox/counts/?${params}`);
+      const n = { all: counts.total, unread: counts.unread, archived: counts.archived }[state.filter.status];
+      if (n === 0) {
+        toast("Nothing to delete in this view.");
+        return;
+      }
+      const what = n === 1 ? "the notification" : `all ${n} notifications`;
+      if (!(await confirmDialog(`Delete ${what} in this view? This cannot be undone.`))) return;
+    }
+    const { updated } = await api("POST", "/api/inbox/bulk/", { action, filter: viewFilter() });
+    toast(`${updated === 1 ? "1 notification" : `${updated} notifications`} ${DONE[action]}.`);
+    // Items may have left the view, beyond the loaded pages too.
+    await reload();
   } catch (err) {
     showError(err);
   }
@@ -494,12 +687,21 @@ async function loadTags() {
   tags.sort((a, b) => a.name.localeCompare(b.name));
   state.tags = new Map(tags.map((t) => [t.id, t.name]));
   const options = () => tags.map((t) => el("option", { value: t.id }, t.name));
-  const filter = $("#filter-tag");
-  const chosen = filter.value;
-  filter.replaceChildren(el("option", { value: "" }, "Any tag"), ...options());
-  filter.value = state.tags.has(Number(chosen)) ? chosen : "";
+  for (const id of state.filter.tags) if (!state.tags.has(id)) state.filter.tags.delete(id);
+  $("#tag-choices").replaceChildren(
+    ...tags.map((t) =>
+      el("label", {}, el("input", { type: "checkbox", value: t.id, checked: state.filter.tags.has(t.id) }), t.name),
+    ),
+  );
+  describeTagFilter();
   $("#pub-tag").replaceChildren(...options());
   renderTagList(tags);
+}
+
+function describeTagFilter() {
+  const names = [...state.filter.tags].map((id) => state.tags.get(id));
+  const shown = names.length > 2 ? `${names.slice(0, 2).join(", ")} +${names.length - 2}` : names.join(", ");
+  $("#tag-filter summary").textContent = `Tags: ${shown || "any"}`;
 }
 
 function renderTagList(tags) {
@@ -681,7 +883,7 @@ async function loadAudit(reset) {
 // Views and session ------------------------------------------------------------------
 
 const viewLoaders = {
-  inbox: () => {},
+  inbox: markSeen, // the list itself is kept live
   subscriptions: async () => {
     if (state.me.is_staff) await loadUsers();
     await loadTags();
@@ -721,11 +923,11 @@ async function start() {
     api("GET", "/api/inbox/counts/"),
     api("GET", "/api/inbox/?limit=1"),
   ]);
-  setUnread(counts.unread);
+  setCounts(counts);
   const last = newest.results[0];
   Object.assign(state, { lastSeen: last?.id ?? 0, lastPosition: last?.position ?? 0 });
   connect();
-  await loadPage(true);
+  await openInbox();
 }
 
 async function signIn(event) {
@@ -767,7 +969,7 @@ function signOut(message) {
   Object.assign(state, { me: null, next: null, lastSeen: 0, lastPosition: 0, auditNext: null });
   state.items.clear();
   $("#inbox-list").replaceChildren();
-  setUnread(0);
+  setCounts({ unseen: 0, unread: 0, total: 0, archived: 0 });
   $("#app-view").hidden = true;
   $("#session").hidden = true;
   $("#signin-view").hidden = false;
@@ -790,16 +992,34 @@ function wire() {
     signOut();
   });
   $("#retry").addEventListener("click", connect);
-  $("#read-all").addEventListener("click", readAll);
+  $("#bell").addEventListener("click", () => showView("inbox"));
   $("#load-more").addEventListener("click", () => loadPage(false).catch(showError));
-  $("#filter-status").addEventListener("change", (e) => {
-    state.filter.status = e.target.value;
-    loadPage(true).catch(showError);
+  for (const button of $$("#filter-status button")) {
+    button.addEventListener("click", () => {
+      state.filter.status = button.dataset.status;
+      for (const other of $$("#filter-status button")) other.setAttribute("aria-pressed", String(other === button));
+      $("[data-bulk=archive]").hidden = state.filter.status === "archived";
+      $("[data-bulk=unarchive]").hidden = state.filter.status !== "archived";
+      openInbox().catch(showError);
+    });
+  }
+  $("#tag-choices").addEventListener("change", (e) => {
+    const id = Number(e.target.value);
+    if (e.target.checked) state.filter.tags.add(id);
+    else state.filter.tags.delete(id);
+    describeTagFilter();
+    openInbox().catch(showError);
   });
-  $("#filter-tag").addEventListener("change", (e) => {
-    state.filter.tag = e.target.value;
-    loadPage(true).catch(showError);
+  // The tag list floats over the inbox: a click elsewhere or Escape puts it away.
+  document.addEventListener("click", (e) => {
+    if (!$("#tag-filter").contains(e.target)) $("#tag-filter").open = false;
   });
+  $("#tag-filter").addEventListener("keydown", (e) => {
+    if (e.key !== "Escape") return;
+    $("#tag-filter").open = false;
+    $("#tag-filter summary").focus();
+  });
+  for (const button of $$("[data-bulk]")) button.addEventListener("click", () => bulk(button.dataset.bulk));
   for (const button of $$(".tabs button")) {
     button.addEventListener("click", () => showView(button.dataset.view));
   }
