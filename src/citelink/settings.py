@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,41 +17,41 @@ MESSAGE_CHARS_BOUND = 100_000
 LOG_FORMATS = ("text", "json")
 
 
-def _int(name: str, default: int, low: int | None = None, high: int | None = None) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise Problem(f"{name} must be an integer, got {raw!r}") from None
+def setting(default, *, low: float | None = None, high: float | None = None, choices=()):
+    """A field of Settings, read from CITELINK_<NAME> within [low, high] or
+    among `choices`."""
+    return field(default=default, metadata={"low": low, "high": high, "choices": choices})
+
+
+def _parse(name: str, kind: str, raw: str, meta: Mapping) -> object:
+    """The value of variable `name` for a field of type `kind`, checked."""
+    if kind.startswith("str"):
+        value: object = raw.lower() if meta.get("choices") else raw
+    elif kind == "Path":
+        value = Path(raw)
+    else:
+        number = int if kind == "int" else float
+        try:
+            value = number(raw)
+        except ValueError:
+            what = "an integer" if number is int else "a number"
+            raise Problem(f"{name} must be {what}, got {raw!r}") from None
+    low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices")
+    if choices and value not in choices:
+        raise Problem(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise Problem(f"{name} must be from {low} to {high}, got {value}")
+        bound = f"at least {low}" if high is None else f"from {low} to {high}"
+        raise Problem(f"{name} must be {bound}, got {value}")
     return value
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise Problem(f"{name} must be a number, got {raw!r}") from None
+def _kind(hint: object) -> str:
+    """ "int", "float", "Path" or "str" (also for `str | None`)."""
+    return hint.__name__ if isinstance(hint, type) else "str"
 
 
-def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = (os.environ.get(name) or default).lower()
-    if raw not in choices:
-        raise Problem(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-    return raw
-
-
-def _database_url() -> str | None:
-    """CITELINK_DATABASE_URL, checked for shape (never echoed: it may hold a password)."""
-    url = os.environ.get("CITELINK_DATABASE_URL") or None
-    if url is None:
-        return None
+def _check_database_url(url: str) -> None:
+    """CITELINK_DATABASE_URL's shape (never echoed: it may hold a password)."""
     scheme = urlsplit(url).scheme if "://" in url else ""
     if scheme not in ("postgresql", "postgres"):
         got = f"a {scheme}:// URL" if scheme else "no URL"
@@ -57,7 +59,6 @@ def _database_url() -> str | None:
             f"CITELINK_DATABASE_URL must be postgresql://user:password@host:5432/database, "
             f"got {got}; unset it to use the embedded PostgreSQL"
         )
-    return url
 
 
 @dataclass(frozen=True)
@@ -67,37 +68,37 @@ class Settings:
     database_url: str | None = None
     data_dir: Path = Path(".citelink")
     secret_key: str | None = None
-    access_token_minutes: int = 59
-    refresh_token_minutes: int = 24 * 60
-    max_body_bytes: int = 1024 * 1024
-    max_message_chars: int = 100_000
-    max_page_size: int = 100
+    access_token_minutes: int = setting(59, low=1)
+    refresh_token_minutes: int = setting(24 * 60, low=1)
+    max_body_bytes: int = setting(1024 * 1024, low=1024)
+    max_message_chars: int = setting(100_000, low=1, high=MESSAGE_CHARS_BOUND)
+    max_page_size: int = setting(100, low=1)
     # Deliveries a socket may have waiting before it is closed as too slow
     # (4408). A delivery is the frames of one event batch or one reply: a burst
     # from one commit (read-all over 10,000 items) counts once.
-    ws_send_queue: int = 1000
+    ws_send_queue: int = setting(1000, low=1)
     # ... and at most this much of their frames (characters of JSON); one
     # delivery of any size still goes into an empty queue.
-    ws_send_queue_bytes: int = 1024 * 1024
-    ws_max_frame_bytes: int = 64 * 1024
-    ws_max_sockets_per_user: int = 20
-    ws_frames_per_second: int = 50
+    ws_send_queue_bytes: int = setting(1024 * 1024, low=1024)
+    ws_max_frame_bytes: int = setting(64 * 1024, low=1024)
+    ws_max_sockets_per_user: int = setting(20, low=1)
+    ws_frames_per_second: int = setting(50, low=1)
     # How often the LISTEN connection is probed (a NOTIFY round trip), and how
     # long a probe may take before the connection is given up for dead.
-    listener_probe_seconds: float = 5.0
-    max_subscriptions_per_user: int = 1000
-    pool_size: int = 10
+    listener_probe_seconds: float = setting(5.0, low=0.1)
+    max_subscriptions_per_user: int = setting(1000, low=1)
+    pool_size: int = setting(10, low=1)
     # Longest wait for a database connection (connecting, or a free one in the
     # pool) and for one statement; past either a REST call answers 503.
-    db_connect_seconds: float = 5.0
-    db_query_seconds: float = 60.0
+    db_connect_seconds: float = setting(5.0, low=0.1)
+    db_query_seconds: float = setting(60.0, low=0.1)
     # `citelink serve`: port and worker processes when the flags are not given.
-    port: int = 8000
-    workers: int = 1
+    port: int = setting(8000, low=0, high=65535)
+    workers: int = setting(1, low=1, high=64)
     # A static bearer token for Prometheus scrapers of GET /metrics (a staff
     # user's access token always works).
     metrics_token: str | None = None
-    log_format: str = "text"
+    log_format: str = setting("text", choices=LOG_FORMATS)
     # HTTP connections (citelink.connections). A request head (request line and
     # headers) may be at most http_max_header_bytes long, in at most
     # http_max_headers header lines (431 past either), and must be complete
@@ -105,79 +106,37 @@ class Settings:
     # answer (408, or closed when nothing came). An idle keep-alive connection
     # is closed after http_keepalive_seconds; the http_keepalive_requests-th
     # request of a connection is its last.
-    http_max_header_bytes: int = 32 * 1024
-    http_max_headers: int = 100
-    http_header_seconds: float = 10.0
-    http_keepalive_seconds: float = 5.0
-    http_keepalive_requests: int = 1000
+    http_max_header_bytes: int = setting(32 * 1024, low=1024)
+    http_max_headers: int = setting(100, low=1)
+    http_header_seconds: float = setting(10.0, low=0.1)
+    http_keepalive_seconds: float = setting(5.0, low=0.1)
+    http_keepalive_requests: int = setting(1000, low=1)
     # Open connections (HTTP and WebSocket) of the process, 0 for as many as
     # the open-file limit leaves room for; and per client address.
-    max_connections: int = 0
-    max_connections_per_client: int = 200
+    max_connections: int = setting(0, low=0)
+    max_connections_per_client: int = setting(200, low=1)
     # Sign-in throttling (citelink.throttle): failed sign-ins per username and
     # sign-ins per client address, per minute (0: no limit); and password
     # hashes running at once, 0 for one per core but one (argon2 takes 19 MiB
     # and a core each).
-    login_failures_per_user: int = 10
-    login_attempts_per_client: int = 30
-    password_hash_slots: int = 0
+    login_failures_per_user: int = setting(10, low=0)
+    login_attempts_per_client: int = setting(30, low=0)
+    password_hash_slots: int = setting(0, low=0)
     # Audit rows older than this many days are deleted in the background
     # (citelink.pruning); 0 keeps them.
-    audit_retention_days: int = 0
+    audit_retention_days: int = setting(0, low=0)
 
     @classmethod
     def from_env(cls) -> Settings:
-        env = os.environ.get
-        return cls(
-            database_url=_database_url(),
-            data_dir=Path(env("CITELINK_DATA_DIR") or ".citelink"),
-            secret_key=env("CITELINK_SECRET_KEY") or None,
-            access_token_minutes=_int("CITELINK_ACCESS_TOKEN_MINUTES", cls.access_token_minutes),
-            refresh_token_minutes=_int("CITELINK_REFRESH_TOKEN_MINUTES", cls.refresh_token_minutes),
-            max_body_bytes=_int("CITELINK_MAX_BODY_BYTES", cls.max_body_bytes),
-            max_message_chars=_int(
-                "CITELINK_MAX_MESSAGE_CHARS", cls.max_message_chars, 1, MESSAGE_CHARS_BOUND
-            ),
-            max_page_size=_int("CITELINK_MAX_PAGE_SIZE", cls.max_page_size),
-            ws_send_queue=_int("CITELINK_WS_SEND_QUEUE", cls.ws_send_queue),
-            ws_send_queue_bytes=_int("CITELINK_WS_SEND_QUEUE_BYTES", cls.ws_send_queue_bytes),
-            ws_max_frame_bytes=_int("CITELINK_WS_MAX_FRAME_BYTES", cls.ws_max_frame_bytes),
-            ws_max_sockets_per_user=_int(
-                "CITELINK_WS_MAX_SOCKETS_PER_USER", cls.ws_max_sockets_per_user
-            ),
-            ws_frames_per_second=_int("CITELINK_WS_FRAMES_PER_SECOND", cls.ws_frames_per_second),
-            listener_probe_seconds=_float(
-                "CITELINK_LISTENER_PROBE_SECONDS", cls.listener_probe_seconds
-            ),
-            max_subscriptions_per_user=_int(
-                "CITELINK_MAX_SUBSCRIPTIONS_PER_USER", cls.max_subscriptions_per_user
-            ),
-            pool_size=_int("CITELINK_POOL_SIZE", cls.pool_size),
-            db_connect_seconds=_float("CITELINK_DB_CONNECT_SECONDS", cls.db_connect_seconds),
-            db_query_seconds=_float("CITELINK_DB_QUERY_SECONDS", cls.db_query_seconds),
-            port=_int("CITELINK_PORT", cls.port, 0, 65535),
-            workers=_int("CITELINK_WORKERS", cls.workers, 1, 64),
-            metrics_token=env("CITELINK_METRICS_TOKEN") or None,
-            log_format=_choice("CITELINK_LOG_FORMAT", cls.log_format, LOG_FORMATS),
-            http_max_header_bytes=_int("CITELINK_HTTP_MAX_HEADER_BYTES", cls.http_max_header_bytes),
-            http_max_headers=_int("CITELINK_HTTP_MAX_HEADERS", cls.http_max_headers),
-            http_header_seconds=_float("CITELINK_HTTP_HEADER_SECONDS", cls.http_header_seconds),
-            http_keepalive_seconds=_float(
-                "CITELINK_HTTP_KEEPALIVE_SECONDS", cls.http_keepalive_seconds
-            ),
-            http_keepalive_requests=_int(
-                "CITELINK_HTTP_KEEPALIVE_REQUESTS", cls.http_keepalive_requests
-            ),
-            max_connections=_int("CITELINK_MAX_CONNECTIONS", cls.max_connections),
-            max_connections_per_client=_int(
-                "CITELINK_MAX_CONNECTIONS_PER_CLIENT", cls.max_connections_per_client
-            ),
-            login_failures_per_user=_int(
-                "CITELINK_LOGIN_FAILURES_PER_USER", cls.login_failures_per_user
-            ),
-            login_attempts_per_client=_int(
-                "CITELINK_LOGIN_ATTEMPTS_PER_CLIENT", cls.login_attempts_per_client
-            ),
-            password_hash_slots=_int("CITELINK_PASSWORD_HASH_SLOTS", cls.password_hash_slots),
-            audit_retention_days=_int("CITELINK_AUDIT_RETENTION_DAYS", cls.audit_retention_days),
-        )
+        """Every field from its variable (CITELINK_ and the field's name in
+        capitals); an unset or empty one keeps the default."""
+        kinds = typing.get_type_hints(cls)
+        values = {}
+        for f in fields(cls):
+            name = f"CITELINK_{f.name.upper()}"
+            raw = os.environ.get(name)
+            if raw:
+                values[f.name] = _parse(name, _kind(kinds[f.name]), raw, f.metadata)
+        if values.get("database_url"):
+            _check_database_url(values["database_url"])
+        return cls(**values)

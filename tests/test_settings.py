@@ -1,0 +1,70 @@
+"""Settings from the environment: every field has its variable, bad values are
+refused with a message naming it, and the README's table lists exactly the
+variables the code reads, with the code's defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from citelink.failures import Problem
+from citelink.settings import Settings
+
+README = Path(__file__).parents[1] / "README.md"
+# Read by the CLI, not a field of Settings.
+CLI_ONLY = {"CITELINK_DEBUG"}
+
+
+def readme_settings() -> dict[str, str]:
+    """Variable → its default as the README's settings table writes it."""
+    rows = re.findall(r"^\| `(CITELINK_[A-Z_]+)` \| ([^|]*) \|", README.read_text(), re.M)
+    return {name: default.strip() for name, default in rows}
+
+
+def test_the_readme_lists_every_setting_with_its_default():
+    documented = readme_settings()
+    fields = {f"CITELINK_{f.name.upper()}": f.default for f in dataclasses.fields(Settings)}
+    assert set(documented) - CLI_ONLY == set(fields)
+    for name, default in fields.items():
+        written = documented[name]
+        # Numbers are written as numbers ("1048576", "5", "0: keep").
+        if isinstance(default, int | float) and re.match(r"\d", written):
+            assert float(re.match(r"[\d.]+", written).group()) == default, name
+
+
+def test_every_field_is_read_from_its_variable(monkeypatch):
+    monkeypatch.setenv("CITELINK_POOL_SIZE", "3")
+    monkeypatch.setenv("CITELINK_DB_QUERY_SECONDS", "2.5")
+    monkeypatch.setenv("CITELINK_LOG_FORMAT", "JSON")
+    monkeypatch.setenv("CITELINK_DATA_DIR", "/tmp/somewhere")
+    monkeypatch.setenv("CITELINK_METRICS_TOKEN", "scrape")
+    monkeypatch.setenv("CITELINK_WORKERS", "")  # empty: the default
+    settings = Settings.from_env()
+    assert settings.pool_size == 3 and settings.db_query_seconds == 2.5
+    assert settings.log_format == "json" and settings.data_dir == Path("/tmp/somewhere")
+    assert settings.metrics_token == "scrape" and settings.workers == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("CITELINK_POOL_SIZE", "ten", "CITELINK_POOL_SIZE must be an integer, got 'ten'"),
+        ("CITELINK_POOL_SIZE", "0", "CITELINK_POOL_SIZE must be at least 1, got 0"),
+        ("CITELINK_POOL_SIZE", "2.5", "CITELINK_POOL_SIZE must be an integer"),
+        ("CITELINK_DB_QUERY_SECONDS", "soon", "CITELINK_DB_QUERY_SECONDS must be a number"),
+        ("CITELINK_DB_QUERY_SECONDS", "0", "must be at least 0.1, got 0.0"),
+        ("CITELINK_PORT", "70000", "CITELINK_PORT must be from 0 to 65535, got 70000"),
+        ("CITELINK_MAX_MESSAGE_CHARS", "100001", "must be from 1 to 100000"),
+        ("CITELINK_LOG_FORMAT", "xml", "must be one of text, json, got 'xml'"),
+        ("CITELINK_AUDIT_RETENTION_DAYS", "-1", "must be at least 0, got -1"),
+        ("CITELINK_DATABASE_URL", "mysql://u:secret@h/db", "got a mysql:// URL"),
+    ],
+)
+def test_a_bad_value_is_refused_with_its_name(monkeypatch, variable, value, message):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(Problem, match=re.escape(message)) as refused:
+        Settings.from_env()
+    assert "secret" not in str(refused.value)
