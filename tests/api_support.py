@@ -9,7 +9,6 @@ have no subscribers and no notifications (free to subscribe to or delete).
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import time
@@ -19,9 +18,9 @@ import asyncpg
 import jwt
 import orjson
 
-from citelink import passwords, tokens
+from citelink import tokens
 
-from .conftest import SECRET_KEY, User, subscribe
+from .conftest import SECRET_KEY, User, create_user, subscribe
 
 # Only alice may ever see this text (apart from staff, who published it).
 SECRET = "for-alice-only"
@@ -44,28 +43,10 @@ class World:
     bob_item: int
 
 
-# argon2 is slow on purpose: hash each test password once per session.
-_hash = functools.cache(passwords.hash_password)
-
-
-async def make_user(
-    conn: asyncpg.Connection, username: str, *, staff: bool = False, password: str = "secret-pw"
-) -> User:
-    """Like conftest's make_user, with the password hash cached."""
-    user_id = await conn.fetchval(
-        "INSERT INTO users (username, password_hash, is_staff) VALUES ($1, $2, $3) RETURNING id",
-        username,
-        _hash(password),
-        staff,
-    )
-    token = tokens.issue(SECRET_KEY, user_id, "access", 60)
-    return User(user_id, username, password, staff, token)
-
-
 async def build_world(conn: asyncpg.Connection) -> World:
-    staff = await make_user(conn, "admin", staff=True, password="admin")
-    alice = await make_user(conn, "alice")
-    bob = await make_user(conn, "bob")
+    staff = await create_user(conn, "admin", staff=True, password="admin")
+    alice = await create_user(conn, "alice")
+    bob = await create_user(conn, "bob")
     news = await subscribe(conn, alice.id, "news")
     await subscribe(conn, bob.id, "news")
     private = await subscribe(conn, alice.id, "private")

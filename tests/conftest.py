@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import itertools
 import os
@@ -196,22 +197,27 @@ class User:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+# argon2 is slow on purpose: hash each test password once per session.
+_hash = functools.cache(passwords.hash_password)
+
+
+async def create_user(
+    conn: asyncpg.Connection, username: str, *, staff: bool = False, password: str = "secret-pw"
+) -> User:
+    """A user made by plain SQL, with an access token."""
+    user_id = await conn.fetchval(
+        "INSERT INTO users (username, password_hash, is_staff) VALUES ($1, $2, $3) RETURNING id",
+        username,
+        _hash(password),
+        staff,
+    )
+    return User(user_id, username, password, staff, tokens.issue(SECRET_KEY, user_id, "access", 60))
+
+
 @pytest.fixture
-def make_user(conn: asyncpg.Connection, settings: Settings):
-    """`await make_user("alice", staff=False)` → User, created by plain SQL."""
-
-    async def make(username: str, *, staff: bool = False, password: str = "secret-pw") -> User:
-        user_id = await conn.fetchval(
-            "INSERT INTO users (username, password_hash, is_staff) VALUES ($1, $2, $3) "
-            "RETURNING id",
-            username,
-            passwords.hash_password(password),
-            staff,
-        )
-        token = tokens.issue(settings.secret_key, user_id, "access", 60)
-        return User(user_id, username, password, staff, token)
-
-    return make
+def make_user(conn: asyncpg.Connection):
+    """`await make_user("alice", staff=False)`: create_user on the test's database."""
+    return functools.partial(create_user, conn)
 
 
 async def add_users(conn: asyncpg.Connection, *names: str) -> list[int]:
@@ -228,6 +234,19 @@ async def publish(conn: asyncpg.Connection, tag_id: int, message: str = "hello")
     """Publish by plain SQL, as psql or a cron job would; the notification id."""
     return await conn.fetchval(
         "INSERT INTO notification (tag_id, message) VALUES ($1, $2) RETURNING id", tag_id, message
+    )
+
+
+async def publish_many(conn: asyncpg.Connection, tag_id: int, count: int, padding: int = 0) -> None:
+    """`count` notifications in one statement: "n1", "n2", ... each followed by
+    `padding` characters."""
+    await conn.execute(
+        "INSERT INTO notification (tag_id, message) "
+        "SELECT $1, 'n' || g || CASE WHEN $3::int > 0 THEN ' ' || repeat('x', $3) ELSE '' END "
+        "FROM generate_series(1, $2) AS g",
+        tag_id,
+        count,
+        padding,
     )
 
 

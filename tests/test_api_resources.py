@@ -6,24 +6,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-import asyncpg
 import httpx
 
 from .api_support import ITEM_KEYS, World
-from .conftest import Partial, start_server
-
-
-async def publish_sql(conn: asyncpg.Connection, tag: int, count: int) -> None:
-    await conn.execute(
-        "INSERT INTO notification (tag_id, message) "
-        "SELECT $1, 'n' || g FROM generate_series(1, $2) AS g",
-        tag,
-        count,
-    )
+from .conftest import Partial, publish_many, start_server
 
 
 async def test_inbox_pages_with_a_cursor_and_filters(client: httpx.AsyncClient, world: World, conn):
-    await publish_sql(conn, world.news, 4)  # alice: 6 items, 1 of them on "private"
+    await publish_many(conn, world.news, 4)  # alice: 6 items, 1 of them on "private"
     alice = world.alice.headers
 
     seen, before = [], None
@@ -77,7 +67,7 @@ async def test_read_unread_and_soft_delete(client: httpx.AsyncClient, world: Wor
 
 
 async def test_read_all_optionally_by_tag(client: httpx.AsyncClient, world: World, conn):
-    await publish_sql(conn, world.news, 2)
+    await publish_many(conn, world.news, 2)
     alice = world.alice.headers
     r = await client.post(f"/api/inbox/read-all/?tag={world.private}", headers=alice)
     assert r.json() == {"updated": 1}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import psycopg
 from yoyo import get_backend, read_migrations
 from yoyo.migrations import MigrationList
@@ -72,7 +74,21 @@ def test_migrations_build_the_schema_of_sql_files(server_url, template_url):
 
     for part in CATALOG:
         assert from_files[part], f"no {part} found: the comparison would prove nothing"
-        assert from_files[part] == from_migrations[part], f"{part} differ"
+        assert from_files[part] == from_migrations[part], difference(
+            part, from_files[part], from_migrations[part]
+        )
+
+
+def difference(part: str, from_files: list[tuple], from_migrations: list[tuple]) -> str:
+    """What differs, as a unified diff of one line per catalog row."""
+    lines = difflib.unified_diff(
+        [repr(row) for row in from_files],
+        [repr(row) for row in from_migrations],
+        "sql/*.sql",
+        "migrations/",
+        lineterm="",
+    )
+    return f"{part} differ:\n" + "\n".join(lines)
 
 
 # Alice gets notifications 1, 2 and 3 (reads 1), Bob 1 and 3 (deletes 3).

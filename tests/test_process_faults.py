@@ -8,8 +8,7 @@ import signal
 
 import httpx
 
-from .api_support import make_user
-from .conftest import subscribe, wait_until
+from .conftest import create_user, subscribe, wait_until
 from .processes import citelink_serve
 from .wsclient import Follower, losses_and_duplicates, open_socket
 
@@ -25,8 +24,8 @@ async def inbox_ids(conn, user_id: int) -> list[int]:
 async def test_sigkill_of_one_process_mid_stream(conn, db_url, tmp_path, figure):
     """Publishing goes on through process B while A is killed; A's clients
     reconnect to B and resume; every client ends with every item, once."""
-    staff = await make_user(conn, "admin", staff=True)
-    users = [await make_user(conn, f"user{i}") for i in range(6)]
+    staff = await create_user(conn, "admin", staff=True)
+    users = [await create_user(conn, f"user{i}") for i in range(6)]
     news = None
     for user in users:
         news = await subscribe(conn, user.id, "news")
@@ -74,8 +73,8 @@ async def test_sigkill_of_one_process_mid_stream(conn, db_url, tmp_path, figure)
 async def test_sigterm_closes_sockets_with_1001_and_finishes_requests_in_flight(
     conn, db_url, tmp_path
 ):
-    staff = await make_user(conn, "admin", staff=True)
-    alice = await make_user(conn, "alice")
+    staff = await create_user(conn, "admin", staff=True)
+    alice = await create_user(conn, "alice")
     news = await subscribe(conn, alice.id, "news")
     async with (
         citelink_serve(db_url, tmp_path) as serve,

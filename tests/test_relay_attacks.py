@@ -21,22 +21,12 @@ from citelink.decoding import TOO_DEEP
 
 from .api_support import World
 from .attack import Bystander, rss_mib
-from .conftest import publish
+from .conftest import publish, publish_many
 from .wsclient import StalledSocket, messages, open_socket, serving
 
 pytestmark = pytest.mark.timeout(120)
 
 ATTACK_SECONDS = 4.0
-
-
-async def fill_inbox(conn: asyncpg.Connection, tag_id: int, count: int, size: int) -> None:
-    await conn.execute(
-        "INSERT INTO notification (tag_id, message) "
-        "SELECT $1, i || ' ' || repeat('x', $3) FROM generate_series(1, $2) i",
-        tag_id,
-        count,
-        size,
-    )
 
 
 async def idle_in_transaction(conn: asyncpg.Connection) -> float:
@@ -64,7 +54,7 @@ async def test_stalled_readers_asking_for_pages_hold_no_connection(
 ):
     """Twelve sockets of bob ask for 100-item pages 45 times a second and
     never read (issue: the pool sat idle in transaction, others got 503)."""
-    await fill_inbox(conn, world.news, 150, 200)
+    await publish_many(conn, world.news, 150, 200)
     async with serving(settings, ws_frames_per_second=1000, pool_size=10) as server:
         bystander = await Bystander.start(server.http, world.alice.headers)
         stalled = [await StalledSocket.open(server, world.bob.token) for _ in range(12)]
@@ -97,7 +87,7 @@ async def test_stalled_readers_asking_for_pages_hold_no_connection(
 async def test_big_pages_are_bounded_by_bytes(world: World, conn, settings, figure):
     """10-item pages of 100 KB messages, never read: the socket is closed once
     a MiB is queued, long before 1,000 deliveries (issue: RSS 165 → 1,116 MB)."""
-    await fill_inbox(conn, world.news, 10, 99_990)
+    await publish_many(conn, world.news, 10, 99_990)
     async with serving(settings, ws_frames_per_second=1000) as server:
         before = rss_mib(os.getpid())
         slow = await StalledSocket.open(server, world.bob.token)
