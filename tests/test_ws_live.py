@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from citelink.frames import UNTOUCHED
-from citelink.hub import Hub
+from citelink.rendering import Renderer
 
 from .api_support import ITEM_KEYS
 from .conftest import Partial, publish, subscribe, unread_counts
@@ -197,13 +197,13 @@ async def test_cursor_pages(server, conn, make_user):
 async def test_content_is_read_once_per_notification(server, conn, make_user, monkeypatch):
     """Three connected recipients, two offline: one content query, for one id."""
     loads: list[list[int]] = []
-    original = Hub._load_content
+    original = Renderer._load_content
 
     async def counting(self, notification_ids):
         loads.append(sorted(notification_ids))
         return await original(self, notification_ids)
 
-    monkeypatch.setattr(Hub, "_load_content", counting)
+    monkeypatch.setattr(Renderer, "_load_content", counting)
     users = [await make_user(f"u{i}") for i in range(5)]
     for user in users:
         news = await subscribe(conn, user.id, "news")

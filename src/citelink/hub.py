@@ -6,11 +6,8 @@ Follow one event: the listener (citelink/listener.py) hands every payload of
 the events channel, parsed (citelink/events.py), to `Hub.publish`. Events of
 users with no socket here are dropped on the spot, without a query. The
 others are rendered by one dispatcher task, in batches (everything that
-arrived together): the content of `new` items is read with one query per
-batch and kept in a small LRU (citelink/frames.py renders it once per
-notification, however many recipients are connected), and a `fanout` event
-(one for all recipients of a big notification) costs one query for the users
-connected here. Each socket then gets its deliveries through its own bounded
+arrived together), into deliveries (citelink/rendering.py, a few queries per
+batch whatever its size). Each socket then gets its deliveries through its own bounded
 queue (citelink/client.py), which its session (citelink/sockets.py) writes to
 the socket; one that falls behind is closed with 4408 and nobody else waits.
 
@@ -26,61 +23,27 @@ import asyncio
 import logging
 import math
 import weakref
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
 
 from . import frames, inbox
-from .client import Client, Delivery
+from .client import Client
 from .database import ERRORS
-from .events import MUTED, QUIET, Counts, Event
+from .events import Counts, Event
 from .protocol import REPLACED, REVOKED, TOKEN_REFUSED, TOKENS_REVOKED
 from .queries import Q
+from .rendering import QUERY_TIMEOUT, Renderer, current_items
 from .settings import Settings
 from .throttle import FrameBudget
 
 log = logging.getLogger("citelink.hub")
 
-QUERY_TIMEOUT = 10.0
 # Rows per query when replaying or back-filling a long run of items.
 BATCH_ROWS = 500
-# Notifications whose rendered content is kept (a fan-out spans several batches).
-CONTENT_CACHE = 256
 # Seconds a shutdown waits for sockets to send their close frames.
 SHUTDOWN_WAIT = 3.0
-
-
-def _touched(event: Event) -> bool:
-    """Whether a new item was created with a state of its own (a plain SQL
-    insert), beyond how it was delivered."""
-    return bool(event.new & ~(QUIET | MUTED))
-
-
-def _render(
-    seq: int, e: Event, content: dict[int, str], current: dict[int, dict]
-) -> Delivery | None:
-    """One event as its user's sockets get it; None when there is nothing to
-    tell (the item was deleted before it was read)."""
-    frame, item = "", current.get(e.item_id)
-    if e.kind == "new":
-        tail = content.get(e.notification_id)
-        if e.new & QUIET:
-            frame = ""  # not pushed (citelink.client)
-        elif _touched(e) and item:
-            frame = frames.item(item)
-        elif tail and not _touched(e):
-            frame = frames.push(e.item_id, e.position, tail)
-        else:
-            return None
-    elif e.kind == "update":
-        if item is None:
-            return None
-        frame = frames.item(item)
-    return Delivery(
-        seq, e.kind, e.item_id, e.position, e.old, e.new, e.counts, frame, item, e.items
-    )
 
 
 class Refused(Exception):
@@ -112,14 +75,12 @@ class Hub:
         self._on_failure = on_failure
         self._clients: dict[int, list[Client]] = {}
         # Kept while one of the user's sockets holds it.
-        self._budgets: weakref.WeakValueDictionary[int, FrameBudget] = (
-            weakref.WeakValueDictionary()
-        )
+        self._budgets: weakref.WeakValueDictionary[int, FrameBudget] = weakref.WeakValueDictionary()
         self._pending: list[tuple[int, Event]] = []
         # Events received so far: their order is commit order.
         self._received = 0
         self._wakeup = asyncio.Event()
-        self._content: OrderedDict[int, str] = OrderedDict()
+        self._renderer = Renderer(pool)
         # Bumped whenever the listener loses its connection: a socket whose
         # `synced` differs may have missed events and holds them until back-filled.
         self._epoch = 0
@@ -378,7 +339,7 @@ class Hub:
                     for item_id, now in states.items()
                     if any(frames.needs_current(c.shown.get(item_id, now), now) for c in clients)
                 ]
-                current = await self._items(conn, wanted)
+                current = await current_items(conn, wanted)
                 counts = Counts(**await inbox.counts(conn, user_id))
                 # A `revoke` event may have been lost too.
                 user = await conn.fetchrow(Q.user_by_id, user_id)
@@ -418,33 +379,7 @@ class Hub:
                 self._on_failure()
 
     async def _deliver(self, received: list[tuple[int, Event]]) -> None:
-        batch = await self._expand_fan_outs(received)
-        batch = [(seq, e) for seq, e in batch if e.user_id in self._clients]
-        content = await self._contents(
-            {e.notification_id for _, e in batch if e.kind == "new" and not _touched(e)}
-        )
-        # A new item someone already touched (a plain SQL insert) is pushed as
-        # it is, so is one a grouped notification moved, and some changes are
-        # told with the item as it is now.
-        current = await self._items(
-            self._pool,
-            [
-                e.item_id
-                for _, e in batch
-                if (e.kind == "new" and _touched(e))
-                or e.kind == "update"
-                or (e.kind == "change" and frames.needs_current(e.old, e.new))
-            ],
-        )
-        per_user: dict[int, list[Delivery]] = {}
-        for seq, e in batch:
-            try:
-                delivery = _render(seq, e, content, current)
-            except Exception:
-                self._fail(e.user_id, "could not render an event")
-                continue
-            if delivery is not None:
-                per_user.setdefault(e.user_id, []).append(delivery)
+        per_user = await self._renderer.render(received, self._clients, self._fail)
         for user_id, deliveries in per_user.items():
             for client in self._clients.get(user_id, ()):
                 hold = client.lock.locked() or client.synced != self._epoch
@@ -459,74 +394,3 @@ class Hub:
         log.exception("%s of user %s; closing their sockets", what, user_id)
         for client in self._clients.get(user_id, ()):
             client.close(1011, "internal error")
-
-    @staticmethod
-    async def _items(conn: asyncpg.Connection | asyncpg.Pool, ids: list[int]) -> dict[int, dict]:
-        """The items of `ids` (the relay's own: ids from the database's events)
-        that are not deleted, as citelink.inbox shows them."""
-        if not ids:
-            return {}
-        rows = await conn.fetch(Q.relay_items, ids, timeout=QUERY_TIMEOUT)
-        return {r["id"]: inbox.item(r) for r in rows}
-
-    async def _contents(self, notification_ids: set[int]) -> dict[int, str]:
-        """The rendered content of these notifications (citelink.frames.content),
-        from the cache or read in one query."""
-        content = {}
-        for notification_id in notification_ids:
-            if notification_id in self._content:
-                self._content.move_to_end(notification_id)
-                content[notification_id] = self._content[notification_id]
-        missing = [n for n in notification_ids if n not in content]
-        if missing:
-            content.update(await self._load_content(missing))
-        return content
-
-    async def _expand_fan_outs(self, batch: list[tuple[int, Event]]) -> list[tuple[int, Event]]:
-        """`fanout` events as the `new` events of the users connected here: one
-        query for the batch, by notification when the recipients are fewer than
-        the connected users, else by connected user."""
-        fan_outs = {e.notification_id: e.items for _, e in batch if e.kind == "fanout"}
-        if not fan_outs:
-            return batch
-        notifications = list(fan_outs)
-        if sum(fan_outs.values()) <= len(self._clients):
-            rows = await self._pool.fetch(
-                Q.relay_fan_out_items, notifications, timeout=QUERY_TIMEOUT
-            )
-        else:
-            rows = await self._pool.fetch(
-                Q.relay_fan_out_items_of_users,
-                notifications,
-                list(self._clients),
-                timeout=QUERY_TIMEOUT,
-            )
-        by_notification: dict[int, list[Event]] = {}
-        for r in rows:
-            counts = Counts(r["unseen"], r["unread"], r["total"], r["archived"])
-            new = Event("new", r["user_id"], r["id"], r["notification_id"], r["position"])
-            by_notification.setdefault(r["notification_id"], []).append(new._replace(counts=counts))
-        expanded: list[tuple[int, Event]] = []
-        for seq, e in batch:
-            if e.kind == "fanout":
-                expanded.extend((seq, new) for new in by_notification.get(e.notification_id, ()))
-            else:
-                expanded.append((seq, e))
-        return expanded
-
-    async def _load_content(self, notification_ids: list[int]) -> dict[int, str]:
-        rows = await self._pool.fetch(
-            Q.relay_notifications, notification_ids, timeout=QUERY_TIMEOUT
-        )
-        loaded = {}
-        for row in rows:
-            try:
-                content = frames.content(dict(row))
-            except Exception:
-                # Its recipients are not pushed this one; everyone else is.
-                log.exception("could not render notification %s", row["notification_id"])
-                continue
-            loaded[row["notification_id"]] = self._content[row["notification_id"]] = content
-        while len(self._content) > CONTENT_CACHE:
-            self._content.popitem(last=False)
-        return loaded
