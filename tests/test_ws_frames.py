@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
 import pytest
+
+from citelink import frame_shapes
 
 from .conftest import publish, subscribe
 from .wsclient import open_socket, serving
@@ -145,3 +149,13 @@ async def test_over_the_cap_the_oldest_socket_of_the_user_goes(settings, make_us
             assert first.connection.close_reason == "replaced by a newer socket of this user"
             assert await second.request("ping") == {"type": "pong"}
         assert await other.request("ping") == {"type": "pong"}
+
+
+def test_every_server_frame_has_a_type_and_a_schema():
+    """frame_shapes declares each frame the README lists; its JSON Schema has them all."""
+    schema = frame_shapes.frame_schema()
+    assert len(schema["anyOf"]) == len(set(frame_shapes.SERVER_FRAMES.values()))
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    server_part = readme.split("Server → client")[1].split("Client → server:")[0]
+    listed = set(re.findall(r'`\{"type": "(\w+)"', server_part))
+    assert listed == set(frame_shapes.SERVER_FRAMES)

@@ -20,12 +20,20 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from citelink import frame_shapes
 from citelink.protocol import EXTENDED
 from citelink.settings import Settings
 
 from .conftest import RunningServer, start_server
 
 WAIT = 5.0
+
+
+def checked(text: str | bytes) -> dict:
+    """A frame the server sent, checked against its declared type."""
+    frame = orjson.loads(text)
+    frame_shapes.check(frame)
+    return frame
 
 
 class Address:
@@ -51,14 +59,14 @@ class Socket:
 
     async def recv(self, within: float = WAIT) -> dict:
         async with asyncio.timeout(within):
-            return orjson.loads(await self.connection.recv())
+            return checked(await self.connection.recv())
 
     async def recv_until(self, type_: str, within: float = WAIT) -> list[dict]:
         """Every frame up to and including the first of `type_`."""
         frames: list[dict] = []
         async with asyncio.timeout(within):
             while not frames or frames[-1]["type"] != type_:
-                frames.append(orjson.loads(await self.connection.recv()))
+                frames.append(checked(await self.connection.recv()))
         return frames
 
     async def until_message(self, message: str, within: float = WAIT) -> list[dict]:
@@ -66,7 +74,7 @@ class Socket:
         frames: list[dict] = []
         async with asyncio.timeout(within):
             while not frames or frames[-1].get("message") != message:
-                frames.append(orjson.loads(await self.connection.recv()))
+                frames.append(checked(await self.connection.recv()))
         return frames
 
     async def request(self, type_: str, within: float = WAIT, **fields: Any) -> dict:
@@ -143,7 +151,7 @@ class StalledSocket:
                 self.protocol.receive_data(data)
                 for event in self.protocol.events_received():
                     if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                        self.frames.append(orjson.loads(event.data))
+                        self.frames.append(checked(event.data))
                         if done(self.frames[-1]):
                             return
 
@@ -240,7 +248,7 @@ class Follower:
                     self._conn = conn
                     self.connected.set()
                     async for raw in conn:
-                        frame = orjson.loads(raw)
+                        frame = checked(raw)
                         if frame["type"] == "notification":
                             self.ids.append(frame["id"])
                             # Live pushes may come before the replay of a resume.

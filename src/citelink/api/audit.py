@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..queries import Q
 from .endpoint import Call, endpoint
+from .shapes import AuditEntry, Page
 from .validation import PAGE, Choice, Integer, Query, page, page_bounds
 
 # The tables sql/triggers.sql audits.
@@ -18,8 +19,8 @@ FILTERS = Query(
 )
 
 
-@endpoint("Audit entries, newest first", access="staff", query=FILTERS, response="Page[AuditEntry]")
-async def list_entries(call: Call) -> dict:
+@endpoint("Audit entries, newest first", access="staff", query=FILTERS)
+async def list_entries(call: Call) -> Page[AuditEntry]:
     q = call.query
     before, limit = page_bounds(q)
     rows = await call.pool.fetch(

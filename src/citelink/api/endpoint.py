@@ -1,20 +1,22 @@
 """Declaring a REST operation: who may call it, what it takes, what it answers.
 
-    @endpoint("Create a tag", access="staff", body=TAG, status=201, response="Tag")
-    async def create_tag(call: Call) -> dict: ...
+    @endpoint("Create a tag", access="staff", body=TAG, status=201)
+    async def create_tag(call: Call) -> Tag: ...
 
 The declaration is enforced around the handler: authentication, staff
 check, path id, query and body validation before it, in that order (so an
 anonymous caller learns nothing about ids or bodies), and the declared
-status after it, with the handler's value as the JSON body (none for a
-204). It is also what /openapi.json describes, so the document and the
-behaviour cannot disagree.
+status after it, with the handler's value as the JSON body (none when it
+returns None). The handler's return annotation, a type of
+citelink.api.shapes, is the answer's schema. The declaration is also what
+/openapi.json describes, so the document and the behaviour cannot disagree.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -46,9 +48,8 @@ class Operation:
     body: Body | None
     query: Query
     status: int
-    # Name of a schema in openapi.SCHEMAS, "Page[<name>]" for a page of them,
-    # or None when the answer has no body (204).
-    response: str | None
+    # The answer's type (citelink.api.shapes), None when it has no body.
+    response: Any
     # Statuses beyond those the declaration implies (401, 403, 404, 400, 413, 422).
     errors: dict[int, str] = field(default_factory=dict)
 
@@ -154,12 +155,18 @@ def endpoint(
     body: Body | None = None,
     query: Query = NO_QUERY,
     status: int = 200,
-    response: str | None = None,
     errors: dict[int, str] | None = None,
 ) -> Callable[[Handler], Endpoint]:
     """Declare a handler's operation (see the module docstring)."""
-    operation = Operation(summary, access, body, query, status, response, errors or {})
-    return lambda handler: Endpoint(handler, operation)
+
+    def declare(handler: Handler) -> Endpoint:
+        response = typing.get_type_hints(handler, include_extras=True)["return"]
+        response = None if response is type(None) else response
+        return Endpoint(
+            handler, Operation(summary, access, body, query, status, response, errors or {})
+        )
+
+    return declare
 
 
 class ApiRoute(Route):

@@ -8,6 +8,7 @@ from typing import Any
 from .. import inbox
 from ..errors import ApiError
 from .endpoint import Call, endpoint
+from .shapes import InboxCounts, InboxItem, InboxPage, Updated
 from .validation import (
     PAGE,
     Body,
@@ -79,9 +80,8 @@ def _not_found() -> ApiError:
             **FILTERS,
         }
     ),
-    response="Page[InboxItem]",
 )
-async def list_items(call: Call) -> dict:
+async def list_items(call: Call) -> InboxPage:
     _, limit = page_bounds(call.query)
     where, before = filter_of(call.query), call.query.get("before")
     # High-priority unread items are pinned: listed apart, on the first page.
@@ -99,14 +99,13 @@ async def list_items(call: Call) -> dict:
     "My counts: unseen, unread and total in the default list, and archived "
     "(of the items the filters select, if any)",
     query=Query(NARROWING),
-    response="InboxCounts",
 )
-async def counts(call: Call) -> dict:
+async def counts(call: Call) -> InboxCounts:
     return await inbox.counts(call.pool, call.me.id, filter_of(call.query))
 
 
-@endpoint("One item of my inbox", response="InboxItem")
-async def get_item(call: Call) -> dict:
+@endpoint("One item of my inbox")
+async def get_item(call: Call) -> InboxItem:
     item = await inbox.get(call.pool, call.me.id, call.id)
     if item is None:
         raise _not_found()
@@ -122,9 +121,8 @@ async def get_item(call: Call) -> dict:
             "is_archived": Boolean(required=False),
         }
     ),
-    response="InboxItem",
 )
-async def update_item(call: Call) -> dict:
+async def update_item(call: Call) -> InboxItem:
     if not call.body:
         raise ApiError(
             422, "invalid request body", {"is_read": "give is_seen, is_read or is_archived"}
@@ -144,10 +142,9 @@ async def _current(call: Call) -> dict:
 @endpoint(
     "Record a click on one item's link, or on one of its actions (implies read)",
     body=Body({"action": String(required=False, max_length=100, description="the action's id")}),
-    response="InboxItem",
     errors={422: "the notification has no action of that id"},
 )
-async def interact(call: Call) -> dict:
+async def interact(call: Call) -> InboxItem:
     item = await inbox.get(call.pool, call.me.id, call.id)
     if item is None:
         raise _not_found()
@@ -168,18 +165,16 @@ async def delete_item(call: Call) -> None:
 @endpoint(
     "Mark every unread item the filters select read",
     query=Query(FILTERS),
-    response="Updated",
 )
-async def read_all(call: Call) -> dict:
+async def read_all(call: Call) -> Updated:
     return {"updated": await inbox.bulk(call.pool, call.me.id, "read", filter_of(call.query))}
 
 
 @endpoint(
     "Mark every unseen item the filters select seen (the badge goes to 0)",
     query=Query(FILTERS),
-    response="Updated",
 )
-async def seen_all(call: Call) -> dict:
+async def seen_all(call: Call) -> Updated:
     return {"updated": await inbox.bulk(call.pool, call.me.id, "seen", filter_of(call.query))}
 
 
@@ -191,8 +186,7 @@ async def seen_all(call: Call) -> dict:
             "filter": Object(fields=FILTER, required=False, description="default: everything"),
         }
     ),
-    response="Updated",
 )
-async def bulk(call: Call) -> dict:
+async def bulk(call: Call) -> Updated:
     where = filter_of(call.body.get("filter", {}))
     return {"updated": await inbox.bulk(call.pool, call.me.id, call.body["action"], where)}

@@ -22,6 +22,7 @@ from ..metrics import PUBLISH_SECONDS
 from ..queries import Q
 from ..settings import Settings
 from .endpoint import Call, endpoint
+from .shapes import Notification, Page
 from .validation import (
     PAGE,
     Body,
@@ -181,9 +182,8 @@ async def _check(call: Call) -> None:
     access="staff",
     body=NEW_NOTIFICATION,
     status=201,
-    response="Notification",
 )
-async def publish(call: Call) -> dict:
+async def publish(call: Call) -> Notification:
     await _check(call)
     body = call.body
     window = body.get("group_window")
@@ -229,9 +229,8 @@ async def publish(call: Call) -> dict:
             ),
         }
     ),
-    response="Page[Notification]",
 )
-async def list_notifications(call: Call) -> dict:
+async def list_notifications(call: Call) -> Page[Notification]:
     before, limit = page_bounds(call.query)
     query = _PAGES[call.query.get("status")]
     rows = await call.pool.fetch(query, call.query.get("tag"), before, limit + 1)
@@ -244,8 +243,8 @@ _PAGES = {
 }
 
 
-@endpoint("One published notification", access="staff", response="Notification")
-async def get_notification(call: Call) -> dict:
+@endpoint("One published notification", access="staff")
+async def get_notification(call: Call) -> Notification:
     row = await call.pool.fetchrow(Q.notification_by_id, call.id)
     if row is None:
         raise ApiError(404, "no such notification")

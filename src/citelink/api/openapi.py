@@ -1,181 +1,55 @@
 """/openapi.json: an OpenAPI 3.1 document built from the app's own routes.
 
-Every API route declares its operation (endpoint.py); this module only adds
-the response schemas and the few routes that live outside the API package
-(health probes), so a route cannot exist without being described.
+Every API route declares its operation (endpoint.py), its handler the type
+of its answer (shapes.py); this module turns those types into schemas
+(msgspec) and adds the few routes that live outside the API package (health
+probes), so a route cannot exist without being described.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Callable
 from typing import Any
 
+import msgspec
+import orjson
 from starlette.routing import BaseRoute, Route
 
 from .. import __version__
 from ..settings import Settings
 from .endpoint import ApiRoute, Call, Operation, endpoint
+from .shapes import Error, Health, OpenAPI
 
 _INT = {"type": "integer", "format": "int64"}
 _TEXT = {"type": "string"}
-_TIME = {"type": "string", "format": "date-time"}
-_BOOL = {"type": "boolean"}
-_WHEN = {"type": ["string", "null"], "format": "date-time"}
+REF = "#/components/schemas/{name}"
 
 
-def _object(properties: dict[str, Any], *, optional: tuple[str, ...] = ()) -> dict:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": [name for name in properties if name not in optional],
-    }
+def _components(types: list[Any]) -> tuple[dict[Any, dict], dict[str, dict]]:
+    """The schema of each type (a reference to a component for the named
+    ones), and the components, from the types by msgspec. A generic page
+    (`Page[Tag]`, named `Page_Tag_` by msgspec) is named `TagPage`."""
+    unique = list(dict.fromkeys(types))
+    refs, components = msgspec.json.schema_components(unique, ref_template=REF)
+    text = re.sub(r"Page_(\w+?)_\b", r"\1Page", orjson.dumps([refs, components]).decode())
+    refs, components = orjson.loads(text)
+    return dict(zip(unique, refs, strict=True)), components
 
 
-SCHEMAS: dict[str, dict] = {
-    "Error": _object(
-        {
-            "detail": _TEXT,
-            "errors": {
-                "type": "object",
-                "additionalProperties": _TEXT,
-                "description": "field or parameter → what is wrong with it",
-            },
-        },
-        optional=("errors",),
-    ),
-    "TokenPair": _object({"access": _TEXT, "refresh": _TEXT}),
-    "Empty": {"type": "object", "maxProperties": 0},
-    "Me": _object({"id": _INT, "username": _TEXT, "is_staff": _BOOL}),
-    "User": _object(
-        {"id": _INT, "username": _TEXT, "is_staff": _BOOL, "is_active": _BOOL, "created_at": _TIME}
-    ),
-    "Tag": _object(
-        {"id": _INT, "name": _TEXT, "critical": {**_BOOL, "description": "ignores mutes"}}
-    ),
-    "Subscription": _object(
-        {
-            "id": _INT,
-            "user": {**_INT, "description": "user id"},
-            "tag": {**_INT, "description": "tag id"},
-            "mode": {"type": "string", "enum": ["live", "inbox", "muted"]},
-        }
-    ),
-    "Notification": _object(
-        {
-            "id": _INT,
-            "tag": {"type": ["integer", "null"], "description": "tag id"},
-            "users": {
-                "type": ["array", "null"],
-                "items": _INT,
-                "description": "the users it was addressed to, besides the tag's",
-            },
-            "message": _TEXT,
-            "data": {"type": "object"},
-            "priority": {"type": "string", "enum": ["low", "normal", "high"]},
-            "group_key": {"type": ["string", "null"]},
-            "group_window": {**_INT, "description": "seconds"},
-            "send_at": _WHEN,
-            "delivered_at": {**_WHEN, "description": "null while it waits for send_at"},
-            "expires_at": _WHEN,
-            "expired_at": {**_WHEN, "description": "when its items were marked expired"},
-            "timestamp": _TIME,
-            "recipients": {**_INT, "description": "inbox rows created (or updated, grouped)"},
-        }
-    ),
-    "InboxItem": _object(
-        {
-            "id": {**_INT, "description": "inbox item id (not the notification's)"},
-            "notification_id": _INT,
-            "tag": {**_INT, "description": "tag id"},
-            "tag_name": _TEXT,
-            "message": _TEXT,
-            "data": {"type": "object"},
-            "timestamp": _TIME,
-            "position": {
-                **_INT,
-                "description": "place in my order: 1, 2, 3, ... as items are committed",
-            },
-            "is_seen": _BOOL,
-            "seen_at": _WHEN,
-            "is_read": _BOOL,
-            "read_at": _WHEN,
-            "is_archived": _BOOL,
-            "archived_at": _WHEN,
-            "interacted_at": _WHEN,
-            "action": {"type": ["string", "null"], "description": "the action clicked"},
-            "priority": {"type": "string", "enum": ["low", "normal", "high"]},
-            "group_key": {"type": ["string", "null"]},
-            "count": {**_INT, "description": "notifications the item collects (grouping)"},
-            "notification_ids": {
-                "type": ["array", "null"],
-                "items": _INT,
-                "description": "the notifications a grouped item collects, oldest first",
-            },
-            "expires_at": _WHEN,
-        }
-    ),
-    "InboxCounts": _object(
-        {
-            "unseen": {**_INT, "description": "in the default list (neither deleted nor archived)"},
-            "unread": {**_INT, "description": "in the default list"},
-            "total": {**_INT, "description": "the default list"},
-            "archived": _INT,
-        }
-    ),
-    "Updated": _object({"updated": {**_INT, "description": "items changed"}}),
-    "AuditEntry": _object(
-        {
-            "id": _INT,
-            "timestamp": _TIME,
-            "resource": _TEXT,
-            "object_id": _INT,
-            "action": {"type": "string", "enum": ["create", "update", "delete"]},
-            "changes": {
-                "type": "object",
-                "additionalProperties": {"type": "array", "minItems": 2, "maxItems": 2},
-                "description": "field → [old, new]",
-            },
-            "actor": {"type": ["integer", "null"], "description": "user id; null for plain SQL"},
-        }
-    ),
-    "Health": _object(
-        {"status": {"type": "string", "enum": ["ok", "unavailable"]}, "database": _BOOL},
-        optional=("database",),
-    ),
-    "OpenAPI": {"type": "object", "description": "this document"},
-}
+def _json(shape: Any, description: str) -> dict:
+    """An answer of type `shape` (replaced by its schema in `build`)."""
+    return {"description": description, "content": {"application/json": {"schema": shape}}}
 
 
-_PAGE = re.compile(r"Page\[(\w+)\]")
-
-
-def _ref(name: str) -> dict:
-    """A reference to SCHEMAS[name], or to the page schema of `Page[<name>]`."""
-    match = _PAGE.fullmatch(name)
-    return {"$ref": f"#/components/schemas/{match[1] + 'Page' if match else name}"}
-
-
-def _page(name: str) -> dict:
-    fields: dict[str, Any] = {
-        "results": {"type": "array", "items": _ref(name)},
-        "next": {
-            "type": ["integer", "null"],
-            "description": "pass as ?before= for the next page; null on the last",
-        },
-    }
-    if name == "InboxItem":
-        fields["pinned"] = {
-            "type": "array",
-            "items": _ref(name),
-            "description": "first page of the default list: high-priority unread items, "
-            "shown above the rest (and left out of `results`)",
-        }
-        return _object(fields, optional=("pinned",))
-    return _object(fields)
-
-
-def _json(schema: dict, description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _walk(paths: dict, visit: Callable[[dict], None]) -> None:
+    """`visit` the JSON content of every answer of every operation."""
+    for operations in paths.values():
+        for operation in operations.values():
+            for answer in operation["responses"].values():
+                if "application/json" in answer.get("content", {}):
+                    visit(answer["content"]["application/json"])
 
 
 def _plain(summary: str, responses: dict[str, dict], **extra: Any) -> dict:
@@ -184,10 +58,10 @@ def _plain(summary: str, responses: dict[str, dict], **extra: Any) -> dict:
 
 # Routes defined outside the API package (probes, the web page), by hand.
 _OUTSIDE: dict[str, dict] = {
-    "/healthz": _plain("Liveness: the process serves", {"200": _json(_ref("Health"), "alive")}),
+    "/healthz": _plain("Liveness: the process serves", {"200": _json(Health, "alive")}),
     "/readyz": _plain(
         "Readiness: the database answers and the listener is alive",
-        {"200": _json(_ref("Health"), "ready"), "503": _json(_ref("Health"), "not ready")},
+        {"200": _json(Health, "ready"), "503": _json(Health, "not ready")},
     ),
     "/metrics": {
         "get": {
@@ -195,8 +69,8 @@ _OUTSIDE: dict[str, dict] = {
             "security": [{"bearer": []}],
             "responses": {
                 "200": {"description": "text exposition format", "content": {"text/plain": {}}},
-                "401": _json(_ref("Error"), "no valid token"),
-                "403": _json(_ref("Error"), "not staff"),
+                "401": _json(Error, "no valid token"),
+                "403": _json(Error, "not staff"),
             },
         }
     },
@@ -221,9 +95,7 @@ _ERRORS = {
 
 def _operation(op: Operation, path_params: list[str], settings: Settings) -> dict:
     responses: dict[str, Any] = {
-        str(op.status): _json(_ref(op.response), "success")
-        if op.response
-        else {"description": "done"}
+        str(op.status): _json(op.response, "success") if op.response else {"description": "done"}
     }
     # Any route refuses unknown query parameters, and needs the database.
     errors: dict[int, str] = {422: _ERRORS[422], 503: _ERRORS[503]}
@@ -237,7 +109,7 @@ def _operation(op: Operation, path_params: list[str], settings: Settings) -> dic
         errors.update({s: _ERRORS[s] for s in (400, 413)})
     errors.update(op.errors)
     for status, description in sorted(errors.items()):
-        responses[str(status)] = _json(_ref("Error"), description)
+        responses[str(status)] = _json(Error, description)
 
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {**_INT, "minimum": 0}}
@@ -283,12 +155,13 @@ def build(routes: list[BaseRoute], settings: Settings) -> dict:
                 for method, ep in r.endpoints.items()
             }
         elif r.path in _OUTSIDE:
-            paths[path] = _OUTSIDE[r.path]
-    schemas = dict(SCHEMAS)
-    for r in routes:
-        for ep in getattr(r, "endpoints", {}).values():
-            if ep.operation.response and (match := _PAGE.fullmatch(ep.operation.response)):
-                schemas[f"{match[1]}Page"] = _page(match[1])
+            paths[path] = copy.deepcopy(_OUTSIDE[r.path])
+    # Every answer's schema is a type of citelink.api.shapes until here
+    # (_json): generate them all at once, as references to shared components.
+    types: list[Any] = []
+    _walk(paths, lambda content: types.append(content["schema"]))
+    refs, schemas = _components(types)
+    _walk(paths, lambda content: content.update(schema=refs[content["schema"]]))
     return {
         "openapi": "3.1.0",
         "info": {"title": "citelink", "version": __version__},
@@ -302,6 +175,6 @@ def build(routes: list[BaseRoute], settings: Settings) -> dict:
     }
 
 
-@endpoint("This document", access="anyone", response="OpenAPI")
-async def document(call: Call) -> dict:
+@endpoint("This document", access="anyone")
+async def document(call: Call) -> OpenAPI:
     return build(call.request.app.routes, call.settings)

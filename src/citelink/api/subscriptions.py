@@ -12,6 +12,7 @@ from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
 from .endpoint import Call, endpoint
+from .shapes import Page, Subscription
 from .validation import PAGE, Body, Choice, Integer, Query, page, page_bounds
 
 MODE = Choice(
@@ -42,9 +43,8 @@ def _unknown(field: str) -> ApiError:
 @endpoint(
     "List subscriptions: my own, or everyone's for staff",
     query=FILTERS,
-    response="Page[Subscription]",
 )
-async def list_subscriptions(call: Call) -> dict:
+async def list_subscriptions(call: Call) -> Page[Subscription]:
     user = call.query.get("user")
     if not call.me.is_staff:
         if user not in (None, call.me.id):
@@ -61,10 +61,9 @@ async def list_subscriptions(call: Call) -> dict:
     "Subscribe a user (default: me) to a tag",
     body=NEW_SUBSCRIPTION,
     status=201,
-    response="Subscription",
     errors={409: "already subscribed, or the user's subscription limit is reached"},
 )
-async def create_subscription(call: Call) -> dict:
+async def create_subscription(call: Call) -> Subscription:
     user, tag = call.body.get("user", call.me.id), call.body["tag"]
     if user != call.me.id and not call.me.is_staff:
         raise ApiError(403, "only staff may subscribe another user")
@@ -98,9 +97,8 @@ async def delete_subscription(call: Call) -> None:
 @endpoint(
     "Set how a subscription delivers (the owner, or staff)",
     body=Body({"mode": MODE}),
-    response="Subscription",
 )
-async def update_subscription(call: Call) -> dict:
+async def update_subscription(call: Call) -> Subscription:
     owner = None if call.me.is_staff else call.me.id
     async with transaction(call.pool, call.me.id) as conn:
         row = await conn.fetchrow(Q.set_subscription_mode, call.id, call.body["mode"], owner)

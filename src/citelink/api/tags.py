@@ -10,6 +10,7 @@ from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
 from .endpoint import Call, endpoint
+from .shapes import Page, Tag
 from .validation import PAGE, Body, Boolean, Query, String, page, page_bounds
 
 NAME = String(max_length=100)
@@ -20,8 +21,8 @@ def _taken(name: str) -> ApiError:
     return ApiError(409, f"a tag named {name!r} already exists")
 
 
-@endpoint("List tags", query=Query(PAGE), response="Page[Tag]")
-async def list_tags(call: Call) -> dict:
+@endpoint("List tags", query=Query(PAGE))
+async def list_tags(call: Call) -> Page[Tag]:
     before, limit = page_bounds(call.query)
     rows = await call.pool.fetch(Q.tags_page, before, limit + 1)
     return page([dict(r) for r in rows], limit)
@@ -32,10 +33,9 @@ async def list_tags(call: Call) -> dict:
     access="staff",
     body=Body({"name": NAME, "critical": CRITICAL}),
     status=201,
-    response="Tag",
     errors={409: "a tag of that name exists"},
 )
-async def create_tag(call: Call) -> dict:
+async def create_tag(call: Call) -> Tag:
     name = call.body["name"]
     try:
         async with transaction(call.pool, call.me.id) as conn:
@@ -45,8 +45,8 @@ async def create_tag(call: Call) -> dict:
     return dict(row)
 
 
-@endpoint("One tag", response="Tag")
-async def get_tag(call: Call) -> dict:
+@endpoint("One tag")
+async def get_tag(call: Call) -> Tag:
     row = await call.pool.fetchrow(Q.tag_by_id, call.id)
     if row is None:
         raise ApiError(404, "no such tag")
@@ -57,10 +57,9 @@ async def get_tag(call: Call) -> dict:
     "Rename a tag, or mark it critical or not",
     access="staff",
     body=Body({"name": String(required=False, max_length=100), "critical": CRITICAL}),
-    response="Tag",
     errors={409: "a tag of that name exists"},
 )
-async def update_tag(call: Call) -> dict:
+async def update_tag(call: Call) -> Tag:
     name = call.body.get("name")
     if not call.body:
         raise ApiError(422, "invalid request body", {"name": "give a name, critical, or both"})

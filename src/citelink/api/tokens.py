@@ -21,6 +21,7 @@ from ..queries import Q
 from ..throttle import SignInThrottle
 from .auth import active_user, decode
 from .endpoint import Call, endpoint
+from .shapes import Empty, TokenPair
 from .validation import Body, String
 
 # Long enough for any token we issue, short enough to refuse junk early.
@@ -68,10 +69,12 @@ def _refresh_seconds(call: Call) -> float:
     "Obtain an access and a refresh token",
     access="anyone",
     body=CREDENTIALS,
-    response="TokenPair",
-    errors={429: "too many sign-in attempts for this username or from this client (Retry-After)"},
+    errors={
+        401: "wrong username or password, or a deactivated account",
+        429: "too many sign-in attempts for this username or from this client (Retry-After)",
+    },
 )
-async def obtain(call: Call) -> dict:
+async def obtain(call: Call) -> TokenPair:
     username = call.body["username"]
     sign_ins: SignInThrottle = call.request.state.sign_ins
     client = call.request.client.host if call.request.client else ""
@@ -97,9 +100,9 @@ async def obtain(call: Call) -> dict:
     "Exchange a refresh token for a new pair; the one given is used up",
     access="anyone",
     body=REFRESH,
-    response="TokenPair",
+    errors={401: "invalid, expired, used up or revoked refresh token; deactivated user"},
 )
-async def refresh(call: Call) -> dict:
+async def refresh(call: Call) -> TokenPair:
     claims = decode(call.settings, call.body["refresh"], "refresh")
     jti = tokens.new_jti()
     async with call.pool.acquire() as conn, conn.transaction():
@@ -128,9 +131,9 @@ async def refresh(call: Call) -> dict:
     "Check a token (access or refresh): 200 {} when valid, else 401",
     access="anyone",
     body=Body({"token": TOKEN}),
-    response="Empty",
+    errors={401: "invalid, expired or revoked token; deactivated user"},
 )
-async def verify(call: Call) -> dict:
+async def verify(call: Call) -> Empty:
     claims = decode(call.settings, call.body["token"], "access", "refresh")
     await active_user(call.pool, claims["user_id"], claims["gen"])
     if claims["token_type"] == "refresh":
@@ -144,9 +147,9 @@ async def verify(call: Call) -> dict:
     "Revoke a refresh token and every token refreshed from the same sign-in (sign out)",
     access="anyone",
     body=REFRESH,
-    response="Empty",
+    errors={401: "invalid, expired or revoked refresh token; deactivated user"},
 )
-async def blacklist(call: Call) -> dict:
+async def blacklist(call: Call) -> Empty:
     claims = decode(call.settings, call.body["refresh"], "refresh")
     await active_user(call.pool, claims["user_id"], claims["gen"])
     if (

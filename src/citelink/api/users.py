@@ -8,6 +8,7 @@ from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
 from .endpoint import Call, endpoint
+from .shapes import Me, Page, User
 from .validation import PAGE, Body, Boolean, Query, String, page, page_bounds
 
 NEW_USER = Body(
@@ -29,13 +30,13 @@ def _user(row: asyncpg.Record) -> dict:
     return {k: row[k] for k in ("id", "username", "is_staff", "is_active", "created_at")}
 
 
-@endpoint("The signed-in user", response="Me")
-async def me(call: Call) -> dict:
+@endpoint("The signed-in user")
+async def me(call: Call) -> Me:
     return {"id": call.me.id, "username": call.me.username, "is_staff": call.me.is_staff}
 
 
-@endpoint("List users", access="staff", query=Query(PAGE), response="Page[User]")
-async def list_users(call: Call) -> dict:
+@endpoint("List users", access="staff", query=Query(PAGE))
+async def list_users(call: Call) -> Page[User]:
     before, limit = page_bounds(call.query)
     rows = await call.pool.fetch(Q.users_page, before, limit + 1)
     return page([_user(r) for r in rows], limit)
@@ -46,10 +47,9 @@ async def list_users(call: Call) -> dict:
     access="staff",
     body=NEW_USER,
     status=201,
-    response="User",
     errors={409: "the username is taken (in any case)"},
 )
-async def create_user(call: Call) -> dict:
+async def create_user(call: Call) -> User:
     username = call.body["username"]
     password_hash = await call.passwords.hash(call.body["password"])
     try:
