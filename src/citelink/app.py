@@ -32,7 +32,7 @@ from .protocol import SOCKET_PATH
 from .pruning import Pruner
 from .scheduler import Scheduler
 from .settings import Settings
-from .sockets import GoingAwayServer, notifications_socket
+from .sockets import notifications_socket
 from .throttle import SignInThrottle
 from .web import routes as web_routes
 
@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> App:
                 "sign_ins": SignInThrottle(settings),
             }
         finally:
-            # Under uvicorn the sockets are gone by now (sockets.GoingAwayServer).
+            # Under uvicorn the sockets are gone by now (GoingAwayServer, below).
             await hub.close_all(1001, "server shutting down")
             await pruner.stop()
             await scheduler.stop()
@@ -152,6 +152,21 @@ def server_config(settings: Settings, host: str, port: int, **options: Any) -> u
         ws_per_message_deflate=False,
         **options,
     )
+
+
+class GoingAwayServer(uvicorn.Server):
+    """uvicorn, except that open sockets are closed with 1001 (going away).
+
+    On shutdown uvicorn closes every open WebSocket itself, with 1012, before
+    the app's lifespan ends; the hub gets there first.
+    """
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        lifespan = getattr(self, "lifespan", None)  # absent if startup never ran
+        hub: Hub | None = lifespan.state.get("hub") if lifespan else None
+        if hub is not None:
+            await hub.close_all(1001, "server shutting down")
+        await super().shutdown(sockets)
 
 
 def create_server(settings: Settings, host: str, port: int, **options: Any) -> GoingAwayServer:

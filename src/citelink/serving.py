@@ -24,13 +24,12 @@ from types import FrameType
 import uvicorn
 
 from . import database, embedded
-from .app import server_config
+from .app import GoingAwayServer, server_config
 from .failures import Problem
 from .logs import install_token_filter, log_config
 from .migrations import migrate
 from .queries import Q
 from .settings import Settings
-from .sockets import GoingAwayServer
 
 log = logging.getLogger("citelink.serve")
 

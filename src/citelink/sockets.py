@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import orjson
-import uvicorn
 from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -389,18 +388,3 @@ async def notifications_socket(websocket: WebSocket) -> None:
         pass  # the client left during the handshake
     finally:
         hub.detach(client)
-
-
-class GoingAwayServer(uvicorn.Server):
-    """uvicorn, except that open sockets are closed with 1001 (going away).
-
-    On shutdown uvicorn closes every open WebSocket itself, with 1012, before
-    the app's lifespan ends; the hub gets there first.
-    """
-
-    async def shutdown(self, sockets: list | None = None) -> None:
-        lifespan = getattr(self, "lifespan", None)  # absent if startup never ran
-        hub: Hub | None = lifespan.state.get("hub") if lifespan else None
-        if hub is not None:
-            await hub.close_all(1001, "server shutting down")
-        await super().shutdown(sockets)
