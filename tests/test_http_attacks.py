@@ -15,9 +15,8 @@ import httpx
 import pytest
 
 from .api_support import World
-from .attack import ATTACKER, Bystander, Connections, Raw, rss_mib
+from .attack import ATTACKER, Bystander, Connections, Raw, peak_rss_mib, rss_mib
 from .processes import citelink_serve
-from .test_load_faults import peak_rss_mib
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -9,7 +9,6 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -17,6 +16,7 @@ import pytest
 
 from citelink import database, passwords, tokens
 
+from .attack import peak_rss_mib, rss_mib
 from .conftest import SECRET_KEY, User, pg_ctl, start_postgres
 from .processes import citelink_serve
 from .wsclient import Address, Follower, StalledSocket, losses_and_duplicates
@@ -236,21 +236,6 @@ async def test_postgres_stopped_for_5_seconds_under_load(own_postgres, tmp_path,
         f"({dict(publishers.statuses)}); 100 clients dropped and resumed; {delivered} items "
         f"delivered, {lost} lost, {duplicated} duplicates"
     )
-
-
-def peak_rss_mib(pid: int) -> float:
-    """The high-water mark of a process's resident memory (VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 async def publish_burst(

@@ -11,9 +11,8 @@ import httpx
 import pytest
 
 from .api_support import World
-from .attack import ATTACKER, BYSTANDER, Bystander, rss_mib
+from .attack import ATTACKER, BYSTANDER, Bystander, peak_rss_mib, rss_mib
 from .processes import citelink_serve
-from .test_load_faults import peak_rss_mib
 from .wsclient import serving
 
 
