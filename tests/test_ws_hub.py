@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from citelink import database
-from citelink.client import Client, Delivery
+from citelink.outbox import Client, Delivery
 from citelink.events import (
     ARCHIVED,
     CHANNEL,

@@ -11,7 +11,7 @@ batch and kept in a small LRU (citelink/frames.py renders it once per
 notification, however many recipients are connected), and a `fanout` event
 (one for all recipients of a big notification) costs one query for the users
 connected here. Each socket then gets its deliveries through its own bounded
-queue (citelink/client.py), which its session (citelink/sockets.py) writes to
+queue (citelink/outbox.py), which its session (citelink/sockets.py) writes to
 the socket; one that falls behind is closed with 4408 and nobody else waits.
 
 Whenever a socket's view is rebuilt from the database (opening, `resume`,
@@ -33,7 +33,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import asyncpg
 
 from . import frames, inbox
-from .client import Client, Delivery
+from .outbox import Client, Delivery
 from .database import ERRORS
 from .events import MUTED, QUIET, Counts, Event
 from .protocol import REPLACED, REVOKED, TOKEN_REFUSED, TOKENS_REVOKED
@@ -67,7 +67,7 @@ def _render(
     if e.kind == "new":
         tail = content.get(e.notification_id)
         if e.new & QUIET:
-            frame = ""  # not pushed (citelink.client)
+            frame = ""  # not pushed (citelink.outbox)
         elif _touched(e) and item:
             frame = frames.item(item)
         elif tail and not _touched(e):

@@ -7,7 +7,7 @@ original server sent (pushes, `notifications_list` answers, the `read` and
 `delete` echoes) plus error frames, so its demo client works unchanged.
 
 One `Session` per socket runs three tasks: the receiver (client frames, one at
-a time), the sender (the socket's bounded queue, see citelink.client.Client) and
+a time), the sender (the socket's bounded queue, see citelink.outbox.Client) and
 the token clock. Whichever decides the socket is done sets its close code; the
 session then stops the others and closes once.
 
@@ -41,7 +41,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import frames, inbox, metrics, tokens
 from .api.inbox import FILTER, filter_of
-from .client import Client
+from .outbox import Client
 from .database import BIGINT_MAX, ERRORS
 from .errors import ApiError
 from .events import Counts

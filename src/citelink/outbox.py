@@ -26,7 +26,7 @@ from .events import DELETED, QUIET, Counts, state_of
 from .protocol import TOO_SLOW
 from .settings import Settings
 
-log = logging.getLogger("citelink.client")
+log = logging.getLogger("citelink.outbox")
 
 # Items whose state a socket remembers (for back-fill after a reconnect).
 SHOWN_LIMIT = 10_000
