@@ -33,9 +33,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import asyncpg
 
 from . import frames, inbox
-from .outbox import Client, Delivery
 from .database import ERRORS
 from .events import MUTED, QUIET, Counts, Event
+from .outbox import Client, Delivery
 from .protocol import REPLACED, REVOKED, TOKEN_REFUSED, TOKENS_REVOKED
 from .queries import Q
 from .settings import Settings
@@ -112,9 +112,7 @@ class Hub:
         self._on_failure = on_failure
         self._clients: dict[int, list[Client]] = {}
         # Kept while one of the user's sockets holds it.
-        self._budgets: weakref.WeakValueDictionary[int, FrameBudget] = (
-            weakref.WeakValueDictionary()
-        )
+        self._budgets: weakref.WeakValueDictionary[int, FrameBudget] = weakref.WeakValueDictionary()
         self._pending: list[tuple[int, Event]] = []
         # Events received so far: their order is commit order.
         self._received = 0

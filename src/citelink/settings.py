@@ -45,6 +45,34 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise Problem(f"{name} must be true or false, got {raw!r}")
+
+
+def _origins(name: str) -> tuple[str, ...]:
+    """A comma-separated list of origins (scheme://host[:port], no path)."""
+    origins = []
+    for raw in (os.environ.get(name) or "").split(","):
+        origin = raw.strip().rstrip("/")
+        if not origin:
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise Problem(
+                f"{name}: {origin!r} is no origin; give scheme://host[:port], "
+                "such as https://app.example.com"
+            )
+        origins.append(origin.lower())
+    return tuple(origins)
+
+
 def _database_url() -> str | None:
     """CITELINK_DATABASE_URL, checked for shape (never echoed: it may hold a password)."""
     url = os.environ.get("CITELINK_DATABASE_URL") or None
@@ -124,6 +152,21 @@ class Settings:
     # Audit rows older than this many days are deleted in the background
     # (citelink.pruning); 0 keeps them.
     audit_retention_days: int = 0
+    # Platform tokens (citelink.platform_tokens): access tokens the platform
+    # citelink is embedded in mints for its users, `sub` = their external id.
+    # HS256 with this shared secret, and/or RS256/ES256 with the public keys of
+    # this file (PEM or JWKS), read at start-up.
+    platform_token_secret: str | None = None
+    platform_public_keys: Path | None = None
+    # Checked when set (`aud`, `iss` of platform tokens).
+    platform_audience: str | None = None
+    platform_issuer: str | None = None
+    # An external id citelink has not seen (in a platform token, or named by a
+    # publisher) becomes a user; off, it is refused.
+    platform_provisioning: bool = True
+    # Origins besides the service's own that browsers may call the REST API
+    # and open sockets from (citelink.cors); empty: same origin only.
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -180,4 +223,14 @@ class Settings:
             ),
             password_hash_slots=_int("CITELINK_PASSWORD_HASH_SLOTS", cls.password_hash_slots),
             audit_retention_days=_int("CITELINK_AUDIT_RETENTION_DAYS", cls.audit_retention_days),
+            platform_token_secret=env("CITELINK_PLATFORM_TOKEN_SECRET") or None,
+            platform_public_keys=Path(keys)
+            if (keys := env("CITELINK_PLATFORM_PUBLIC_KEYS"))
+            else None,
+            platform_audience=env("CITELINK_PLATFORM_AUDIENCE") or None,
+            platform_issuer=env("CITELINK_PLATFORM_ISSUER") or None,
+            platform_provisioning=_bool(
+                "CITELINK_PLATFORM_PROVISIONING", cls.platform_provisioning
+            ),
+            cors_origins=_origins("CITELINK_CORS_ORIGINS"),
         )

@@ -47,7 +47,28 @@ SCHEMAS: dict[str, dict] = {
     "Empty": {"type": "object", "maxProperties": 0},
     "Me": _object({"id": _INT, "username": _TEXT, "is_staff": _BOOL}),
     "User": _object(
-        {"id": _INT, "username": _TEXT, "is_staff": _BOOL, "is_active": _BOOL, "created_at": _TIME}
+        {
+            "id": _INT,
+            "username": _TEXT,
+            "is_staff": _BOOL,
+            "is_active": _BOOL,
+            "created_at": _TIME,
+            "external_id": {"type": ["string", "null"], "description": "the platform's user id"},
+        }
+    ),
+    "Users": _object({"users": {"type": "array", "items": {"$ref": "#/components/schemas/User"}}}),
+    "ApiKey": _object(
+        {
+            "id": _INT,
+            "name": _TEXT,
+            "prefix": {**_TEXT, "description": "names the key: cl_<prefix>_..."},
+            "scopes": {"type": "array", "items": {"type": "string", "enum": ["publish", "admin"]}},
+            "created_at": _TIME,
+            "revoked_at": _WHEN,
+            "created_by": {"type": ["integer", "null"], "description": "user id"},
+            "key": {**_TEXT, "description": "the whole key: only in the answer that made it"},
+        },
+        optional=("key",),
     ),
     "Tag": _object(
         {"id": _INT, "name": _TEXT, "critical": {**_BOOL, "description": "ignores mutes"}}
@@ -136,6 +157,10 @@ SCHEMAS: dict[str, dict] = {
                 "description": "field → [old, new]",
             },
             "actor": {"type": ["integer", "null"], "description": "user id; null for plain SQL"},
+            "actor_key": {
+                "type": ["integer", "null"],
+                "description": "API key id, when the change was made with a key",
+            },
         }
     ),
     "Health": _object(
