@@ -25,6 +25,7 @@ from .connections import (
     trusted_hosts,
 )
 from .cors import Cors
+from .embed import routes as embed_routes
 from .errors import exception_handlers
 from .health import healthz, readyz
 from .hub import Hub
@@ -107,6 +108,7 @@ def create_app(settings: Settings) -> App:
         Route("/readyz", readyz, methods=["GET"]),
         *api.routes,
         *web_routes,
+        *embed_routes,
     ]
     return App(
         routes=routes,

@@ -226,6 +226,18 @@ _OUTSIDE: dict[str, dict] = {
         }
     },
     "/": _plain("The web page", {"200": {"description": "HTML", "content": {"text/html": {}}}}),
+    "/embed/citelink-inbox.js": _plain(
+        "The drop-in inbox: the <citelink-inbox> element and CitelinkClient (an ES module)",
+        {"200": {"description": "JavaScript", "content": {"text/javascript": {}}}},
+    ),
+    "/embed/demo": _plain(
+        "A host page embedding <citelink-inbox> (?token=&server=)",
+        {"200": {"description": "HTML", "content": {"text/html": {}}}},
+    ),
+    "/embed/demo.js": _plain(
+        "The demo page's script",
+        {"200": {"description": "JavaScript", "content": {"text/javascript": {}}}},
+    ),
     "/static/{name}": _plain(
         "A file of the web page (script, stylesheet)",
         {"200": {"description": "the file"}, "404": {"description": "no such file"}},
