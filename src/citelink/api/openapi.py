@@ -292,7 +292,8 @@ def _operation(op: Operation, path_params: list[str], settings: Settings) -> dic
     ]
     document: dict[str, Any] = {
         "summary": op.summary,
-        "description": f"Who: {op.access}.",
+        "description": f"Who: {op.access}."
+        + (f" API keys: with the {op.key_scope} scope." if op.key_scope else " No API keys."),
         "security": [] if op.access == "anyone" else [{"bearer": []}],
         "responses": responses,
     }
@@ -333,7 +334,11 @@ def build(routes: list[BaseRoute], settings: Settings) -> dict:
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a citelink or platform access token (JWT), or an API key",
+                }
             },
         },
     }
