@@ -42,13 +42,14 @@ from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import api_keys, cors, frames, inbox, metrics
-from .api.auth import Identity, identity
+from .api.auth import Identity, access_identity, identity
 from .api.inbox import FILTER, filter_of
 from .database import BIGINT_MAX, ERRORS
 from .errors import ApiError
 from .events import Counts
 from .hub import Hub, Refused
 from .outbox import Client
+from .platform_tokens import is_platform_token
 from .protocol import EXTENDED, REVOKED, TOKEN_REFUSED, TOKENS_REVOKED
 from .queries import Q
 from .settings import Settings
@@ -297,7 +298,9 @@ class Session:
         if api_keys.looks_like_key(token):
             raise FrameError("invalid_token", KEY_REFUSED)
         try:
-            found = await identity(self.pool, self.settings, self.websocket.state.platform, token)
+            _, found = await identity(
+                self.pool, self.settings, self.websocket.state.platform, token
+            )
         except ApiError as exc:
             if exc.detail == REVOKED:
                 # Whoever the token named, it is no live user.
@@ -354,14 +357,18 @@ KEY_REFUSED = "API keys are not accepted on sockets: use a user's access token"
 
 async def _token_owner(websocket: WebSocket, settings: Settings) -> Identity | tuple[int, str]:
     """Who the `?token=` (a citelink access token or a platform token) belongs
-    to, or the close code and reason that refuse it. Neither the token nor the parsed query string
-    outlive this call (the socket's coroutine would keep them for as long as
-    it is open)."""
+    to, or the close code and reason that refuse it. Neither the token nor the
+    parsed query string outlive this call (the socket's coroutine would keep
+    them for as long as it is open)."""
     token = QueryParams(websocket.scope["query_string"]).get("token", "")
     if api_keys.looks_like_key(token):
         return TOKEN_REFUSED, KEY_REFUSED
     try:
-        return await identity(websocket.state.pool, settings, websocket.state.platform, token)
+        if not is_platform_token(token):
+            # No query: the hub checks the user and generation as it attaches.
+            return access_identity(settings, token)
+        _, found = await identity(websocket.state.pool, settings, websocket.state.platform, token)
+        return found
     except ApiError as exc:
         known = exc.detail in (REVOKED, TOKENS_REVOKED)
         return TOKEN_REFUSED, exc.detail if known else "invalid or expired access token"

@@ -43,17 +43,12 @@ class CurrentUser:
 
 @dataclass(frozen=True)
 class Identity:
-    """The user behind an access token, when it expires, and the token
-    generation it stands for (a socket is closed when it moves on)."""
+    """Whose an access token is, when it expires, and the token generation it
+    stands for (a socket is closed when the user's moves on)."""
 
-    user: CurrentUser
+    user_id: int
     expires: float
     generation: int
-
-    @property
-    def user_id(self) -> int:
-        assert self.user.id is not None
-        return self.user.id
 
 
 def _user(row: asyncpg.Record) -> CurrentUser:
@@ -95,10 +90,18 @@ async def platform_user(pool: asyncpg.Pool, settings: Settings, external_id: str
     return row
 
 
+def access_identity(settings: Settings, token: str) -> Identity:
+    """Whose a citelink access token is, from the token alone (a 401 when it
+    is not valid); that the user is still active with this generation is the
+    caller's to check."""
+    claims = decode(settings, token, "access")
+    return Identity(claims["user_id"], claims["exp"], claims["gen"])
+
+
 async def identity(
     pool: asyncpg.Pool, settings: Settings, platform: PlatformTokens | None, token: str
-) -> Identity:
-    """Who a citelink access token or a platform token belongs to; a 401 otherwise."""
+) -> tuple[CurrentUser, Identity]:
+    """The active user of a citelink access token or a platform token; a 401 otherwise."""
     if is_platform_token(token):
         if platform is None:
             raise ApiError(401, "token is invalid or expired")
@@ -109,10 +112,9 @@ async def identity(
         row = await platform_user(pool, settings, claims["sub"])
         # Platform tokens carry no generation: the user's current one, so a
         # revocation while a socket is open still closes it.
-        return Identity(_user(row), claims["exp"], row["token_generation"])
-    claims = decode(settings, token, "access")
-    user = await active_user(pool, claims["user_id"], claims["gen"])
-    return Identity(user, claims["exp"], claims["gen"])
+        return _user(row), Identity(row["id"], claims["exp"], row["token_generation"])
+    found = access_identity(settings, token)
+    return await active_user(pool, found.user_id, found.generation), found
 
 
 async def key_caller(pool: asyncpg.Pool, key: str) -> CurrentUser:
@@ -136,5 +138,5 @@ async def authenticate(request: Request) -> CurrentUser:
     token = token.strip()
     if api_keys.looks_like_key(token):
         return await key_caller(state.pool, token)
-    found = await identity(state.pool, state.settings, state.platform, token)
-    return found.user
+    user, _ = await identity(state.pool, state.settings, state.platform, token)
+    return user
