@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from .conftest import start_server, subscribe
+from .conftest import start_server, subscribe, wait_until
 from .test_web import ARGS, CHROMIUM, Chrome
 
 pytestmark = pytest.mark.skipif(
@@ -151,6 +151,11 @@ async def test_token_provider_renews_and_headless_client(chrome: Chrome, server,
 
     alice = await make_user("alice")
     news = await subscribe(conn, alice.id, "news")
+    await conn.execute(
+        "INSERT INTO notification (tag_id, message) SELECT $1, 'old ' || g "
+        "FROM generate_series(1, 21) AS g",
+        news,
+    )
     await insert(conn, news, "hello")
     expired = tokens.issue(SECRET_KEY, alice.id, "access", -1)
     page = await chrome.new_page()
@@ -166,8 +171,22 @@ async def test_token_provider_renews_and_headless_client(chrome: Chrome, server,
         }""",
         [expired, alice.token],
     )
-    await expect(page.locator("citelink-inbox .badge")).to_have_text("1")
+    inbox = page.locator("citelink-inbox")
+    await expect(inbox.locator(".badge")).to_have_text("22")
     assert await page.evaluate("window.calls") >= 1
+    # A page of 20, then the older ones; a new item in the open panel is seen.
+    await inbox.locator(".bell").click()
+    await expect(inbox.locator("li")).to_have_count(20)
+    await inbox.get_by_role("button", name="Load older").click()
+    await expect(inbox.locator("li")).to_have_count(22)
+    await expect(inbox.get_by_role("button", name="Load older")).to_be_hidden()
+    await expect(inbox.locator("li").last).to_contain_text("old 1")
+    await insert(conn, news, "while open")
+    await expect(inbox.locator("li").first).to_contain_text("while open")
+    seen = "SELECT bool_and(is_seen) FROM user_notification WHERE user_id = $1"
+    await wait_until(lambda: conn.fetchval(seen, alice.id))
+    await expect(inbox.locator(".badge")).to_be_hidden()
+    await inbox.locator(".bell").click()
     result = await page.evaluate(
         """async () => {
             const { CitelinkClient } = await import("/embed/citelink-inbox.js");
@@ -176,18 +195,18 @@ async def test_token_provider_renews_and_headless_client(chrome: Chrome, server,
             const counts = [];
             client.on("counts", (c) => counts.push(c.unread));
             await new Promise((ok) => { client.on("status", (s) => s === "live" && ok()); client.connect(); });
-            const page = await client.list({ limit: 5 });
+            const page = await client.list({ limit: 1 });
             const read = new Promise((ok) => client.on("read", ok));
-            const none = new Promise((ok) => client.on("counts", (c) => c.unread === 0 && ok()));
+            const fewer = new Promise((ok) => client.on("counts", (c) => c.unread === 22 && ok()));
             client.read(page.data[0].id);
             const frame = await read;
-            await none;
+            await fewer;
             client.close();
             return { messages: page.data.map((i) => i.message), read: frame.id === page.data[0].id, counts };
         }"""  # noqa: E501
     )
-    assert result["messages"] == ["hello"] and result["read"]
-    assert result["counts"][-1] == 0
+    assert result["messages"] == ["while open"] and result["read"]
+    assert result["counts"][-1] == 22
     async with httpx.AsyncClient(base_url=server.http) as http:
         r = await http.get("/api/inbox/counts/", headers=alice.headers)
-    assert r.json()["unread"] == 0
+    assert r.json()["unread"] == 22

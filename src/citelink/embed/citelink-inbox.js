@@ -153,8 +153,9 @@ export class CitelinkClient {
       this._opened = true;
       this._setStatus("live");
       this._heartbeat(ws);
-      // Every item committed since the newest one seen, in order, then live.
-      if (reconnected) this.resume(this.lastId);
+      // Every item committed since the newest one seen, in order, then live
+      // (with none seen yet, there is nothing to resume from: list instead).
+      if (reconnected && this.lastPosition > 0) this.resume(this.lastId);
       this.counts();
       if (reconnected) this._emit("reconnected");
     };
@@ -584,7 +585,9 @@ export class CitelinkInbox extends HTMLElement {
         if (!fresh.has(id) && item.position >= floor) this._forget(id);
       }
       for (const item of listed) this._show(item);
-      if (!this._loaded) this._next = page.next;
+      // Older pages from here down: rows already shown come again and are
+      // merged, and whatever came while away between them is filled in.
+      this._next = page.next;
       this._loaded = true;
       this._renderEmpty();
     } catch {
@@ -610,7 +613,10 @@ export class CitelinkInbox extends HTMLElement {
     const isNew = !this._items.has(item.id);
     this._show(item);
     this._renderEmpty();
-    if (isNew) this._fire("citelink-notification", { item });
+    if (!isNew) return;
+    this._fire("citelink-notification", { item });
+    // Arriving in an open panel is being seen.
+    if (this.open && !item.is_seen) this.client?.seen(item.id);
   }
 
   _show(item) {
