@@ -63,7 +63,12 @@ export function safeLink(value) {
  * item is lost or delivered twice.
  */
 export class CitelinkClient {
-  constructor({ server, token = null, tokenProvider = null, WebSocketClass = globalThis.WebSocket } = {}) {
+  constructor({
+    server,
+    token = null,
+    tokenProvider = null,
+    WebSocketClass = globalThis.WebSocket,
+  } = {}) {
     this.server = new URL(server ?? location.href);
     this.token = token;
     this.tokenProvider = tokenProvider;
@@ -129,7 +134,8 @@ export class CitelinkClient {
     // A minute before expiry, or halfway through a short-lived token.
     const left = expiryOf(this.token) - Date.now();
     if (left <= 0) return;
-    this._renewal = setTimeout(() => this.refreshToken(), Math.max(1000, left - Math.min(60000, left / 2)));
+    const wait = Math.max(1000, left - Math.min(60000, left / 2));
+    this._renewal = setTimeout(() => this.refreshToken(), wait);
   }
 
   async connect() {
@@ -376,8 +382,10 @@ li.unread { background: var(--citelink-unread-bg, #ddf4ff); }
 .message { display: block; margin: 2px 0 6px; white-space: pre-wrap; overflow-wrap: anywhere; }
 a.message { color: var(--citelink-accent, #0969da); }
 .actions { display: flex; flex-wrap: wrap; gap: 6px; }
-.actions .primary { background: var(--citelink-accent, #0969da); color: var(--citelink-accent-text, #fff);
-  border-color: transparent; }
+.actions .primary {
+  background: var(--citelink-accent, #0969da); color: var(--citelink-accent-text, #fff);
+  border-color: transparent;
+}
 .taken { font-size: 0.8em; color: var(--citelink-muted, #656d76); }
 .empty { padding: 16px 12px; color: var(--citelink-muted, #656d76); }
 .older { margin: 8px 12px; }
@@ -389,7 +397,8 @@ const TEMPLATE = `
   <svg viewBox="0 0 24 24" aria-hidden="true" focusable="false"><path d="M12 22a2.5 2.5 0 0 0 2.45-2h-4.9A2.5 2.5 0 0 0 12 22Zm7-6V11a7 7 0 0 0-5.5-6.84V3.5a1.5 1.5 0 0 0-3 0v.66A7 7 0 0 0 5 11v5l-2 2v1h18v-1Z"/></svg>
   <span class="badge" part="badge" hidden></span>
 </button>
-<div class="panel" id="panel" part="panel" role="dialog" aria-modal="false" aria-labelledby="title" hidden>
+<div class="panel" id="panel" part="panel" role="dialog" aria-modal="false"
+     aria-labelledby="title" hidden>
   <header>
     <h2 id="title">Notifications</h2>
     <button type="button" class="read-all">Mark all read</button>
@@ -414,7 +423,12 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-const STATUS_TEXT = { connecting: "Connecting…", live: "", waiting: "Reconnecting…", closed: "Not connected" };
+const STATUS_TEXT = {
+  connecting: "Connecting…",
+  live: "",
+  waiting: "Reconnecting…",
+  closed: "Not connected",
+};
 
 /**
  * <citelink-inbox server="https://citelink.example" token="…" token-provider="fnName">
@@ -432,7 +446,7 @@ export class CitelinkInbox extends HTMLElement {
   constructor() {
     super();
     this._root = this.attachShadow({ mode: "open" });
-    if ("adoptedStyleSheets" in this._root && typeof CSSStyleSheet === "function" && CSSStyleSheet.prototype.replaceSync) {
+    if ("adoptedStyleSheets" in this._root && globalThis.CSSStyleSheet?.prototype.replaceSync) {
       // A constructed sheet works under a host page's strict style-src too.
       const sheet = new CSSStyleSheet();
       sheet.replaceSync(CSS);
@@ -521,7 +535,9 @@ export class CitelinkInbox extends HTMLElement {
       client.on(kind, ({ id }) => this._update(id, { is_read: kind === "read", is_seen: true }));
     }
     client.on("seen", ({ id }) => this._update(id, { is_seen: true }));
-    client.on("interact", ({ id, action }) => this._update(id, { is_read: true, is_seen: true, action }));
+    client.on("interact", ({ id, action }) => {
+      this._update(id, { is_read: true, is_seen: true, action });
+    });
     for (const gone of ["archive", "delete", "expire"]) client.on(gone, ({ id }) => this._forget(id));
     client.on("error", (frame) => {
       this._state.textContent = frame.detail ?? "The server refused a request.";
@@ -628,7 +644,8 @@ export class CitelinkInbox extends HTMLElement {
     }
     this._items.set(item.id, item);
     const row = el("li", { "data-id": item.id, "data-position": item.position });
-    const older = Array.from(this._list.children).find((r) => Number(r.dataset.position) < item.position);
+    const rows = Array.from(this._list.children);
+    const older = rows.find((r) => Number(r.dataset.position) < item.position);
     this._list.insertBefore(row, older ?? null);
     this._paint(item);
   }
@@ -671,29 +688,67 @@ export class CitelinkInbox extends HTMLElement {
     const link = safeLink(data.url);
     const when = item.timestamp ? new Date(item.timestamp) : null;
     const message = link
-      ? el("a", { class: "message", href: link, target: "_blank", rel: "noopener noreferrer", "data-key": "link",
-          onclick: () => this.client?.interact(item.id) }, item.message)
+      ? el(
+          "a",
+          {
+            class: "message",
+            href: link,
+            target: "_blank",
+            rel: "noopener noreferrer",
+            "data-key": "link",
+            onclick: () => this.client?.interact(item.id),
+          },
+          item.message,
+        )
       : el("p", { class: "message" }, item.message);
     const label = String(item.message).slice(0, 80);
     const actions = el("div", { class: "actions" });
-    const offered = Array.isArray(data.actions) ? data.actions.filter((a) => a && typeof a.id === "string") : [];
+    const offered = Array.isArray(data.actions)
+      ? data.actions.filter((a) => a && typeof a.id === "string")
+      : [];
     if (item.action) {
       const taken = offered.find((a) => a.id === item.action);
       actions.append(el("span", { class: "taken" }, `✓ ${taken?.label ?? item.action}`));
     } else {
       for (const [n, action] of offered.entries()) {
         actions.append(
-          el("button", { type: "button", class: n === 0 ? "primary" : null, "data-key": `action:${action.id}`,
-            onclick: () => this._act(item, action) }, String(action.label ?? action.id)),
+          el(
+            "button",
+            {
+              type: "button",
+              class: n === 0 ? "primary" : null,
+              "data-key": `action:${action.id}`,
+              onclick: () => this._act(item, action),
+            },
+            String(action.label ?? action.id),
+          ),
         );
       }
     }
     const toggleText = item.is_read ? "Mark unread" : "Mark read";
     actions.append(
-      el("button", { type: "button", class: "toggle", "data-key": "toggle", "aria-label": `${toggleText}: ${label}`,
-        onclick: () => (item.is_read ? this.client?.unread(item.id) : this.client?.read(item.id)) }, toggleText),
-      el("button", { type: "button", class: "archive", "data-key": "archive", "aria-label": `Archive: ${label}`,
-        onclick: () => this.client?.archive(item.id) }, "Archive"),
+      el(
+        "button",
+        {
+          type: "button",
+          class: "toggle",
+          "data-key": "toggle",
+          "aria-label": `${toggleText}: ${label}`,
+          onclick: () => (item.is_read ? this.client?.unread(item.id) : this.client?.read(item.id)),
+        },
+        toggleText,
+      ),
+      el(
+        "button",
+        {
+          type: "button",
+          class: "archive",
+          "data-key": "archive",
+          "aria-label": `Archive: ${label}`,
+          onclick: () => this.client?.archive(item.id),
+        },
+        "Archive",
+      ),
     );
     row.replaceChildren(
       el(
@@ -717,6 +772,7 @@ export class CitelinkInbox extends HTMLElement {
   }
 }
 
-const CSS_ESCAPE = (text) => (globalThis.CSS?.escape ? globalThis.CSS.escape(text) : text.replace(/["\\]/g, "\\$&"));
+const CSS_ESCAPE = (text) =>
+  globalThis.CSS?.escape ? globalThis.CSS.escape(text) : text.replace(/["\\]/g, "\\$&");
 
 if (!customElements.get("citelink-inbox")) customElements.define("citelink-inbox", CitelinkInbox);
