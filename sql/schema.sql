@@ -14,7 +14,9 @@ CREATE TABLE users (
     -- Carried by every token the user gets; a token of an older generation is
     -- refused. Bumped by a trigger when the password changes or the user is
     -- deactivated, and by the app when the user signs out everywhere.
-    token_generation integer  NOT NULL DEFAULT 0
+    token_generation integer  NOT NULL DEFAULT 0,
+    -- The platform's own id of the user (the `sub` of its tokens), if any.
+    external_id   text        UNIQUE CHECK (external_id ~ '^[^[:cntrl:]]{1,255}$')
 );
 
 -- A `critical` tag's notifications reach every subscriber live, whatever
@@ -160,7 +162,25 @@ CREATE TABLE audit_log (
     object_id  bigint      NOT NULL,
     action     text        NOT NULL CHECK (action IN ('create', 'update', 'delete')),
     changes    jsonb       NOT NULL,
-    actor_id   bigint
+    actor_id   bigint,
+    -- The API key a change was made with, read like the actor from a setting
+    -- of the transaction; as a default, every audit row the triggers write
+    -- gets it without naming it.
+    api_key_id bigint      DEFAULT nullif(current_setting('citelink.api_key_id', true), '')::bigint
+);
+
+-- Keys for services (citelink/api_keys.py). Only a SHA-256 of the secret is
+-- kept, shown once when made; `prefix` names the key in lists and logs.
+CREATE TABLE api_key (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name       text        NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+    prefix     text        NOT NULL UNIQUE,
+    hash       text        NOT NULL,
+    scopes     text[]      NOT NULL
+        CHECK (cardinality(scopes) >= 1 AND scopes <@ ARRAY['publish', 'admin']),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz,
+    created_by bigint      REFERENCES users (id) ON DELETE SET NULL
 );
 
 -- Views -----------------------------------------------------------------------
@@ -226,3 +246,4 @@ CREATE INDEX user_notification_group_idx
 
 CREATE INDEX audit_log_object_idx ON audit_log (resource, object_id, id);
 CREATE INDEX audit_log_actor_idx ON audit_log (actor_id, id);
+CREATE INDEX audit_log_api_key_idx ON audit_log (api_key_id, id) WHERE api_key_id IS NOT NULL;

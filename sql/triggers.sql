@@ -751,6 +751,24 @@ BEGIN
 END
 $$;
 
+-- The users of the given external ids (the platform's own user ids), made on
+-- the spot for those not seen before (platform provisioning): active, not
+-- staff, without a usable password ('!' is no argon2 hash), named `ext.<id>`,
+-- or `ext.<md5 of the id>` when the id is no valid username or that name is
+-- taken. Two callers provisioning the same id at once get the same user.
+CREATE FUNCTION citelink_provision_users(external_ids text[])
+RETURNS TABLE (external_id text, user_id bigint)
+LANGUAGE sql AS $$
+    INSERT INTO users (username, password_hash, external_id)
+    SELECT 'ext.' || e, '!', e FROM unnest(external_ids) AS e
+    WHERE e ~ '^[A-Za-z0-9_.@+-]{1,146}$'
+    ON CONFLICT DO NOTHING;
+    INSERT INTO users (username, password_hash, external_id)
+    SELECT 'ext.' || md5(e), '!', e FROM unnest(external_ids) AS e
+    ON CONFLICT DO NOTHING;
+    SELECT u.external_id, u.id FROM users AS u WHERE u.external_id = ANY (external_ids);
+$$;
+
 -- Triggers -------------------------------------------------------------------
 
 CREATE TRIGGER citelink_schedule

@@ -33,6 +33,11 @@ MATRIX = [
     ("GET", "/api/users/me/", None, (401, 200, 200, 200)),
     ("GET", "/api/users/", None, (401, 403, 403, 200)),
     ("POST", "/api/users/", {"username": "carol", "password": "pw"}, (401, 403, 403, 201)),
+    ("POST", "/api/users/external/", {"external_ids": ["ext:a1"]}, (401, 403, 403, 200)),
+    ("GET", "/api/keys/", None, (401, 403, 403, 200)),
+    # The world has no API keys yet: whatever the id, there is none to revoke.
+    ("DELETE", "/api/keys/{news}/", None, (401, 403, 403, 404)),
+    ("POST", "/api/keys/", {"name": "backend"}, (401, 403, 403, 201)),
     ("GET", "/api/tags/", None, (401, 200, 200, 200)),
     ("POST", "/api/tags/", {"name": "new"}, (401, 403, 403, 201)),
     ("GET", "/api/tags/{news}/", None, (401, 200, 200, 200)),

@@ -35,6 +35,10 @@ COMMANDS = [
     ["user", "activate"],
     ["publish"],
     ["listen"],
+    ["apikey"],
+    ["apikey", "create"],
+    ["apikey", "list"],
+    ["apikey", "revoke"],
 ]
 
 

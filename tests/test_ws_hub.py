@@ -11,7 +11,6 @@ import orjson
 import pytest
 
 from citelink import database
-from citelink.client import Client, Delivery
 from citelink.events import (
     ARCHIVED,
     CHANNEL,
@@ -25,6 +24,7 @@ from citelink.events import (
 )
 from citelink.frames import UNTOUCHED
 from citelink.hub import Hub
+from citelink.outbox import Client, Delivery
 
 from .conftest import publish, subscribe
 

@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 import asyncpg
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -23,11 +24,14 @@ from .connections import (
     connection_cap,
     trusted_hosts,
 )
+from .cors import Cors
+from .embed import routes as embed_routes
 from .errors import exception_handlers
 from .health import healthz, readyz
 from .hub import Hub
 from .listener import Listener
 from .passwords import HashSlots, hash_slots
+from .platform_tokens import PlatformTokens
 from .protocol import SOCKET_PATH
 from .pruning import Pruner
 from .scheduler import Scheduler
@@ -46,11 +50,15 @@ class State(TypedDict):
     listener: Listener
     passwords: HashSlots
     sign_ins: SignInThrottle
+    # None when no platform is configured: platform tokens are then refused.
+    platform: PlatformTokens | None
 
 
 def create_app(settings: Settings) -> App:
     """The app for a resolved `settings` (database URL and secret key set)."""
     assert settings.database_url and settings.secret_key, "call database.resolve() first"
+    # Read now, so that a bad key file stops the start with one clear line.
+    platform = PlatformTokens.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -83,6 +91,7 @@ def create_app(settings: Settings) -> App:
                 "listener": listener,
                 "passwords": HashSlots(settings.password_hash_slots or hash_slots()),
                 "sign_ins": SignInThrottle(settings),
+                "platform": platform,
             }
         finally:
             # Under uvicorn the sockets are gone by now (GoingAwayServer, below).
@@ -99,8 +108,14 @@ def create_app(settings: Settings) -> App:
         Route("/readyz", readyz, methods=["GET"]),
         *api.routes,
         *web_routes,
+        *embed_routes,
     ]
-    return App(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers)
+    return App(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=exception_handlers,
+        middleware=[Middleware(Cors, settings=settings)],
+    )
 
 
 class App(Starlette):

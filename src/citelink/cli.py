@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import orjson
 
-from . import database, embedded, failures
+from . import api_keys, database, embedded, failures
 from .failures import Problem
 from .migrations import migrate
 from .queries import Q
@@ -213,6 +213,61 @@ def cmd_user_activate(args: argparse.Namespace) -> int:
     return _update_user(args, Q.set_active, True, "activated")
 
 
+def cmd_apikey_create(args: argparse.Namespace) -> int:
+    name = args.name.strip()
+    if not 1 <= len(name) <= 100:
+        raise Problem("an API key's name is 1 to 100 characters")
+    made = api_keys.new_key()
+    scopes = sorted(set(args.scope or ["publish"]))
+
+    async def work(conn: asyncpg.Connection) -> int:
+        row = await conn.fetchrow(Q.create_api_key, name, made.prefix, made.digest, scopes, None)
+        # The key alone on stdout (for a script to capture), the note apart.
+        print(made.key)
+        print(
+            f"API key {row['id']} {name!r} ({', '.join(scopes)}); shown this once: store it now",
+            file=sys.stderr,
+        )
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_apikey_list(args: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        rows = await conn.fetch(Q.list_api_keys)
+        if not rows:
+            print(
+                f"no API keys yet; make one with: {command_name()} apikey create NAME",
+                file=sys.stderr,
+            )
+        for row in rows:
+            revoked = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else ""
+            print(
+                f"{row['id']:>6}  cl_{row['prefix']}_...  {row['name']:<30} "
+                f"{','.join(row['scopes']):<14} {revoked}".rstrip()
+            )
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_apikey_revoke(args: argparse.Namespace) -> int:
+    given = args.key.strip()
+    key_id = int(given) if given.isdigit() and len(given) < 19 else None
+    # A prefix as listed (cl_<prefix>_...), bare, or inside the whole key.
+    prefix = given.removeprefix("cl_").split("_")[0].rstrip(".")
+
+    async def work(conn: asyncpg.Connection) -> int:
+        row = await conn.fetchrow(Q.revoke_api_key, key_id, prefix)
+        if row is None:
+            raise Problem(f"no API key {given!r} (see: {command_name()} apikey list)")
+        print(f"API key {row['id']} {row['name']!r}: revoked (refused from now on)")
+        return 0
+
+    return _run(_settings(), work)
+
+
 def _message(text: str, settings: Settings) -> str:
     """The API's rules for a message (the database's CHECK holds the outer bound)."""
     largest = settings.max_message_chars
@@ -354,6 +409,28 @@ def build_parser() -> argparse.ArgumentParser:
         ("activate", cmd_user_activate, "allow a deactivated user again"),
     ):
         command(name, func, text, user_commands).add_argument("--username", required=True)
+
+    apikey = commands.add_parser(
+        "apikey", help="manage API keys for services", description="manage API keys for services"
+    )
+    apikey_commands = apikey.add_subparsers(dest="apikey_command", required=True, metavar="ACTION")
+    make = command(
+        "create",
+        cmd_apikey_create,
+        "make an API key and print it (shown this once)",
+        apikey_commands,
+    )
+    make.add_argument("name", help="what the key is for")
+    make.add_argument(
+        "--scope",
+        action="append",
+        choices=api_keys.SCOPES,
+        help="publish (notifications, tags, subscriptions, users by external id) or admin "
+        "(everything staff may do); repeat for both (default publish)",
+    )
+    command("list", cmd_apikey_list, "list API keys (prefixes only)", apikey_commands)
+    revoke = command("revoke", cmd_apikey_revoke, "revoke an API key at once", apikey_commands)
+    revoke.add_argument("key", metavar="ID-or-PREFIX", help="as `apikey list` shows it")
 
     publish = command("publish", cmd_publish, "post a notification to every subscriber of a tag")
     publish.add_argument(

@@ -1,306 +1,308 @@
-"""One socket as the relay sees it: what its client has been told, and the
-bounded queue of what it is still to be sent. Free of the database (the hub
-feeds it deliveries and database snapshots), so its bookkeeping is tested
-directly (tests/test_ws_hub.py).
+"""A Python client for publishers: citelink's REST API over httpx, sync and async.
 
-No gaps, no duplicates: each user's items have positions in commit order
-(sql/triggers.sql, "Per-user order"), so a socket only needs the highest
-position it was sent (`Client.last_position`): an item is pushed once, when
-its position is above it, and "every item above it" read from the database is
-exactly what a socket missed. While the hub rebuilds a socket's view from the
-database, live deliveries are held (`offer`), then released through the same
-dedupe (`release`): what the snapshot showed is not sent twice, what
-committed after it is not lost.
+    from citelink.client import Client
+
+    with Client("https://citelink.example", api_key="cl_...") as citelink:
+        citelink.publish("Your order shipped", users=["ext:42"], data={"url": "/orders/7"})
+
+`AsyncClient` has the same methods, as coroutines. Users are named by
+citelink id (42) or by the platform's external id ("ext:42"). Errors are
+typed: every failure is a CitelinkError, and its subclasses say what to do
+about it (AuthenticationError: a new key or token; InvalidRequest: fix the
+request, see `.errors`; RateLimited: wait `.retry_after` seconds;
+Unavailable: try again later).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import Any
 
-from . import frames
-from .events import DELETED, QUIET, Counts, state_of
-from .protocol import TOO_SLOW
-from .settings import Settings
+import httpx
 
-log = logging.getLogger("citelink.client")
-
-# Items whose state a socket remembers (for back-fill after a reconnect).
-SHOWN_LIMIT = 10_000
+DEFAULT_TIMEOUT = 10.0
 
 
-@dataclass(slots=True)
-class Delivery:
-    """One event, made ready for the sockets of its user: `kind` is new,
-    change, remove or bulk (citelink.events); `frame` the push of a new item;
-    `current` the item as it is now, when telling the change needs it.
-    `update`: a grouped notification moved the item to the top."""
+class CitelinkError(Exception):
+    """A request citelink did not carry out: `status` (None when no answer
+    came), `detail` (citelink's reason) and `errors` (field -> problem)."""
 
-    seq: int
-    kind: str
-    item_id: int
-    position: int
-    old: int
-    new: int
-    counts: Counts
-    frame: str = ""
-    current: dict | None = None
-    items: int = 0
+    def __init__(self, detail: str, status: int | None = None, errors: dict | None = None):
+        super().__init__(f"{status}: {detail}" if status else detail)
+        self.detail, self.status, self.errors = detail, status, errors or {}
 
 
-class Outbox:
-    """A socket's bounded FIFO of deliveries, with asyncio.Queue's get,
-    task_done and join. It holds at most `maxsize` deliveries and `max_bytes`
-    of frames (counted as characters of their JSON), except that one delivery
-    of any size goes into an empty queue: a big page is sent, but nothing piles
-    up behind it. asyncio.Queue bounds the count only (the byte bound is why
-    this class stays); it also keeps four deques and an Event where this
-    keeps one deque and the futures of whoever waits (1.4 KiB less per
-    socket at 10,000 sockets, BENCHMARKS.md)."""
+class AuthenticationError(CitelinkError):
+    """401: no credentials, or an invalid, expired or revoked key or token."""
 
-    __slots__ = ("_bytes", "_items", "_unfinished", "_waiters", "max_bytes", "maxsize")
 
-    def __init__(self, maxsize: int, max_bytes: int):
-        self.maxsize = maxsize
-        self.max_bytes = max_bytes
-        self._items: deque[tuple[list[str], int]] = deque()
-        self._bytes = 0
-        self._unfinished = 0
-        self._waiters: list[asyncio.Future[None]] | None = None
+class PermissionDenied(CitelinkError):
+    """403: the key's scopes (or the user) do not allow this."""
 
-    def qsize(self) -> int:
-        return len(self._items)
 
-    def queued_bytes(self) -> int:
-        return self._bytes
+class NotFound(CitelinkError):
+    """404."""
 
-    def empty(self) -> bool:
-        return not self._items
 
-    def put_nowait(self, item: list[str]) -> None:
-        size = sum(map(len, item))
-        if self._items and (
-            len(self._items) >= self.maxsize or self._bytes + size > self.max_bytes
-        ):
-            raise asyncio.QueueFull
-        self._items.append((item, size))
-        self._bytes += size
-        self._unfinished += 1
-        self._wake()
+class Conflict(CitelinkError):
+    """409: a duplicate (a tag's name, a subscription)."""
 
-    async def get(self) -> list[str]:
-        while not self._items:
-            await self._wait()
-        return self.get_nowait()
 
-    def get_nowait(self) -> list[str]:
-        if not self._items:
-            raise asyncio.QueueEmpty
-        item, size = self._items.popleft()
-        self._bytes -= size
-        self._wake()
-        return item
+class InvalidRequest(CitelinkError):
+    """400, 413 or 422: the request itself is wrong; `errors` names the fields."""
 
-    def task_done(self) -> None:
-        self._unfinished -= 1
-        if not self._unfinished:
-            self._wake()
 
-    async def join(self) -> None:
-        """Until every item put has been taken and marked done."""
-        while self._unfinished:
-            await self._wait()
+class RateLimited(CitelinkError):
+    """429: wait `retry_after` seconds."""
 
-    async def _wait(self) -> None:
-        # Each waiter has a future of its own (cancelling one waiter cancels no
-        # other); any change wakes them all, and each checks its condition again.
-        waiter = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = [waiter]
-        else:
-            self._waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if self._waiters and waiter in self._waiters:
-                self._waiters.remove(waiter)
+    def __init__(self, detail: str, status: int, errors: dict | None, retry_after: float | None):
+        super().__init__(detail, status, errors)
+        self.retry_after = retry_after
 
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
+
+class Unavailable(CitelinkError):
+    """503, another 5xx, or no answer at all (connection refused, timeout): try again later."""
+
+
+_BY_STATUS: dict[int, type[CitelinkError]] = {
+    400: InvalidRequest,
+    401: AuthenticationError,
+    403: PermissionDenied,
+    404: NotFound,
+    409: Conflict,
+    413: InvalidRequest,
+    422: InvalidRequest,
+}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _answer(response: httpx.Response) -> Any:
+    """The JSON of a successful answer (None for a 204); the typed error otherwise."""
+    if response.is_success:
+        return None if response.status_code == 204 else response.json()
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    detail = str(body.get("detail") or response.reason_phrase or "error")
+    errors = body.get("errors") if isinstance(body.get("errors"), dict) else None
+    status = response.status_code
+    if status == 429:
+        raise RateLimited(detail, status, errors, _retry_after(response))
+    if status >= 500:
+        raise Unavailable(detail, status, errors)
+    raise _BY_STATUS.get(status, CitelinkError)(detail, status, errors)
+
+
+def _headers(api_key: str | None, token: str | None) -> dict[str, str]:
+    if api_key and token:
+        raise ValueError("give an api_key or a token, not both")
+    credential = api_key or token
+    headers = {"Accept": "application/json"}
+    if credential:
+        headers["Authorization"] = f"Bearer {credential}"
+    return headers
+
+
+UserRef = int | str  # a citelink user id, or "ext:<external id>"
+
+
+def _notification(
+    message: str,
+    tag: int | None,
+    users: Iterable[UserRef] | None,
+    data: dict | None,
+    fields: dict[str, Any],
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"message": message, **fields}
+    if tag is not None:
+        body["tag"] = tag
+    if users is not None:
+        body["users"] = list(users)
+    if data is not None:
+        body["data"] = data
+    return body
+
+
+def _external(external_ids: Iterable[str]) -> dict[str, list[str]]:
+    return {"external_ids": [e if e.startswith("ext:") else f"ext:{e}" for e in external_ids]}
 
 
 class Client:
-    """One socket as the hub sees it: what its client was told, and its queue.
-
-    The queue holds deliveries (the frames of one event batch, one reply, one
-    slice of a replay), at most `queue_size` and `queue_bytes` (Outbox): a
-    burst from one commit, such as read-all over 10,000 items, is one delivery
-    and not a reason to close a socket; a client that stops reading falls one
-    delivery behind per commit, and is closed (4408) once the queue is full.
-    Nothing waits for room: neither events nor answers to the client's own
-    requests, which hold no database connection while they are queued.
-    """
+    """citelink's REST API, synchronous. `base_url` is the service
+    (https://citelink.example); `api_key` (a service) or `token` (a user's
+    access token) authenticates."""
 
     def __init__(
         self,
-        user_id: int,
-        queue_size: int,
-        *,
-        queue_bytes: int = Settings.ws_send_queue_bytes,
-        generation: int = 0,
-        extended: bool = True,
+        base_url: str,
+        api_key: str | None = None,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
     ):
-        self.user_id = user_id
-        # The token generation of the socket's token (users.token_generation).
-        self.generation = generation
-        # The extended protocol (citelink.v1); the seed protocol is told no
-        # counts and no unread changes (citelink.sockets).
-        self.extended = extended
-        self.queue = Outbox(queue_size, queue_bytes)
-        # The highest position (in the user's order) of an item sent to it.
-        self.last_position = 0
-        # The newest position when the socket opened: items above it, up to
-        # `last_position`, were pushed already and a resume must not repeat them.
-        self.opened_at = 0
-        # The counts last sent; None until some were.
-        self.counts: Counts | None = None
-        # Events the hub received up to this number were committed before this
-        # socket's last database snapshot, which already reflects them.
-        self.after_seq = 0
-        # The state (citelink.events) of the items it was shown, as it was told.
-        self.shown: OrderedDict[int, int] = OrderedDict()
-        # Held by whatever rebuilds this socket's view from the database.
-        self.lock = asyncio.Lock()
-        # The hub epoch (listener connection) this socket was last back-filled for.
-        self.synced = -1
-        self._held: list[list[Delivery]] = []
-        self._closed: asyncio.Future[tuple[int | None, str]] = (
-            asyncio.get_running_loop().create_future()
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=_headers(api_key, token),
+            timeout=timeout,
+            transport=transport,
         )
 
-    @property
-    def closed(self) -> bool:
-        return self._closed.done()
-
-    def close(self, code: int | None, reason: str = "") -> None:
-        """Ask the socket's session to close with `code` (None: the peer is gone)."""
-        if not self._closed.done():
-            self._closed.set_result((code, reason))
-
-    async def wait_closed(self) -> tuple[int | None, str]:
-        """The close code and reason, once `close` is called. Only the socket's
-        own session waits here, so there is no shield (a future and two
-        callbacks more per socket): cancelling the wait marks the client closed."""
-        return await self._closed
-
-    def send(self, frames: list[str]) -> None:
-        """Queue frames (events, or an answer) without waiting; a full queue
-        closes the socket (4408)."""
-        if not frames or self.closed:
-            return
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            self.queue.put_nowait(frames)
-        except asyncio.QueueFull:
-            self._too_slow()
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"citelink cannot be reached: {exc!r}") from exc
+        return _answer(response)
 
-    def _too_slow(self) -> None:
-        log.info("closing a socket of user %s: send queue full", self.user_id)
-        self.close(TOO_SLOW, "too slow: send queue full")
-
-    def remember(self, item_id: int, state: int) -> None:
-        self.shown[item_id] = state
-        self.shown.move_to_end(item_id)
-        if len(self.shown) > SHOWN_LIMIT:
-            self.shown.popitem(last=False)
-
-    def remember_items(self, items: Iterable[dict]) -> None:
-        for item in items:
-            self.remember(item["id"], state_of(item))
-
-    def offer(self, deliveries: list[Delivery], hold: bool) -> None:
-        if not hold:
-            self.apply(deliveries)
-        elif len(self._held) >= self.queue.maxsize:
-            self._too_slow()
-        else:
-            self._held.append(deliveries)
-
-    def release(self) -> None:
-        """Send what was held while the view was rebuilt, minus what it showed."""
-        held, self._held = self._held, []
-        if held:
-            self.apply([d for deliveries in held for d in deliveries])
-
-    def apply(self, deliveries: list[Delivery]) -> None:
-        out: list[str] = []
-        counts = None
-        for d in deliveries:
-            if d.seq <= self.after_seq:
-                continue
-            counts = d.counts
-            if d.kind in ("new", "update"):
-                # A new item, or one a grouped notification moved to the top.
-                if d.position <= self.last_position:
-                    continue  # already sent by a snapshot
-                self.last_position = d.position
-                self.remember(d.item_id, d.new)
-                if not d.new & QUIET:  # an `inbox` or `muted` delivery is not pushed
-                    out.append(d.frame)
-            elif d.kind == "bulk":
-                # Too many items changed to tell one by one: the client reloads
-                # what it shows, and what this socket knew of them is stale.
-                self.shown.clear()
-                if self.extended:
-                    out.append(frames.frame("refresh", items=d.items))
-            else:
-                known = self.shown.get(d.item_id, d.old)
-                now = d.new if d.kind == "change" else known | DELETED
-                if known == now:
-                    continue  # the client already shows this state
-                self.remember(d.item_id, now)
-                out += frames.changes(
-                    d.item_id, known, now, extended=self.extended, current=d.current
-                )
-        self._count(counts, out)
-        self.send(out)
-
-    def _count(self, counts: Counts | None, out: list[str]) -> None:
-        """A `counts` frame, when the counts changed (extended protocol)."""
-        if counts is not None and counts != self.counts:
-            self.counts = counts
-            if self.extended:
-                out.append(frames.counts(counts))
-
-    def backfill(
+    def publish(
         self,
-        items: list[dict],
-        states: dict[int, int],
-        current: dict[int, dict],
-        counts: Counts,
-    ) -> None:
-        """Catch up from the database after events were lost: state changes of
-        items shown before (`states`; a missing one was removed outright, and
-        `current` has those that came back into the list or were interacted
-        with), items above `last_position`, and the counts."""
-        out: list[str] = []
-        for item_id, known in list(self.shown.items()):
-            now = states.get(item_id, known | DELETED)
-            if now == known:
-                continue
-            self.remember(item_id, now)
-            out += frames.changes(
-                item_id, known, now, extended=self.extended, current=current.get(item_id)
-            )
-        for item in items:
-            if item["position"] > self.last_position:
-                self.last_position = item["position"]
-                self.remember(item["id"], state_of(item))
-                out.append(frames.item(item))
-        self._count(counts, out)
-        self.send(out)
+        message: str,
+        tag: int | None = None,
+        users: Iterable[UserRef] | None = None,
+        data: dict | None = None,
+        **fields: Any,
+    ) -> dict:
+        """Post a notification to a tag's subscribers and/or listed users; the
+        notification with its `recipients`. `fields`: priority, group_key,
+        group_window, send_at, expires_at (see /openapi.json)."""
+        body = _notification(message, tag, users, data, fields)
+        return self._call("POST", "/api/notifications/", json=body)
+
+    def tags(self) -> list[dict]:
+        """Every tag (all pages)."""
+        found: list[dict] = []
+        params: dict[str, Any] = {"limit": 100}
+        while True:
+            page = self._call("GET", "/api/tags/", params=params)
+            found += page["results"]
+            if page["next"] is None:
+                return found
+            params["before"] = page["next"]
+
+    def create_tag(self, name: str, critical: bool = False) -> dict:
+        return self._call("POST", "/api/tags/", json={"name": name, "critical": critical})
+
+    def delete_tag(self, tag: int) -> None:
+        self._call("DELETE", f"/api/tags/{tag}/")
+
+    def subscribe(self, user: UserRef, tag: int, mode: str = "live") -> dict:
+        """Subscribe a user (id or "ext:<id>") to a tag; the subscription."""
+        return self._call(
+            "POST", "/api/subscriptions/", json={"user": user, "tag": tag, "mode": mode}
+        )
+
+    def unsubscribe(self, user: UserRef, tag: int) -> None:
+        """End a user's subscription to a tag; NotFound when there is none."""
+        user_id = self.user(user)["id"] if isinstance(user, str) else user
+        page = self._call("GET", "/api/subscriptions/", params={"user": user_id, "tag": tag})
+        if not page["results"]:
+            raise NotFound("no such subscription", 404)
+        self._call("DELETE", f"/api/subscriptions/{page['results'][0]['id']}/")
+
+    def users(self, *external_ids: str) -> list[dict]:
+        """The users of these external ids ("42" or "ext:42"), made for those
+        citelink has not seen yet."""
+        return self._call("POST", "/api/users/external/", json=_external(external_ids))["users"]
+
+    def user(self, external_id: str) -> dict:
+        """The user of one external id (made if new)."""
+        return self.users(external_id)[0]
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """Client's methods as coroutines, over httpx.AsyncClient."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=_headers(api_key, token),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"citelink cannot be reached: {exc!r}") from exc
+        return _answer(response)
+
+    async def publish(
+        self,
+        message: str,
+        tag: int | None = None,
+        users: Iterable[UserRef] | None = None,
+        data: dict | None = None,
+        **fields: Any,
+    ) -> dict:
+        body = _notification(message, tag, users, data, fields)
+        return await self._call("POST", "/api/notifications/", json=body)
+
+    async def tags(self) -> list[dict]:
+        found: list[dict] = []
+        params: dict[str, Any] = {"limit": 100}
+        while True:
+            page = await self._call("GET", "/api/tags/", params=params)
+            found += page["results"]
+            if page["next"] is None:
+                return found
+            params["before"] = page["next"]
+
+    async def create_tag(self, name: str, critical: bool = False) -> dict:
+        return await self._call("POST", "/api/tags/", json={"name": name, "critical": critical})
+
+    async def delete_tag(self, tag: int) -> None:
+        await self._call("DELETE", f"/api/tags/{tag}/")
+
+    async def subscribe(self, user: UserRef, tag: int, mode: str = "live") -> dict:
+        return await self._call(
+            "POST", "/api/subscriptions/", json={"user": user, "tag": tag, "mode": mode}
+        )
+
+    async def unsubscribe(self, user: UserRef, tag: int) -> None:
+        user_id = (await self.user(user))["id"] if isinstance(user, str) else user
+        page = await self._call("GET", "/api/subscriptions/", params={"user": user_id, "tag": tag})
+        if not page["results"]:
+            raise NotFound("no such subscription", 404)
+        await self._call("DELETE", f"/api/subscriptions/{page['results'][0]['id']}/")
+
+    async def users(self, *external_ids: str) -> list[dict]:
+        answer = await self._call("POST", "/api/users/external/", json=_external(external_ids))
+        return answer["users"]
+
+    async def user(self, external_id: str) -> dict:
+        return (await self.users(external_id))[0]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -182,10 +182,15 @@ async def create_pool(
 
 @asynccontextmanager
 async def transaction(
-    pool: asyncpg.Pool, actor_id: int | None
+    pool: asyncpg.Pool, actor_id: int | None, api_key_id: int | None = None
 ) -> AsyncIterator[asyncpg.Connection]:
-    """A transaction whose writes are audited as made by `actor_id`."""
+    """A transaction whose writes are audited as made by `actor_id` (a user)
+    or with `api_key_id` (an API key)."""
     async with pool.acquire() as conn, conn.transaction():
         if actor_id is not None:
             await conn.execute("SELECT set_config('citelink.actor_id', $1, true)", str(actor_id))
+        if api_key_id is not None:
+            await conn.execute(
+                "SELECT set_config('citelink.api_key_id', $1, true)", str(api_key_id)
+            )
         yield conn

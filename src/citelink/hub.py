@@ -8,7 +8,7 @@ users with no socket here are dropped on the spot, without a query. The
 others are rendered by one dispatcher task, in batches (everything that
 arrived together), into deliveries (citelink/rendering.py, a few queries per
 batch whatever its size). Each socket then gets its deliveries through its own bounded
-queue (citelink/client.py), which its session (citelink/sockets.py) writes to
+queue (citelink/outbox.py), which its session (citelink/sockets.py) writes to
 the socket; one that falls behind is closed with 4408 and nobody else waits.
 
 Whenever a socket's view is rebuilt from the database (opening, `resume`,
@@ -29,9 +29,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import asyncpg
 
 from . import frames, inbox
-from .client import Client
 from .database import ERRORS
 from .events import Counts, Event
+from .outbox import Client
 from .protocol import REPLACED, REVOKED, TOKEN_REFUSED, TOKENS_REVOKED
 from .queries import Q
 from .rendering import QUERY_TIMEOUT, Renderer, current_items

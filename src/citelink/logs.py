@@ -1,8 +1,10 @@
-"""Logging setup: text or JSON lines, a request id on each, tokens never logged.
+"""Logging setup: text or JSON lines, a request id on each, tokens and API keys never logged.
 
 uvicorn's access log prints the request target, query string included, and a
 WebSocket's `?token=` would land there; a filter rewrites it first, and the
 JSON formatter redacts whatever it writes once more (exception text too).
+An API key (citelink.api_keys) anywhere in a line keeps only its prefix,
+which names it without granting anything.
 
 Every HTTP request and WebSocket gets a request id: the `X-Request-ID` header
 a proxy sent (nginx's `$request_id`), or a new one. It is answered back in
@@ -23,6 +25,7 @@ import orjson
 from starlette.types import Message, Scope, Send
 
 _TOKEN = re.compile(r"(token=)[^&\s\"']+")
+_API_KEY = re.compile(r"(cl_[0-9a-f]{12}_)[A-Za-z0-9_-]+")
 # What a request id from a proxy may look like; anything else is replaced.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -30,7 +33,7 @@ request_id: ContextVar[str | None] = ContextVar("citelink_request_id", default=N
 
 
 def redact(text: str) -> str:
-    return _TOKEN.sub(r"\1[redacted]", text)
+    return _API_KEY.sub(r"\1[redacted]", _TOKEN.sub(r"\1[redacted]", text))
 
 
 class RedactTokens(logging.Filter):
@@ -104,6 +107,10 @@ def log_config(log_format: str = "text") -> dict:
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["citelink"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    # On the handlers too: a logger's filter misses what its children log.
+    config.setdefault("filters", {})["redact"] = {"()": RedactTokens}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact")
     if log_format == "json":
         json_formatter = {"()": JsonFormatter}
         config["formatters"] = {"default": json_formatter, "access": json_formatter}

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 import asyncpg
 
 from . import frames, inbox
-from .client import Delivery
 from .events import MUTED, QUIET, Counts, Event
+from .outbox import Delivery
 from .queries import Q
 
 log = logging.getLogger("citelink.hub")
@@ -54,7 +54,7 @@ def _render(
     if e.kind == "new":
         tail = content.get(e.notification_id)
         if e.new & QUIET:
-            frame = ""  # not pushed (citelink.client)
+            frame = ""  # not pushed (citelink.outbox)
         elif _touched(e) and item:
             frame = frames.item(item)
         elif tail and not _touched(e):

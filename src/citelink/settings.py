@@ -17,14 +17,24 @@ MESSAGE_CHARS_BOUND = 100_000
 LOG_FORMATS = ("text", "json")
 
 
-def setting(default, *, low: float | None = None, high: float | None = None, choices=()):
+def setting(
+    default, *, low: float | None = None, high: float | None = None, choices=(), parse=None
+):
     """A field of Settings, read from CITELINK_<NAME> within [low, high] or
-    among `choices`."""
-    return field(default=default, metadata={"low": low, "high": high, "choices": choices})
+    among `choices`, or by `parse(name, raw)`."""
+    meta = {"low": low, "high": high, "choices": choices, "parse": parse}
+    return field(default=default, metadata=meta)
 
 
 def _parse(name: str, kind: str, raw: str, meta: Mapping) -> object:
     """The value of variable `name` for a field of type `kind`, checked."""
+    if meta.get("parse"):
+        return meta["parse"](name, raw)
+    if kind == "bool":
+        value = raw.strip().lower()
+        if value not in _BOOLEANS:
+            raise Problem(f"{name} must be true or false, got {raw!r}")
+        return _BOOLEANS[value]
     if kind.startswith("str"):
         value: object = raw.lower() if meta.get("choices") else raw
     elif kind == "Path":
@@ -46,8 +56,31 @@ def _parse(name: str, kind: str, raw: str, meta: Mapping) -> object:
 
 
 def _kind(hint: object) -> str:
-    """ "int", "float", "Path" or "str" (also for `str | None`)."""
-    return hint.__name__ if isinstance(hint, type) else "str"
+    """The name of a field's type: int, float, bool, Path or str (`Path | None`
+    is Path)."""
+    options = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return options[0].__name__ if isinstance(options[0], type) else "str"
+
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOLEANS |= {"0": False, "false": False, "no": False, "off": False}
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of origins (scheme://host[:port], no path)."""
+    origins = []
+    for part in raw.split(","):
+        origin = part.strip().rstrip("/")
+        if not origin:
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise Problem(
+                f"{name}: {origin!r} is no origin; give scheme://host[:port], "
+                "such as https://app.example.com"
+            )
+        origins.append(origin.lower())
+    return tuple(origins)
 
 
 def _check_database_url(url: str) -> None:
@@ -125,6 +158,21 @@ class Settings:
     # Audit rows older than this many days are deleted in the background
     # (citelink.pruning); 0 keeps them.
     audit_retention_days: int = setting(0, low=0)
+    # Platform tokens (citelink.platform_tokens): access tokens the platform
+    # citelink is embedded in mints for its users, `sub` = their external id.
+    # HS256 with this shared secret, and/or RS256/ES256 with the public keys of
+    # this file (PEM or JWKS), read at start-up.
+    platform_token_secret: str | None = None
+    platform_public_keys: Path | None = None
+    # Checked when set (`aud`, `iss` of platform tokens).
+    platform_audience: str | None = None
+    platform_issuer: str | None = None
+    # An external id citelink has not seen (in a platform token, or named by a
+    # publisher) becomes a user; off, it is refused.
+    platform_provisioning: bool = True
+    # Origins besides the service's own that browsers may call the REST API
+    # and open sockets from (citelink.cors); empty: same origin only.
+    cors_origins: tuple[str, ...] = setting((), parse=_origins)
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -7,11 +7,13 @@ original server sent (pushes, `notifications_list` answers, the `read` and
 `delete` echoes) plus error frames, so its demo client works unchanged.
 
 One `Session` per socket runs three tasks: the receiver (client frames, one at
-a time), the sender (the socket's bounded queue, see citelink.client.Client) and
+a time), the sender (the socket's bounded queue, see citelink.outbox.Client) and
 the token clock. Whichever decides the socket is done sets its close code; the
 session then stops the others and closes once.
 
-Close codes: 4401 bad, expired or refresh token (or the user was deactivated);
+Close codes: 4401 bad, expired or refresh token (or the user was deactivated),
+or an API key (keys are for services publishing over REST, never a user's
+socket); 4403 a browser page of an origin not allowed (citelink.cors);
 4408 too slow (send queue full); 4409 replaced: a newer socket of the user
 took this one's place, over `ws_max_sockets_per_user` (per process); 1001
 server shutting down; 1013 database unreachable when opening; 1009 frame over
@@ -38,14 +40,16 @@ import orjson
 from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import frames, inbox, metrics, tokens
+from . import api_keys, cors, frames, inbox, metrics
+from .api.auth import Identity, access_identity, identity
 from .api.inbox import FILTER, filter_of
-from .client import Client
 from .database import BIGINT_MAX, ERRORS
 from .errors import ApiError
 from .events import Counts
 from .hub import Hub, Refused
-from .protocol import EXTENDED, REVOKED, TOKEN_REFUSED
+from .outbox import Client
+from .platform_tokens import is_platform_token
+from .protocol import EXTENDED, REVOKED, TOKEN_REFUSED, TOKENS_REVOKED
 from .queries import Q
 from .settings import Settings
 
@@ -289,21 +293,25 @@ class Session:
         token = frame.get("token")
         if not isinstance(token, str):
             raise FrameError("invalid", "'token' must be a string")
-        assert self.settings.secret_key
+        if api_keys.looks_like_key(token):
+            raise FrameError("invalid_token", KEY_REFUSED)
         try:
-            claims = tokens.decode(self.settings.secret_key, token, "access")
-        except tokens.InvalidToken:
-            raise FrameError("invalid_token", "the token is invalid or expired") from None
-        if claims["user_id"] != self.client.user_id:
+            _, found = await identity(
+                self.pool, self.settings, self.websocket.state.platform, token
+            )
+        except ApiError as exc:
+            if exc.detail == REVOKED:
+                # Whoever the token named, it is no live user.
+                row = await self.pool.fetchrow(Q.user_by_id, self.client.user_id)
+                if row is None or not row["is_active"]:
+                    self.client.close(TOKEN_REFUSED, REVOKED)
+                    return
+            detail = "the token has been revoked" if "revoked" in exc.detail else INVALID
+            raise FrameError("invalid_token", detail) from None
+        if found.user_id != self.client.user_id:
             raise FrameError("invalid_token", "the token belongs to another user")
-        row = await self.pool.fetchrow(Q.user_by_id, self.client.user_id)
-        if row is None or not row["is_active"]:
-            self.client.close(TOKEN_REFUSED, REVOKED)
-            return
-        if row["token_generation"] != claims["gen"]:
-            raise FrameError("invalid_token", "the token has been revoked")
-        self.expire_at(claims["exp"])
-        self.client.send([frames.frame("auth", expires_at=claims["exp"])])
+        self.expire_at(found.expires)
+        self.client.send([frames.frame("auth", expires_at=found.expires)])
 
 
 # Client frame type -> Session method: one table per protocol for every socket,
@@ -341,18 +349,29 @@ async def _refuse(websocket: WebSocket, subprotocol: str | None, code: int, reas
     await websocket.close(code, reason)
 
 
-def _token_owner(websocket: WebSocket, settings: Settings) -> tuple[int, float, int] | None:
-    """(user id, expiry, token generation) of the `?token=` access token; None
-    when it is not valid.
-    Neither the claims nor the parsed query string outlive this call (the
-    socket's coroutine would keep them for as long as it is open)."""
-    assert settings.secret_key
+INVALID = "the token is invalid or expired"
+KEY_REFUSED = "API keys are not accepted on sockets: use a user's access token"
+
+
+async def _token_owner(websocket: WebSocket, settings: Settings) -> Identity | tuple[int, str]:
+    """Who the `?token=` (a citelink access token or a platform token) belongs
+    to, or the close code and reason that refuse it. Neither the token nor the
+    parsed query string outlive this call (the socket's coroutine would keep
+    them for as long as it is open)."""
     token = QueryParams(websocket.scope["query_string"]).get("token", "")
+    if api_keys.looks_like_key(token):
+        return TOKEN_REFUSED, KEY_REFUSED
     try:
-        claims = tokens.decode(settings.secret_key, token, "access")
-    except tokens.InvalidToken:
-        return None
-    return claims["user_id"], claims["exp"], claims["gen"]
+        if not is_platform_token(token):
+            # No query: the hub checks the user and generation as it attaches.
+            return access_identity(settings, token)
+        _, found = await identity(websocket.state.pool, settings, websocket.state.platform, token)
+        return found
+    except ApiError as exc:
+        known = exc.detail in (REVOKED, TOKENS_REVOKED)
+        return TOKEN_REFUSED, exc.detail if known else "invalid or expired access token"
+    except ERRORS:
+        return 1013, "database unavailable, try again later"
 
 
 async def notifications_socket(websocket: WebSocket) -> None:
@@ -364,18 +383,22 @@ async def notifications_socket(websocket: WebSocket) -> None:
     settings: Settings = websocket.state.settings
     hub: Hub = websocket.state.hub
     subprotocol = EXTENDED if EXTENDED in websocket.scope.get("subprotocols", ()) else None
-    owner = _token_owner(websocket, settings)
-    if owner is None:
-        await _refuse(websocket, subprotocol, 4401, "invalid or expired access token")
+    if not cors.socket_origin_allowed(websocket.scope, settings):
+        await _refuse(websocket, subprotocol, cors.ORIGIN_REFUSED, cors.REFUSED)
         return
-    user_id, expires, generation = owner
+    owner = await _token_owner(websocket, settings)
+    if isinstance(owner, tuple):
+        await _refuse(websocket, subprotocol, *owner)
+        return
     client = Client(
-        user_id,
+        owner.user_id,
         settings.ws_send_queue,
         queue_bytes=settings.ws_send_queue_bytes,
-        generation=generation,
+        generation=owner.generation,
         extended=subprotocol is not None,
     )
+    expires = owner.expires
+    del owner
     try:
         await hub.attach(client)
     except Refused as refused:

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route
 
-from . import audit, inbox, metrics, notifications, openapi, subscriptions, tags, tokens, users
+from . import (
+    audit,
+    inbox,
+    keys,
+    metrics,
+    notifications,
+    openapi,
+    subscriptions,
+    tags,
+    tokens,
+    users,
+)
 from .endpoint import ApiRoute
 
 routes: list[BaseRoute] = [
@@ -19,6 +30,9 @@ routes: list[BaseRoute] = [
     ApiRoute("/api/token/revoke-all/", post=tokens.revoke_all),
     ApiRoute("/api/users/", get=users.list_users, post=users.create_user),
     ApiRoute("/api/users/me/", get=users.me),
+    ApiRoute("/api/users/external/", post=users.external_users),
+    ApiRoute("/api/keys/", get=keys.list_keys, post=keys.create_key),
+    ApiRoute("/api/keys/{id:int}/", delete=keys.revoke_key),
     ApiRoute("/api/tags/", get=tags.list_tags, post=tags.create_tag),
     ApiRoute(
         "/api/tags/{id:int}/", get=tags.get_tag, patch=tags.update_tag, delete=tags.delete_tag

@@ -15,6 +15,7 @@ FILTERS = Query(
         "resource": Choice(choices=RESOURCES, description="the table changed"),
         "object_id": Integer(description="the id of the row changed"),
         "actor": Integer(description="the id of the user who made the change"),
+        "actor_key": Integer(description="the id of the API key the change was made with"),
     }
 )
 
@@ -24,6 +25,12 @@ async def list_entries(call: Call) -> Page[AuditEntry]:
     q = call.query
     before, limit = page_bounds(q)
     rows = await call.pool.fetch(
-        Q.audit_page, q.get("resource"), q.get("object_id"), q.get("actor"), before, limit + 1
+        Q.audit_page,
+        q.get("resource"),
+        q.get("object_id"),
+        q.get("actor"),
+        before,
+        limit + 1,
+        q.get("actor_key"),
     )
     return page([dict(r) for r in rows], limit)

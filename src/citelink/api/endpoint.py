@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..database import BIGINT_MAX, CONNECTION_LOST, UNAVAILABLE
+from ..database import BIGINT_MAX, CONNECTION_LOST, UNAVAILABLE, transaction
 from ..errors import ApiError
 from ..passwords import HashSlots
 from ..responses import json_response
@@ -35,6 +35,9 @@ from .auth import CurrentUser, authenticate
 from .validation import NO_QUERY, Body, Query, read_body
 
 Access = Literal["anyone", "user", "staff"]
+# The scope an API key needs for an operation (citelink.api_keys); None: keys
+# are refused (the route acts as a signed-in user: their inbox, their tokens).
+KeyScope = Literal["publish", "admin"] | None
 
 log = logging.getLogger("citelink.api")
 
@@ -52,6 +55,7 @@ class Operation:
     response: Any
     # Statuses beyond those the declaration implies (401, 403, 404, 400, 413, 422).
     errors: dict[int, str] = field(default_factory=dict)
+    key_scope: KeyScope = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,10 @@ class Call:
         assert self.user is not None
         return self.user
 
+    def transaction(self):
+        """A transaction whose writes are audited as the caller's (user or key)."""
+        return transaction(self.pool, self.me.id, self.me.api_key)
+
 
 # A handler returns the JSON body of its answer (None when it has none).
 Handler = Callable[[Call], Awaitable[Any]]
@@ -112,7 +120,12 @@ class Endpoint:
         user = (
             None if op.access == "anyone" else await _repeatable(pool, True, authenticate, request)
         )
-        if op.access == "staff" and not (user and user.is_staff):
+        if user is not None and user.api_key is not None:
+            if op.key_scope is None:
+                raise ApiError(403, "API keys may not use this route: it acts as a signed-in user")
+            if op.key_scope not in user.scopes and "admin" not in user.scopes:
+                raise ApiError(403, f"this API key lacks the {op.key_scope!r} scope")
+        elif op.access == "staff" and not (user and user.is_staff):
             raise ApiError(403, "only staff may do this")
         item_id = request.path_params.get("id")
         # The int convertor takes any digits; beyond bigint nothing can exist.
@@ -156,15 +169,20 @@ def endpoint(
     query: Query = NO_QUERY,
     status: int = 200,
     errors: dict[int, str] | None = None,
+    key_scope: KeyScope | Literal["default"] = "default",
 ) -> Callable[[Handler], Endpoint]:
-    """Declare a handler's operation (see the module docstring)."""
+    """Declare a handler's operation (see the module docstring). By default a
+    staff operation takes an `admin` key and others take no key."""
+    if key_scope == "default":
+        key_scope = "admin" if access == "staff" else None
 
     def declare(handler: Handler) -> Endpoint:
         response = typing.get_type_hints(handler, include_extras=True)["return"]
         response = None if response is type(None) else response
-        return Endpoint(
-            handler, Operation(summary, access, body, query, status, response, errors or {})
+        operation = Operation(
+            summary, access, body, query, status, response, errors or {}, key_scope
         )
+        return Endpoint(handler, operation)
 
     return declare
 

@@ -16,19 +16,18 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from ..database import transaction
 from ..errors import ApiError
 from ..metrics import PUBLISH_SECONDS
 from ..queries import Q
 from ..settings import Settings
 from .endpoint import Call, endpoint
 from .shapes import Notification, Page
+from .user_refs import UserRefs, user_ids
 from .validation import (
     PAGE,
     Body,
     Choice,
     Integer,
-    Integers,
     Invalid,
     JsonObject,
     Query,
@@ -110,10 +109,11 @@ NEW_NOTIFICATION = Body(
     {
         "message": String(max_length="max_message_chars"),
         "tag": Integer(required=False, description="tag id: its subscribers get it"),
-        "users": Integers(
+        "users": UserRefs(
             required=False,
             max_items=MAX_USERS,
-            description="user ids who get it too (or only they, without a tag); once each",
+            description="users who get it too (or only they, without a tag), by id or "
+            "as 'ext:<external id>'; once each",
         ),
         "data": NotificationData(
             required=False,
@@ -157,9 +157,10 @@ def _notification(row: asyncpg.Record) -> dict:
     return shown
 
 
-async def _check(call: Call) -> None:
-    """422 for what the database would refuse less clearly: no recipients at
-    all, times in the wrong order, unknown users (each named)."""
+async def _check(call: Call) -> list[int] | None:
+    """The listed users' ids; 422 for what the database would refuse less
+    clearly: no recipients at all, times in the wrong order, unknown users
+    (each named)."""
     body = call.body
     if "tag" not in body and "users" not in body:
         raise ApiError(422, "invalid request body", {"tag": "give a tag, users, or both"})
@@ -170,11 +171,14 @@ async def _check(call: Call) -> None:
         )
     if "group_window" in body and "group_key" not in body:
         raise ApiError(422, "invalid request body", {"group_window": "needs a group_key"})
-    if users := body.get("users"):
-        unknown = await call.pool.fetchval(Q.unknown_users, users)
-        if unknown:
-            listed = ", ".join(map(str, unknown[:20])) + (" ..." if len(unknown) > 20 else "")
-            raise ApiError(422, "invalid request body", {"users": f"no such users: {listed}"})
+    if "users" not in body:
+        return None
+    users = await user_ids(call.pool, call.settings, body["users"], "users")
+    unknown = await call.pool.fetchval(Q.unknown_users, users)
+    if unknown:
+        listed = ", ".join(map(str, unknown[:20])) + (" ..." if len(unknown) > 20 else "")
+        raise ApiError(422, "invalid request body", {"users": f"no such users: {listed}"})
+    return users
 
 
 @endpoint(
@@ -182,14 +186,15 @@ async def _check(call: Call) -> None:
     access="staff",
     body=NEW_NOTIFICATION,
     status=201,
+    key_scope="publish",
 )
 async def publish(call: Call) -> Notification:
-    await _check(call)
+    users = await _check(call)
     body = call.body
     window = body.get("group_window")
     args = (
         body.get("tag"),
-        body.get("users"),
+        users,
         body["message"],
         body.get("data", {}),
         body.get("priority"),
@@ -202,7 +207,7 @@ async def publish(call: Call) -> Notification:
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
             with PUBLISH_SECONDS.time():
-                row = await call.pool.fetchrow(Q.publish, *args)
+                row = await _publish_once(call, args)
             break
         except asyncpg.ForeignKeyViolationError as exc:
             if exc.constraint_name == "notification_tag_id_fkey":
@@ -214,6 +219,15 @@ async def publish(call: Call) -> Notification:
     else:
         raise ApiError(503, "the recipients kept changing while publishing; try again")
     return _notification(row)
+
+
+async def _publish_once(call: Call, args: tuple) -> asyncpg.Record:
+    if call.me.api_key is None:
+        # One statement, committed as it returns (citelink_publish sets the actor).
+        return await call.pool.fetchrow(Q.publish, *args)
+    # The key is the audit actor: a setting of the transaction, as the user is.
+    async with call.transaction() as conn:
+        return await conn.fetchrow(Q.publish, *args)
 
 
 @endpoint(
@@ -258,7 +272,7 @@ async def get_notification(call: Call) -> Notification:
     errors={409: "already delivered: its items are in inboxes"},
 )
 async def cancel_notification(call: Call) -> None:
-    async with transaction(call.pool, call.me.id) as conn:
+    async with call.transaction() as conn:
         deleted = await conn.fetchval(Q.cancel_notification, call.id)
         if deleted is None and await conn.fetchval(Q.notification_by_id, call.id) is not None:
             raise ApiError(409, "the notification was delivered already; it cannot be cancelled")

@@ -75,6 +75,18 @@ _OUTSIDE: dict[str, dict] = {
         }
     },
     "/": _plain("The web page", {"200": {"description": "HTML", "content": {"text/html": {}}}}),
+    "/embed/citelink-inbox.js": _plain(
+        "The drop-in inbox: the <citelink-inbox> element and CitelinkClient (an ES module)",
+        {"200": {"description": "JavaScript", "content": {"text/javascript": {}}}},
+    ),
+    "/embed/demo": _plain(
+        "A host page embedding <citelink-inbox> (?token=&server=)",
+        {"200": {"description": "HTML", "content": {"text/html": {}}}},
+    ),
+    "/embed/demo.js": _plain(
+        "The demo page's script",
+        {"200": {"description": "JavaScript", "content": {"text/javascript": {}}}},
+    ),
     "/static/{name}": _plain(
         "A file of the web page (script, stylesheet)",
         {"200": {"description": "the file"}, "404": {"description": "no such file"}},
@@ -127,7 +139,8 @@ def _operation(op: Operation, path_params: list[str], settings: Settings) -> dic
     ]
     document: dict[str, Any] = {
         "summary": op.summary,
-        "description": f"Who: {op.access}.",
+        "description": f"Who: {op.access}."
+        + (f" API keys: with the {op.key_scope} scope." if op.key_scope else " No API keys."),
         "security": [] if op.access == "anyone" else [{"bearer": []}],
         "responses": responses,
     }
@@ -169,7 +182,11 @@ def build(routes: list[BaseRoute], settings: Settings) -> dict:
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a citelink or platform access token (JWT), or an API key",
+                }
             },
         },
     }

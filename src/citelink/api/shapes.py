@@ -13,7 +13,6 @@ year 9999, infinity) is the text PostgreSQL writes (citelink.decoding).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, NotRequired, TypedDict, TypeVar
 
 from msgspec import Meta
@@ -21,7 +20,9 @@ from msgspec import Meta
 T = TypeVar("T")
 
 Id = Annotated[int, Meta(ge=1)]
-Timestamp = Annotated[datetime, Meta(extra_json_schema={"format": "date-time"})]
+# On the wire a timestamp is text: ISO 8601, or what PostgreSQL writes for
+# one outside years 1 to 9999 (see the module docstring).
+Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 When = Timestamp | None
 Priority = Literal["low", "normal", "high"]
 
@@ -56,6 +57,22 @@ class User(TypedDict):
     is_staff: bool
     is_active: bool
     created_at: Timestamp
+    external_id: _doc(str | None, "the platform's user id")
+
+
+class Users(TypedDict):
+    users: list[User]
+
+
+class ApiKey(TypedDict):
+    id: Id
+    name: str
+    prefix: _doc(str, "names the key: cl_<prefix>_...")
+    scopes: list[Literal["publish", "admin"]]
+    created_at: Timestamp
+    revoked_at: When
+    created_by: _doc(Id | None, "user id")
+    key: NotRequired[_doc(str, "the whole key: only in the answer that made it")]
 
 
 class Tag(TypedDict):
@@ -132,7 +149,8 @@ class AuditEntry(TypedDict):
     object_id: int
     action: Literal["create", "update", "delete"]
     changes: _doc(dict[str, tuple[Any, Any]], "field → [old, new]")
-    actor: _doc(Id | None, "user id; null for plain SQL")
+    actor: _doc(Id | None, "user id; null for plain SQL and API keys")
+    actor_key: _doc(Id | None, "API key id, when the change was made with a key")
 
 
 class Page(TypedDict, Generic[T]):

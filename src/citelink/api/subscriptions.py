@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncpg
 
-from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
 from .endpoint import Call, endpoint
 from .shapes import Page, Subscription
+from .user_refs import UserRef, user_ids
 from .validation import PAGE, Body, Choice, Integer, Query, page, page_bounds
 
 MODE = Choice(
@@ -23,7 +23,11 @@ MODE = Choice(
 NEW_SUBSCRIPTION = Body(
     {
         "tag": Integer(description="tag id"),
-        "user": Integer(required=False, description="user id (default: me; others: staff only)"),
+        "user": UserRef(
+            required=False,
+            description="user id or 'ext:<external id>' (default: me; others: staff "
+            "only; an API key must name one)",
+        ),
         "mode": Choice(choices=MODE.choices, required=False, description=MODE.description),
     }
 )
@@ -43,10 +47,11 @@ def _unknown(field: str) -> ApiError:
 @endpoint(
     "List subscriptions: my own, or everyone's for staff",
     query=FILTERS,
+    key_scope="publish",
 )
 async def list_subscriptions(call: Call) -> Page[Subscription]:
     user = call.query.get("user")
-    if not call.me.is_staff:
+    if not call.me.manages_others:
         if user not in (None, call.me.id):
             raise ApiError(403, "only staff may list another user's subscriptions")
         user = call.me.id
@@ -62,14 +67,19 @@ async def list_subscriptions(call: Call) -> Page[Subscription]:
     body=NEW_SUBSCRIPTION,
     status=201,
     errors={409: "already subscribed, or the user's subscription limit is reached"},
+    key_scope="publish",
 )
 async def create_subscription(call: Call) -> Subscription:
-    user, tag = call.body.get("user", call.me.id), call.body["tag"]
-    if user != call.me.id and not call.me.is_staff:
+    tag = call.body["tag"]
+    if "user" not in call.body and call.me.id is None:
+        raise ApiError(422, "invalid request body", {"user": "an API key must name the user"})
+    given = call.body.get("user", call.me.id)
+    if given != call.me.id and not call.me.manages_others:
         raise ApiError(403, "only staff may subscribe another user")
+    [user] = await user_ids(call.pool, call.settings, [given], "user")
     limit = call.settings.max_subscriptions_per_user
     try:
-        async with transaction(call.pool, call.me.id) as conn:
+        async with call.transaction() as conn:
             held = await conn.fetchval(Q.lock_subscriber, user)
             if held is None:
                 raise _unknown("user")
@@ -85,10 +95,10 @@ async def create_subscription(call: Call) -> Subscription:
     return dict(row)
 
 
-@endpoint("Unsubscribe (the owner, or staff)", status=204)
+@endpoint("Unsubscribe (the owner, or staff)", status=204, key_scope="publish")
 async def delete_subscription(call: Call) -> None:
-    owner = None if call.me.is_staff else call.me.id
-    async with transaction(call.pool, call.me.id) as conn:
+    owner = None if call.me.manages_others else call.me.id
+    async with call.transaction() as conn:
         deleted = await conn.fetchval(Q.delete_subscription, call.id, owner)
     if deleted is None:
         raise ApiError(404, "no such subscription")
@@ -97,10 +107,11 @@ async def delete_subscription(call: Call) -> None:
 @endpoint(
     "Set how a subscription delivers (the owner, or staff)",
     body=Body({"mode": MODE}),
+    key_scope="publish",
 )
 async def update_subscription(call: Call) -> Subscription:
-    owner = None if call.me.is_staff else call.me.id
-    async with transaction(call.pool, call.me.id) as conn:
+    owner = None if call.me.manages_others else call.me.id
+    async with call.transaction() as conn:
         row = await conn.fetchrow(Q.set_subscription_mode, call.id, call.body["mode"], owner)
     if row is None:
         raise ApiError(404, "no such subscription")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncpg
 
-from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
 from .endpoint import Call, endpoint
@@ -21,7 +20,7 @@ def _taken(name: str) -> ApiError:
     return ApiError(409, f"a tag named {name!r} already exists")
 
 
-@endpoint("List tags", query=Query(PAGE))
+@endpoint("List tags", query=Query(PAGE), key_scope="publish")
 async def list_tags(call: Call) -> Page[Tag]:
     before, limit = page_bounds(call.query)
     rows = await call.pool.fetch(Q.tags_page, before, limit + 1)
@@ -34,18 +33,19 @@ async def list_tags(call: Call) -> Page[Tag]:
     body=Body({"name": NAME, "critical": CRITICAL}),
     status=201,
     errors={409: "a tag of that name exists"},
+    key_scope="publish",
 )
 async def create_tag(call: Call) -> Tag:
     name = call.body["name"]
     try:
-        async with transaction(call.pool, call.me.id) as conn:
+        async with call.transaction() as conn:
             row = await conn.fetchrow(Q.create_tag, name, call.body.get("critical", False))
     except asyncpg.UniqueViolationError:
         raise _taken(name) from None
     return dict(row)
 
 
-@endpoint("One tag")
+@endpoint("One tag", key_scope="publish")
 async def get_tag(call: Call) -> Tag:
     row = await call.pool.fetchrow(Q.tag_by_id, call.id)
     if row is None:
@@ -58,13 +58,14 @@ async def get_tag(call: Call) -> Tag:
     access="staff",
     body=Body({"name": String(required=False, max_length=100), "critical": CRITICAL}),
     errors={409: "a tag of that name exists"},
+    key_scope="publish",
 )
 async def update_tag(call: Call) -> Tag:
     name = call.body.get("name")
     if not call.body:
         raise ApiError(422, "invalid request body", {"name": "give a name, critical, or both"})
     try:
-        async with transaction(call.pool, call.me.id) as conn:
+        async with call.transaction() as conn:
             row = await conn.fetchrow(Q.update_tag, call.id, name, call.body.get("critical"))
     except asyncpg.UniqueViolationError:
         raise _taken(name or "") from None
@@ -78,10 +79,11 @@ async def update_tag(call: Call) -> Tag:
     access="staff",
     status=204,
     errors={409: "notifications were published on the tag; inboxes keep them"},
+    key_scope="publish",
 )
 async def delete_tag(call: Call) -> None:
     try:
-        async with transaction(call.pool, call.me.id) as conn:
+        async with call.transaction() as conn:
             deleted = await conn.fetchval(Q.delete_tag, call.id)
     # ON DELETE RESTRICT: PostgreSQL 18 reports restrict_violation, earlier
     # versions foreign_key_violation.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncpg
 
-from ..database import transaction
 from ..errors import ApiError
 from ..queries import Q
 from .endpoint import Call, endpoint
-from .shapes import Me, Page, User
+from .shapes import Me, Page, User, Users
+from .user_refs import UserRefs, user_ids
 from .validation import PAGE, Body, Boolean, Query, String, page, page_bounds
 
 NEW_USER = Body(
@@ -27,7 +27,8 @@ NEW_USER = Body(
 
 
 def _user(row: asyncpg.Record) -> dict:
-    return {k: row[k] for k in ("id", "username", "is_staff", "is_active", "created_at")}
+    keys = ("id", "username", "is_staff", "is_active", "created_at", "external_id")
+    return {k: row[k] for k in keys}
 
 
 @endpoint("The signed-in user")
@@ -53,10 +54,25 @@ async def create_user(call: Call) -> User:
     username = call.body["username"]
     password_hash = await call.passwords.hash(call.body["password"])
     try:
-        async with transaction(call.pool, call.me.id) as conn:
+        async with call.transaction() as conn:
             row = await conn.fetchrow(
                 Q.create_user, username, password_hash, call.body.get("is_staff", False)
             )
     except asyncpg.UniqueViolationError:
         raise ApiError(409, f"user {username!r} already exists") from None
     return _user(row)
+
+
+@endpoint(
+    "The users of external ids (the platform's user ids), made for those not seen before",
+    access="staff",
+    body=Body({"external_ids": UserRefs(max_items=1000, description="'ext:<external id>' each")}),
+    key_scope="publish",
+)
+async def external_users(call: Call) -> Users:
+    refs = call.body["external_ids"]
+    if any(isinstance(r, int) for r in refs):
+        raise ApiError(422, "invalid request body", {"external_ids": "give 'ext:<id>' each"})
+    await user_ids(call.pool, call.settings, refs, "external_ids", provision=True)
+    rows = await call.pool.fetch(Q.external_users, refs)
+    return {"users": [_user(r) for r in rows]}

@@ -4,7 +4,7 @@
 -- rows so the caller knows whether another page follows.
 
 -- name: users_page
-SELECT id, username, is_staff, is_active, created_at
+SELECT id, username, is_staff, is_active, created_at, external_id
 FROM users
 WHERE id < $1
 ORDER BY id DESC
@@ -91,11 +91,13 @@ SELECT array_agg(u ORDER BY u) FROM unnest($1::bigint[]) AS u
 WHERE NOT EXISTS (SELECT FROM users WHERE id = u);
 
 -- name: audit_page
-SELECT id, created_at AS timestamp, resource, object_id, action, changes, actor_id AS actor
+SELECT id, created_at AS timestamp, resource, object_id, action, changes, actor_id AS actor,
+       api_key_id AS actor_key
 FROM audit_log
 WHERE ($1::text IS NULL OR resource = $1)
   AND ($2::bigint IS NULL OR object_id = $2)
   AND ($3::bigint IS NULL OR actor_id = $3)
+  AND ($6::bigint IS NULL OR api_key_id = $6)
   AND id < $4
 ORDER BY id DESC
 LIMIT $5;

@@ -3,7 +3,7 @@
 -- name: create_user
 INSERT INTO users (username, password_hash, is_staff)
 VALUES ($1, $2, $3)
-RETURNING id, username, is_staff, is_active, created_at;
+RETURNING id, username, is_staff, is_active, created_at, external_id;
 
 -- name: user_by_username
 SELECT id, username, password_hash, is_staff, is_active, token_generation
