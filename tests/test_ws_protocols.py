@@ -1,4 +1,4 @@
-"""The two socket protocols, and the per-user cap that evicts the oldest socket.
+"""The two socket protocols, and the per-user cap that evicts a socket.
 
 A client that offers no subprotocol (the seed's demo client) gets exactly the
 frames the original server sent, so it renders no blank rows; one that offers
@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack
 
 from citelink.protocol import EXTENDED, REPLACED
 
-from .conftest import publish, subscribe, wait_until
+from .conftest import publish, publish_many, subscribe, wait_until
 from .wsclient import open_socket, serving
 
 # Every frame type the seed's server ever sent (its pushes had none).
@@ -131,3 +131,34 @@ async def test_a_client_that_opens_a_socket_per_click_keeps_working(settings, co
         for ws in opened[-cap:]:
             listed = (await ws.recv_until("notifications_list"))[-1]
             assert listed["total"] == 50 and all(item["is_read"] for item in listed["data"])
+
+
+async def test_the_sockets_someone_looks_at_outlive_the_per_click_ones(settings, conn, make_user):
+    """The demo client's list page (a socket that asked for the list) and a
+    second tab (a socket that never sent anything) stay open while 30 clicks
+    each open a socket of their own: past the cap the click sockets go, oldest
+    first, and both views get every echo and a push after the clicks."""
+    alice = await make_user("alice")
+    news = await subscribe(conn, alice.id, "news")
+    await publish_many(conn, news, 30)
+    items = [r["id"] for r in await conn.fetch("SELECT id FROM user_notification ORDER BY id")]
+    cap = 5
+    async with serving(settings, ws_max_sockets_per_user=cap) as server, AsyncExitStack() as stack:
+        page = await stack.enter_async_context(open_socket(server, alice.token, seed=True))
+        await page.send(type="notifications_list", page=1, page_size=100)
+        assert (await page.recv())["total"] == 30
+        tab = await stack.enter_async_context(open_socket(server, alice.token, seed=True))
+        clicks = []
+        for item in items:
+            ws = await stack.enter_async_context(open_socket(server, alice.token, seed=True))
+            await ws.send(type="read", id=item)
+            # Its echo: the click is applied before the next socket opens.
+            assert await ws.recv() == {"type": "read", "id": item}
+            clicks.append(ws)
+        # The click sockets were replaced oldest first; the two views were not.
+        for ws in clicks[: -(cap - 2)]:
+            assert await ws.close_code() == REPLACED
+        await publish(conn, news, "after the clicks")
+        for view in (page, tab):
+            frames = await view.until_message("after the clicks")
+            assert [f["id"] for f in frames if f["type"] == "read"] == items

@@ -132,10 +132,13 @@ class Hub:
             client.last_position = client.opened_at = row["last_position"]
             if client.synced == self._epoch:
                 client.release()
-        # Over the cap the oldest socket goes: the newest is the one a person
-        # is looking at (a client may open a socket per click, never closing one).
+        # Over the cap a socket goes: the oldest of those only ever used to
+        # act on items (a client may open a socket per click, never closing
+        # one, while an older socket shows the list), else the oldest.
         while len(sockets) > self._settings.ws_max_sockets_per_user:
-            sockets.pop(0).close(REPLACED, "replaced by a newer socket of this user")
+            victim = next((c for c in sockets if c.evictable), sockets[0])
+            sockets.remove(victim)
+            victim.close(REPLACED, "replaced by a newer socket of this user")
 
     def clients(self) -> list[Client]:
         """Every socket attached here (read by citelink.metrics)."""

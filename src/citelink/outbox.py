@@ -162,6 +162,10 @@ class Client:
         # The extended protocol (citelink.v1); the seed protocol is told no
         # counts and no unread changes (citelink.sockets).
         self.extended = extended
+        # What its client has sent: item actions only (read, delete, ...),
+        # or something else too (a listing, resume, ping): see `evictable`.
+        self.acted = False
+        self.viewed = False
         self.queue = Outbox(queue_size, queue_bytes)
         # The highest position (in the user's order) of an item sent to it.
         self.last_position = 0
@@ -198,6 +202,20 @@ class Client:
         own session waits here, so there is no shield (a future and two
         callbacks more per socket): cancelling the wait marks the client closed."""
         return await self._closed
+
+    def heard(self, action: bool) -> None:
+        """The client sent a frame: an item action, or another one."""
+        if action:
+            self.acted = True
+        else:
+            self.viewed = True
+
+    @property
+    def evictable(self) -> bool:
+        """Whether this socket was only ever used to act on items: a client
+        that opens a socket per click (the seed's demo client) never reads
+        those again, so they go before a socket someone is looking at."""
+        return self.acted and not self.viewed
 
     def send(self, frames: list[str]) -> None:
         """Queue frames (events, or an answer) without waiting; a full queue

@@ -185,6 +185,7 @@ class Session:
         handler = self.handlers.get(frame["type"])
         if handler is None:
             raise FrameError("unknown_type", f"unknown frame type {frame['type'][:50]!r}")
+        self.client.heard(frame["type"] in ITEM_ACTIONS)
         await handler(self, frame)
 
     # Client frames ------------------------------------------------------------
@@ -314,6 +315,11 @@ class Session:
         self.client.send([frames.frame("auth", expires_at=found.expires)])
 
 
+# Frames that change one item: a socket that only ever sent these is the
+# first to go past the per-user cap (Client.evictable).
+ITEM_ACTIONS = frozenset(
+    {"read", "deleted", "delete", "unread", "seen", "archive", "unarchive", "interact"}
+)
 # Client frame type -> Session method: one table per protocol for every socket,
 # where a dict of bound methods per session was memory 10,000 sockets paid for.
 Handlers = dict[str, Callable[[Session, dict], Awaitable[None]]]
