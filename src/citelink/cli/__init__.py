@@ -1,0 +1,25 @@
+"""The `citelink` command line: serve, the embedded database, users, publishing, events.
+
+Errors a person can act on are one line on stderr and a non-zero exit
+(citelink/failures.py decides which and says them); `--debug` or
+CITELINK_DEBUG=1 shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .. import failures
+from .parser import build_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("CITELINK_DEBUG", "") not in ("", "0")
+    try:
+        status = args.func(args)
+        sys.stdout.flush()  # a reader gone away is noticed here, not at exit
+        return status
+    except (Exception, KeyboardInterrupt) as exc:
+        return failures.report(exc, debug=debug)

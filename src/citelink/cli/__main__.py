@@ -1,0 +1,7 @@
+"""`python -m citelink.cli`: the `citelink` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
