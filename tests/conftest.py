@@ -310,6 +310,22 @@ async def world(conn: asyncpg.Connection):
     return await build_world(conn)
 
 
+@pytest.fixture
+async def chrome():
+    """Headless Chromium (tests/browser.py); the test fails if a page raised a
+    script error."""
+    from playwright.async_api import async_playwright
+
+    from .browser import ARGS, CHROMIUM, Chrome
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        chrome = Chrome(browser)
+        yield chrome
+        await browser.close()
+    assert chrome.errors == [], "the page raised script errors"
+
+
 # Figures measured by tests (counts, times, memory), printed after the run.
 FIGURES: list[str] = []
 

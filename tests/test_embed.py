@@ -5,29 +5,18 @@ Conditions are awaited with Playwright's `expect`, never fixed sleeps."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
+from .browser import CHROMIUM, Chrome
 from .conftest import start_server, subscribe, wait_until
-from .test_web import ARGS, CHROMIUM, Chrome
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's Chromium: apt-get install -y chromium"
 )
-
-
-@pytest.fixture
-async def chrome() -> AsyncIterator[Chrome]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        chrome = Chrome(browser)
-        yield chrome
-        await browser.close()
-    assert chrome.errors == [], "the page raised script errors"
 
 
 async def insert(conn, tag: int, message: str, data: dict | None = None) -> None:

@@ -14,29 +14,26 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
 from citelink import tokens
 from citelink.settings import Settings
 
+from .browser import CHROMIUM, sign_in
 from .conftest import SECRET_KEY, RunningServer, User, start_server, subscribe
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's Chromium: apt-get install -y chromium"
 )
 # A reconnect waits for the backoff; everything else shows within a second.
 expect.set_options(timeout=10_000)
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ARGS += ["--disable-dev-shm-usage"]
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "screenshot.png"
 XSS = "<img src=x onerror=alert(1)>"
 # The `exp` claim of the page's stored access token.
@@ -44,45 +41,6 @@ TOKEN_EXPIRY = (
     "JSON.parse(atob(JSON.parse(sessionStorage.getItem('citelink.tokens')).access"
     ".split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).exp"
 )
-
-
-class Chrome:
-    """Headless Chromium; every uncaught script error of its pages is kept."""
-
-    def __init__(self, browser: Browser):
-        self.browser = browser
-        self.errors: list[str] = []
-
-    async def new_page(self, **context) -> Page:
-        page = await (await self.browser.new_context(**context)).new_page()
-        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        return page
-
-    async def open(self, server: RunningServer, user: User, **context) -> Page:
-        """A tab of its own (own sessionStorage), signed in as `user`, socket live."""
-        page = await self.new_page(**context)
-        await sign_in(page, server, user)
-        return page
-
-
-async def sign_in(page: Page, server: RunningServer, user: User) -> None:
-    """Sign in through the form; returns once the socket is live and the inbox shown."""
-    await page.goto(server.http + "/")
-    await page.get_by_label("Username").fill(user.username)
-    await page.get_by_label("Password").fill(user.password)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.locator("#conn")).to_have_text("Live")
-    await expect(page.locator("#inbox-list")).to_have_attribute("aria-busy", "false")
-
-
-@pytest.fixture
-async def chrome() -> AsyncIterator[Chrome]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        chrome = Chrome(browser)
-        yield chrome
-        await browser.close()
-    assert chrome.errors == [], "the page raised script errors"
 
 
 @pytest.fixture
