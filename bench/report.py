@@ -94,6 +94,41 @@ def rows(r: dict) -> list[list[str]]:
                 pp["notifications_per_s"] >= 1000,
             )
         )
+    if sd := r.get("scheduled"):
+        out.append(
+            _row(
+                f"scheduled: {sd['notifications']:,} due within 1 s, 2 processes",
+                f"{sd['delivered']:,} delivered, each once: {sd['each_once']}, "
+                f"{sd['pushed_twice']} pushed twice; late p50/p99 {sd['late_db_p50_ms']} / "
+                f"{sd['late_db_p99_ms']} ms (on the socket {sd['late_socket_p50_ms']} / "
+                f"{sd['late_socket_p99_ms']} ms)",
+                "each once; report",
+                "-",
+                sd["each_once"] and sd["pushed_twice"] == 0,
+            )
+        )
+    if g := r.get("grouping"):
+        out.append(
+            _row(
+                f"grouping: {g['publishes']:,} publishes, one key, {g['subscribers']:,} users",
+                f"{g['inbox_rows_made']:,} inbox rows (counts {g['item_counts']}), "
+                f"{g['pushes']:,} pushes in {g['seconds']} s; POST p50 {g['grouped_post_p50_ms']} "
+                f"ms grouped, {g['ungrouped_post_p50_ms']} ms ungrouped",
+                "1 row per user",
+                "-",
+                g["inbox_rows_made"] == g["subscribers"],
+            )
+        )
+    if d := r.get("direct"):
+        out.append(
+            _row(
+                f"direct: {d['users']:,} listed users vs a tag of as many",
+                f"POST {d['listed_post_ms']} ms listed, {d['tag_post_ms']} ms by tag",
+                "report",
+                "-",
+                None,
+            )
+        )
     if lat := r.get("latency"):
         out.append(
             _row(

@@ -616,3 +616,125 @@ async def parallel_publishers(
         "publisher_cpu_cores": round(client_cpu / seconds, 2),
         "socket_clients_cpu_cores": round(fleet.cpu_used() / (seconds + 5), 2),
     }
+
+
+async def scheduled_delivery(
+    fleet: Fleet, seed: Seed, server: Server, tag: int, subscribers: int, count: int
+) -> dict:
+    """`count` notifications scheduled by SQL to fall due within one second,
+    to a tag of `subscribers` connected users, with a second app process
+    (scheduler) against the same database: each delivered once, and how late
+    (due → fanned out, in the database; due → on the socket)."""
+    from .server import Server as ServerProcess
+
+    second = ServerProcess(server.database_url)
+    second.start()
+    try:
+        due = time.time() + 3.0
+        offset = time.time() - time.monotonic()  # wall clock of a monotonic time
+        fleet.arm(subscribers, timeout=60, per_user=count)
+        await seed.conn.execute(
+            "INSERT INTO notification (tag_id, message, send_at) "
+            "SELECT $1, 'due ' || g, to_timestamp($2 + g::float8 / $3) "
+            "FROM generate_series(0, $3 - 1) g",
+            tag,
+            due,
+            count,
+        )
+        records = await asyncio.to_thread(fleet.collect)
+    finally:
+        second.close()
+    rows = await seed.conn.fetch(
+        "SELECT extract(epoch FROM delivered_at - send_at) AS late, recipients, "
+        "(SELECT count(*) FROM user_notification i WHERE i.notification_id = n.id) AS items "
+        "FROM notification n WHERE tag_id = $1",
+        tag,
+    )
+    in_db = [float(r["late"]) * 1e9 for r in rows if r["late"] is not None]
+    on_socket = [t / 1e9 + offset - (due + int(m.split()[1]) / count) for t, _, m in records]
+    per_message = {}
+    for _, _, m in records:
+        per_message[m] = per_message.get(m, 0) + 1
+    return {
+        "notifications": count,
+        "subscribers": subscribers,
+        "delivered": len(in_db),
+        "each_once": all(r["items"] == r["recipients"] == subscribers for r in rows)
+        and len(rows) == count,
+        "pushes": len(records),
+        "pushed_twice": sum(1 for n in per_message.values() if n > subscribers),
+        "late_db_p50_ms": ms(percentile(in_db, 0.5)),
+        "late_db_p99_ms": ms(percentile(in_db, 0.99)),
+        "late_socket_p50_ms": round(percentile(on_socket, 0.5) * 1000, 1),
+        "late_socket_p99_ms": round(percentile(on_socket, 0.99) * 1000, 1),
+    }
+
+
+async def grouping(
+    fleet: Fleet, seed: Seed, publisher: Publisher, tag: int, subscribers: int, count: int
+) -> dict:
+    """`count` POSTs with one group_key to a tag of `subscribers` connected
+    users, back to back, against 50 ungrouped POSTs to the same tag: time per
+    publish, inbox rows made (one per user, whatever the count) and pushes."""
+    ungrouped = []
+    fleet.arm(subscribers, timeout=120, per_user=50)
+    for i in range(50):
+        sent, answered, _ = await publisher.post(tag, f"plain #{i}")
+        ungrouped.append(answered - sent)
+    await asyncio.to_thread(fleet.collect)
+    rows_before = await seed.conn.fetchval("SELECT count(*) FROM user_notification")
+    grouped = []
+    fleet.arm(subscribers, timeout=300, per_user=count)
+    started = time.monotonic()
+    for i in range(count):
+        sent = time.monotonic_ns()
+        status, body = await post_json(
+            publisher.http,
+            "/api/notifications/",
+            {"message": f"{i + 1} new", "tag": tag, "group_key": "bench"},
+        )
+        grouped.append(time.monotonic_ns() - sent)
+        if status != 201:
+            raise RuntimeError(f"grouped publish answered {status}: {body}")
+    took = time.monotonic() - started
+    records = await asyncio.to_thread(fleet.collect)
+    rows_made = await seed.conn.fetchval("SELECT count(*) FROM user_notification") - rows_before
+    counts = await seed.conn.fetchval(
+        "SELECT array_agg(DISTINCT count) FROM user_notification WHERE group_key = 'bench'"
+    )
+    return {
+        "publishes": count,
+        "subscribers": subscribers,
+        "seconds": round(took, 1),
+        "inbox_rows_made": rows_made,
+        "item_counts": counts,
+        "pushes": len(records),
+        "grouped_post_p50_ms": ms(statistics.median(grouped)),
+        "ungrouped_post_p50_ms": ms(statistics.median(ungrouped)),
+    }
+
+
+async def direct_vs_tag(
+    seed: Seed, publisher: Publisher, users: list[int], rounds: int = 3
+) -> dict:
+    """One notification to `users` listed by id, against one to a tag they
+    are all subscribed to: the POST's answer (every inbox row committed)."""
+    tag = await seed.tag("direct-vs-tag", users)
+    listed, tagged = [], []
+    for r in range(rounds):
+        sent = time.monotonic_ns()
+        status, body = await post_json(
+            publisher.http, "/api/notifications/", {"message": f"listed #{r}", "users": users}
+        )
+        listed.append(time.monotonic_ns() - sent)
+        assert status == 201 and body["recipients"] == len(users), body
+        sent, answered, body = await publisher.post(tag, f"tagged #{r}")
+        tagged.append(answered - sent)
+        assert body["recipients"] == len(users), body
+    return {
+        "users": len(users),
+        "listed_post_ms": ms(statistics.median(listed)),
+        "tag_post_ms": ms(statistics.median(tagged)),
+        "runs_listed_ms": [ms(x) for x in listed],
+        "runs_tag_ms": [ms(x) for x in tagged],
+    }
