@@ -70,9 +70,9 @@ async def test_plain_sql_lists_users_too(conn, world: World):
     ("body", "field", "problem"),
     [
         ({"users": [10**9, 10**9 + 1]}, "users", "no such users: 1000000000, 1000000001"),
-        ({"users": []}, "users", "1 to 10000 ids"),
-        ({"users": list(range(1, 10_002))}, "users", "1 to 10000 ids"),
-        ({"users": ["1"]}, "users", "must be an integer"),
+        ({"users": []}, "users", "1 to 10000 users"),
+        ({"users": list(range(1, 10_002))}, "users", "1 to 10000 users"),
+        ({"users": ["1"]}, "users", "must be a user id or 'ext:<external id>'"),
         ({}, "tag", "give a tag, users, or both"),
         ({"tag": "{news}", "send_at": "tomorrow"}, "send_at", "ISO 8601"),
         ({"tag": "{news}", "expires_at": "2020-01-01T00:00:00Z"}, "expires_at", "must be after"),

@@ -108,8 +108,8 @@ class Notification(TypedDict):
 class InboxItem(TypedDict):
     id: _doc(Id, "inbox item id (not the notification's)")
     notification_id: Id
-    tag: _doc(Id, "tag id")
-    tag_name: str
+    tag: _doc(Id | None, "tag id; null for a notification to listed users only")
+    tag_name: str | None
     message: str
     data: dict[str, Any]
     timestamp: Timestamp
