@@ -272,7 +272,8 @@ def assert_one_line(result: subprocess.CompletedProcess, *words: str) -> None:
 def with_url(db_url: str, **parts: str) -> str:
     """`db_url` with another user (`user=`) or database (`database=`)."""
     split = urlsplit(db_url)
-    netloc = f"{parts.get('user', split.username)}:@{split.hostname or ''}"
+    port = f":{split.port}" if split.port else ""
+    netloc = f"{parts.get('user', split.username)}:@{split.hostname or ''}{port}"
     path = f"/{parts['database']}" if "database" in parts else split.path
     return urlunsplit(split._replace(netloc=netloc, path=path))
 

@@ -302,6 +302,8 @@ async def test_deleting_a_notification_removes_its_inbox_rows(conn, events):
     assert [tuple(c) for c in counts] == [(1, 1), (1, 1)]
 
 
+# Slow (about 15 s); the linearity test below covers big statements in the default run.
+@pytest.mark.slow
 async def test_fan_out_to_100000_subscribers_commits(conn, events):
     await conn.execute(
         "INSERT INTO users (username, password_hash) SELECT 'u' || g, 'x' "

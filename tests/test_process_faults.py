@@ -7,6 +7,7 @@ import asyncio
 import signal
 
 import httpx
+import pytest
 
 from .conftest import create_user, subscribe, wait_until
 from .processes import citelink_serve
@@ -21,6 +22,8 @@ async def inbox_ids(conn, user_id: int) -> list[int]:
     return [r["id"] for r in rows]
 
 
+# Slow (about 25 s): two `citelink serve` processes and 150 publishes.
+@pytest.mark.slow
 async def test_sigkill_of_one_process_mid_stream(conn, db_url, tmp_path, figure):
     """Publishing goes on through process B while A is killed; A's clients
     reconnect to B and resume; every client ends with every item, once."""

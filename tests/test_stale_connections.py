@@ -29,6 +29,8 @@ TERMINATE_APP = f"SELECT count(pg_terminate_backend(pid, 5000)) {APP_BACKENDS}"
 TERMINATE_APP_AT_ONCE = f"SELECT count(pg_terminate_backend(pid)) {APP_BACKENDS}"
 
 
+# Slow (about 14 s): three rounds of 20 requests; the tests below cover one death each.
+@pytest.mark.slow
 async def test_after_every_app_connection_is_terminated_requests_succeed(
     settings, world: World, conn, db_url, figure
 ):
