@@ -15,8 +15,9 @@ from pathlib import Path
 
 import asyncpg
 
-from citelink import database, passwords, tokens
-from citelink.embedded import stop as stop_embedded
+from citelink.db.connection import connect
+from citelink.db.embedded import stop as stop_embedded
+from citelink.identity import passwords, tokens
 
 
 def free_port() -> int:
@@ -149,11 +150,11 @@ class Seed:
 
     @classmethod
     async def connect(cls, url: str) -> Seed:
-        return cls(await database.connect(url), url)
+        return cls(await connect(url), url)
 
     async def another_connection(self) -> asyncpg.Connection:
         """One more plain SQL connection (for a transaction of a scenario's own)."""
-        return await database.connect(self.url)
+        return await connect(self.url)
 
     async def users(self, prefix: str, count: int, password: str = "bench-pw") -> list[int]:
         hashed = passwords.hash_password(password)

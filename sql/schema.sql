@@ -145,7 +145,7 @@ CREATE TABLE inbox_count (
 -- One row per sign-in: the family of its refresh tokens. Refreshing replaces
 -- `jti` with the new token's (rotation); presenting a token of the family
 -- that is not the current one revokes it (reuse of a stolen token), as does
--- signing out. Rows are pruned once expired (citelink.pruning).
+-- signing out. Rows are pruned once expired (citelink.db.pruning).
 CREATE TABLE refresh_token_family (
     id         uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     user_id    bigint      NOT NULL REFERENCES users (id) ON DELETE CASCADE,
@@ -169,7 +169,7 @@ CREATE TABLE audit_log (
     api_key_id bigint      DEFAULT nullif(current_setting('citelink.api_key_id', true), '')::bigint
 );
 
--- Keys for services (citelink/api_keys.py). Only a SHA-256 of the secret is
+-- Keys for services (citelink/identity/api_keys.py). Only a SHA-256 of the secret is
 -- kept, shown once when made; `prefix` names the key in lists and logs.
 CREATE TABLE api_key (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

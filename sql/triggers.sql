@@ -382,7 +382,7 @@ BEGIN
 END
 $$;
 
--- Schedules: the app's scheduler calls these in a loop (citelink/scheduler.py).
+-- Schedules: the app's scheduler calls these in a loop (citelink/db/scheduler.py).
 -- Each claims what is due with FOR UPDATE SKIP LOCKED and settles it in the
 -- same transaction, so with any number of app processes every notification
 -- is fanned out, and every expiry done, exactly once: a row another process

@@ -18,7 +18,7 @@ import asyncpg
 import jwt
 import orjson
 
-from citelink import tokens
+from citelink.identity import tokens
 
 from .conftest import SECRET_KEY, User, create_user, subscribe
 

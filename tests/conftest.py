@@ -29,9 +29,11 @@ import psycopg
 import pytest
 import uvicorn
 
-from citelink import database, embedded, passwords, tokens
-from citelink.app import create_server
-from citelink.migrations import migrate
+from citelink.db import embedded
+from citelink.db.connection import connect
+from citelink.db.migrations import migrate
+from citelink.identity import passwords, tokens
+from citelink.server.uvicorn_server import create_server
 from citelink.settings import Settings
 
 TEMPLATE = "citelink_template"
@@ -132,7 +134,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A plain SQL connection to the test database (no actor set)."""
-    connection = await database.connect(db_url)
+    connection = await connect(db_url)
     yield connection
     await connection.close()
 

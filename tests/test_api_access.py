@@ -14,7 +14,7 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from citelink.app import create_app
+from citelink.server.app import create_app
 from citelink.settings import Settings
 
 from .api_support import SECRET, World

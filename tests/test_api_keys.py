@@ -11,7 +11,7 @@ import signal
 
 import httpx
 
-from citelink import logs
+from citelink.server import logs
 
 from .api_support import World
 from .conftest import SECRET_KEY

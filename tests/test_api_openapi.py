@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from citelink.api.endpoint import ApiRoute
 from citelink.api.shapes import Error
-from citelink.app import create_app
+from citelink.server.app import create_app
 
 from .api_support import World
 

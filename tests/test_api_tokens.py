@@ -6,7 +6,7 @@ import httpx
 import jwt
 import pytest
 
-from citelink import tokens
+from citelink.identity import tokens
 
 from .api_support import World, bad_tokens
 from .conftest import SECRET_KEY

@@ -16,7 +16,8 @@ import httpx
 import psycopg
 import pytest
 
-from citelink import embedded, passwords
+from citelink.db import embedded
+from citelink.identity import passwords
 
 from .conftest import SECRET_KEY
 

@@ -1,4 +1,4 @@
-"""CORS for the REST API and the socket's Origin check (citelink.cors)."""
+"""CORS for the REST API and the socket's Origin check (citelink.identity.cors)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import httpx
 import pytest
 import websockets
 
-from citelink.failures import Problem
+from citelink.problems import Problem
 from citelink.settings import Settings
 
 from .wsclient import open_socket, serving

@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from citelink import database
+from citelink.db.connection import connect
 from citelink.settings import MESSAGE_CHARS_BOUND
 
 from .conftest import Partial, add_users, publish, subscribe
@@ -34,7 +34,7 @@ class Events:
 
 @pytest.fixture
 async def events(db_url: str):
-    listener = await database.connect(db_url)
+    listener = await connect(db_url)
     received = Events()
     await listener.add_listener("citelink_events", received)
     yield received

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from citelink import database
+from citelink.db.connection import connect
 
 from .api_support import World
 from .conftest import Partial, wait_until
@@ -303,7 +303,7 @@ async def test_grouped_notifications_update_one_item_per_user(client, conn, worl
 
 
 async def test_concurrent_publishes_of_one_key_group_together(db_url, conn, world: World):
-    publishers = [await database.connect(db_url) for _ in range(6)]
+    publishers = [await connect(db_url) for _ in range(6)]
     try:
         await asyncio.gather(
             *(

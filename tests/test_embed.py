@@ -134,7 +134,7 @@ async def test_the_element_in_a_hostile_host_page(chrome: Chrome, settings, conn
 async def test_token_provider_renews_and_headless_client(chrome: Chrome, server, make_user, conn):
     """A token refused (expired) is replaced from the provider, and the
     headless client lists, marks and counts on its own."""
-    from citelink import tokens
+    from citelink.identity import tokens
 
     from .conftest import SECRET_KEY
 

@@ -1,4 +1,4 @@
-"""HTTP limits of the server itself (citelink.connections): request heads, the
+"""HTTP limits of the server itself (citelink.server.connection_guards): request heads, the
 time a connection may take to send one, keep-alive, and connection caps.
 Each is tested at the limit and past it, with raw TCP clients."""
 

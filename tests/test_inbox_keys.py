@@ -15,7 +15,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from citelink import database
+from citelink.db.connection import connect
 
 from .conftest import add_users, publish, subscribe, waits_for
 
@@ -28,7 +28,7 @@ DIRECT = "INSERT INTO user_notification (user_id, notification_id) VALUES ($1, $
 @pytest.fixture
 async def two(db_url: str):
     """Two more connections to the test database."""
-    pair = [await database.connect(db_url), await database.connect(db_url)]
+    pair = [await connect(db_url), await connect(db_url)]
     yield pair
     for connection in pair:
         await connection.close()

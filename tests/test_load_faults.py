@@ -14,7 +14,8 @@ import asyncpg
 import httpx
 import pytest
 
-from citelink import database, passwords, tokens
+from citelink.db.connection import connect
+from citelink.identity import passwords, tokens
 
 from .attack import peak_rss_mib, rss_mib
 from .conftest import SECRET_KEY, User, pg_ctl, start_postgres
@@ -188,7 +189,7 @@ async def test_postgres_stopped_for_5_seconds_under_load(own_postgres, tmp_path,
     sockets listen. Writes answer 503 while it is down, quickly; the app comes
     back by itself; half the clients lose their socket meanwhile and resume."""
     url, pgdata = own_postgres
-    conn = await database.connect(url)
+    conn = await connect(url)
     staff = await staff_user(conn)
     users = await make_users(conn, 200, "user")
     news = await subscribe_all(conn, users, "news")
@@ -216,7 +217,7 @@ async def test_postgres_stopped_for_5_seconds_under_load(own_postgres, tmp_path,
         posted = publishers.posted
         await publishers.until(lambda: publishers.posted >= posted + 100)
         await publishers.stop()
-        conn = await database.connect(url)
+        conn = await connect(url)
         try:
             stored = {r["id"] for r in await conn.fetch("SELECT id FROM notification")}
             delivered, lost, duplicated = await check_followers(conn, users, followers, within=60)

@@ -8,7 +8,7 @@ import psycopg
 from yoyo import get_backend, read_migrations
 from yoyo.migrations import MigrationList
 
-from citelink.migrations import resource_dir, yoyo_url
+from citelink.db.migrations import resource_dir, yoyo_url
 
 from .conftest import with_database
 

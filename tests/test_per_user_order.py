@@ -12,7 +12,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from citelink import database
+from citelink.db import connection
 
 from .conftest import add_users, blockers, publish, subscribe, waits_for
 
@@ -25,12 +25,12 @@ async def connect(db_url: str):
     opened: list[asyncpg.Connection] = []
 
     async def make() -> asyncpg.Connection:
-        opened.append(await database.connect(db_url))
+        opened.append(await connection.connect(db_url))
         return opened[-1]
 
     yield make
-    for connection in opened:
-        await connection.close()
+    for conn in opened:
+        await conn.close()
 
 
 async def positions(conn: asyncpg.Connection, user_id: int) -> list[tuple[int, str]]:
@@ -177,8 +177,8 @@ async def test_overlapping_fan_outs_in_any_order_never_deadlock(conn, connect):
     )
     await conn.execute("SET deadlock_timeout = '100ms'")
     left, right = await connect(), await connect()
-    for connection in (left, right):
-        await connection.execute("SET deadlock_timeout = '100ms'")
+    for each in (left, right):
+        await each.execute("SET deadlock_timeout = '100ms'")
 
     async def one(connection: asyncpg.Connection, tag: int) -> None:
         await publish(connection, tag, "single")

@@ -1,4 +1,4 @@
-"""Tokens a platform mints for its own users (citelink.platform_tokens): HS256,
+"""Tokens a platform mints for its own users (citelink.identity.platform_tokens): HS256,
 RS256 and ES256, provisioning on first use, `aud`/`iss`, every attack."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from citelink import tokens
-from citelink.app import create_app
-from citelink.failures import Problem
+from citelink.identity import tokens
+from citelink.problems import Problem
+from citelink.server.app import create_app
 
 from .api_support import _b64, _hmac_signed
 from .conftest import SECRET_KEY, subscribe

@@ -9,8 +9,8 @@ import logging
 
 import asyncpg
 
-from citelink import database
-from citelink.pruning import Pruner
+from citelink.db.connection import create_pool
+from citelink.db.pruning import Pruner
 
 from .api_support import World
 from .wsclient import serving
@@ -42,12 +42,12 @@ async def test_old_audit_rows_are_pruned_in_batches(settings, conn, db_url, worl
     await conn.execute(OLD_AUDIT_ROWS, 6, 10)  # not old enough
     expired = await conn.fetchval(FAMILY, world.alice.id, -1)
     live = await conn.fetchval(FAMILY, world.alice.id, 60)
-    pool = await database.create_pool(db_url, 2)
+    pool = await create_pool(db_url, 2)
     try:
         pruner = Pruner(
             pool, dataclasses.replace(settings, audit_retention_days=7), batch_rows=1000
         )
-        with caplog.at_level(logging.INFO, "citelink.pruning"):
+        with caplog.at_level(logging.INFO, "citelink.db.pruning"):
             assert await pruner.prune() == {"audit_log": 2500, "refresh_token_family": 1}
         assert "pruned 2500 audit rows older than 7 days in 3 batches" in caplog.messages
         assert await pruner.prune() == {"audit_log": 0, "refresh_token_family": 0}

@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from citelink.decoding import TOO_DEEP
+from citelink.db.decoding import TOO_DEEP
 
 from .api_support import World
 from .attack import Bystander, rss_mib
@@ -155,7 +155,11 @@ async def insert_poison(conn: asyncpg.Connection, tag_id: int) -> None:
             message,
             value,
         )
-    # The audit log keeps what was changed, even after the row is repaired.
+
+
+async def repair_poison(conn: asyncpg.Connection, tag_id: int) -> None:
+    """The poison rows repaired (the audit log keeps what was changed), and one
+    more poison row."""
     await conn.execute(
         "UPDATE notification SET data = '{}', created_at = now() WHERE message = ANY($1)",
         [message for message, _, _ in POISON],
@@ -176,7 +180,11 @@ async def test_rows_python_cannot_hold_are_served(world: World, conn, server, cl
         open_socket(server, world.bob.token) as bob,
     ):
         await insert_poison(conn, world.private)
-        pushed = await alice.until_message("kept")
+        # Pushes read content when they are rendered: the rows are repaired
+        # only once all of them have been shown as they were.
+        pushed = await alice.until_message(POISON[-1][0])
+        await repair_poison(conn, world.private)
+        pushed += await alice.until_message("kept")
         await publish(conn, world.news, "after the poison")
         assert "after the poison" in messages(await bob.until_message("after the poison"))
         assert "after the poison" in messages(await alice.until_message("after the poison"))

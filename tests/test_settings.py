@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from citelink.failures import Problem
+from citelink.problems import Problem
 from citelink.settings import Settings
 
 README = Path(__file__).parents[1] / "README.md"

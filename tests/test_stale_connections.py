@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from citelink import database
+from citelink.db.connection import connect
 
 from .api_support import World
 from .conftest import wait_until
@@ -84,8 +84,8 @@ async def test_after_every_app_connection_is_terminated_requests_succeed(
 @pytest.fixture
 async def locker(db_url):
     """A connection that holds a lock on `notification`, and one that watches."""
-    holder = await database.connect(db_url)
-    watcher = await database.connect(db_url)
+    holder = await connect(db_url)
+    watcher = await connect(db_url)
     yield holder, watcher
     await holder.close()
     await watcher.close()

@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import jwt
 
-from citelink import passwords, tokens
+from citelink.identity import passwords, tokens
 
 from .api_support import World
 from .conftest import SECRET_KEY
@@ -202,7 +202,7 @@ async def test_a_revocation_missed_while_the_listener_was_down_still_closes(
             open_socket(server, world.alice.token) as ws,
             open_socket(server, world.bob.token) as other,
         ):
-            with logged("citelink.listener", "listener probe got no answer") as noticed:
+            with logged("citelink.relay.listener", "listener probe got no answer") as noticed:
                 proxy.freeze()
                 # Its `revoke` event is stuck in the frozen link, then lost.
                 await conn.execute(

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
-from citelink import tokens
+from citelink.identity import tokens
 from citelink.settings import Settings
 
 from .browser import CHROMIUM, sign_in

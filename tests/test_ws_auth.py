@@ -10,7 +10,7 @@ import jwt  # noqa: F401  (its warning class is named below)
 import pytest
 import websockets
 
-from citelink import tokens
+from citelink.identity import tokens
 
 from .api_support import bad_tokens
 from .conftest import SECRET_KEY, unread_counts
@@ -148,7 +148,7 @@ async def test_a_deactivation_missed_while_the_listener_was_down_still_closes(
             open_socket(server, alice.token) as ws,
             open_socket(server, bob.token) as other,
         ):
-            with logged("citelink.listener", "listener probe got no answer") as noticed:
+            with logged("citelink.relay.listener", "listener probe got no answer") as noticed:
                 proxy.freeze()
                 # Its `revoke` event is stuck in the frozen link, then lost.
                 await conn.execute("UPDATE users SET is_active = false WHERE id = $1", alice.id)

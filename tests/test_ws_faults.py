@@ -10,7 +10,8 @@ import logging
 import httpx
 import pytest
 
-from citelink import database, tokens
+from citelink.db.connection import connect
+from citelink.identity import tokens
 
 from .conftest import SECRET_KEY, pg_ctl, publish, start_postgres, subscribe, unread_counts
 from .proxy import FreezableProxy
@@ -30,7 +31,7 @@ async def test_terminating_every_app_connection_while_publishing(
     bob = await make_user("bob")
     news = await subscribe(conn, alice.id, "news")
     await subscribe(conn, bob.id, "news")
-    publisher = await database.connect(db_url)
+    publisher = await connect(db_url)
     expected = [f"m{i}" for i in range(60)]
     try:
         async with (
@@ -80,7 +81,7 @@ async def test_postgres_restart(settings, own_postgres):
     stays frozen a little longer, so that items are surely committed before the
     app listens again: they reach the open sockets by back-fill, once."""
     url, pgdata = own_postgres
-    conn = await database.connect(url)
+    conn = await connect(url)
     try:
         alice = await conn.fetchval(
             "INSERT INTO users (username, password_hash) VALUES ('alice', 'x') RETURNING id"
@@ -99,7 +100,7 @@ async def test_postgres_restart(settings, own_postgres):
             open_socket(server, token) as tab1,
             open_socket(server, token) as tab2,
         ):
-            conn = await database.connect(url)
+            conn = await connect(url)
             await publish(conn, news, "before")
             await conn.close()
             for tab in (tab1, tab2):
@@ -118,7 +119,7 @@ async def test_postgres_restart(settings, own_postgres):
             finally:
                 proxy.freeze()
                 await asyncio.to_thread(start_postgres, pgdata, sockets)
-            publisher = await database.connect(url)
+            publisher = await connect(url)
             try:
                 for i in range(5):
                     await publish(publisher, news, f"after {i}")
@@ -153,7 +154,7 @@ async def test_probe_finds_a_listener_that_silently_stopped_hearing(
         ):
             await publish(conn, news, "one")
             assert messages(await ws.recv_until("counts")) == ["one"]
-            with logged("citelink.listener", "listener probe got no answer") as noticed:
+            with logged("citelink.relay.listener", "listener probe got no answer") as noticed:
                 proxy.freeze()
                 await publish(conn, news, "two")  # its event is stuck in the frozen link
                 await asyncio.wait_for(noticed.wait(), 5)
@@ -236,7 +237,7 @@ async def test_listener_notices_a_broken_link_within_the_bound_and_recovers(
         ):
             await ready(client, 200)
             sign = "listener connection lost" if fault == "drop" else "listener probe got no answer"
-            with logged("citelink.listener", sign) as noticed:
+            with logged("citelink.relay.listener", sign) as noticed:
                 started = clock()
                 proxy.cut() if fault == "drop" else proxy.freeze()
                 await publish(conn, news, "meanwhile")

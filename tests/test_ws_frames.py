@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from citelink import frame_shapes
+from citelink.relay import frame_shapes
 
 from .conftest import publish, subscribe
 from .wsclient import open_socket, serving

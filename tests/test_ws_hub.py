@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from citelink import database
-from citelink.events import (
+from citelink.db.connection import connect, create_pool
+from citelink.relay.events import (
     ARCHIVED,
     CHANNEL,
     DELETED,
@@ -22,14 +22,14 @@ from citelink.events import (
     Event,
     parse_event,
 )
-from citelink.frames import UNTOUCHED
-from citelink.hub import Hub
-from citelink.outbox import Client, Delivery
+from citelink.relay.frames import UNTOUCHED
+from citelink.relay.hub import Hub
+from citelink.relay.peers import Delivery, Peer
 
 from .conftest import publish, subscribe
 
 
-def frames_of(client: Client) -> list[dict]:
+def frames_of(client: Peer) -> list[dict]:
     frames = []
     while not client.queue.empty():
         frames += [orjson.loads(f) for f in client.queue.get_nowait()]
@@ -76,7 +76,7 @@ def test_event_payloads_are_parsed_strictly():
 
 
 async def test_client_sends_each_item_once_and_counts_only_on_change():
-    client = Client(user_id=1, queue_size=10)
+    client = Peer(user_id=1, queue_size=10)
     client.last_position = 5  # the newest item when the socket opened
     client.apply([new(1, 4, 3), new(2, 6, 4), new(3, 6, 4)])
     assert frames_of(client) == [{"type": "notification", "id": 6}, counts_frame(4)]
@@ -102,7 +102,7 @@ async def test_each_protocol_is_told_its_own_frames():
     ]
     told = {}
     for extended in (True, False):
-        client = Client(user_id=1, queue_size=10, extended=extended)
+        client = Peer(user_id=1, queue_size=10, extended=extended)
         for seq, (old, now) in enumerate(steps, 1):
             client.apply([Delivery(seq, "change", 7, 7, old, now, counts(0), current=item)])
         told[extended] = [(f["type"], f.get("action")) for f in frames_of(client)]
@@ -124,7 +124,7 @@ async def test_each_protocol_is_told_its_own_frames():
 
 
 async def test_client_holds_events_and_releases_them_through_the_dedupe():
-    client = Client(user_id=1, queue_size=3)
+    client = Peer(user_id=1, queue_size=3)
     client.offer([new(1, 7, 1)], hold=True)
     client.offer([change(2, 7, 0, SEEN | READ, 0)], hold=True)
     assert frames_of(client) == []
@@ -140,7 +140,7 @@ async def test_client_holds_events_and_releases_them_through_the_dedupe():
 
 
 async def test_a_bulk_change_is_one_refresh_frame():
-    client = Client(user_id=1, queue_size=10)
+    client = Peer(user_id=1, queue_size=10)
     client.remember(3, 0)
     client.apply([Delivery(1, "bulk", 0, 0, 0, 0, counts(0), items=5000)])
     assert frames_of(client) == [{"type": "refresh", "items": 5000}, counts_frame(0)]
@@ -148,7 +148,7 @@ async def test_a_bulk_change_is_one_refresh_frame():
 
 
 async def test_client_backfill_tells_only_what_changed():
-    client = Client(user_id=1, queue_size=10)
+    client = Peer(user_id=1, queue_size=10)
     client.last_position = 3
     client.counts = counts(2)
     for item_id, state in ((1, SEEN | READ), (2, DELETED), (3, 0)):
@@ -183,14 +183,14 @@ async def test_client_backfill_tells_only_what_changed():
 @pytest.fixture
 async def feed(db_url, settings):
     """A hub fed by a LISTEN connection the test can mute, as if it had died."""
-    pool = await database.create_pool(db_url, 4)
+    pool = await create_pool(db_url, 4)
 
     async def no_barrier(pool) -> bool:
         return False
 
     hub = Hub(pool, settings, barrier=no_barrier, on_failure=lambda: None)
     hub.start()
-    listening = await database.connect(db_url)
+    listening = await connect(db_url)
     control = SimpleNamespace(hub=hub, muted=False)
 
     def forward(conn, pid, channel, payload):
@@ -211,7 +211,7 @@ async def test_events_arriving_before_the_backfill_wait_for_it(feed, conn, make_
     socket's watermark past A and B, and the back-fill would skip them."""
     alice = await make_user("alice")
     news = await subscribe(conn, alice.id, "news")
-    client = Client(alice.id, 10)
+    client = Peer(alice.id, 10)
     await feed.hub.attach(client)
     offered = asyncio.Event()
     offer = client.offer

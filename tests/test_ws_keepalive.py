@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from citelink.app import create_server
+from citelink.server.uvicorn_server import create_server
 from citelink.settings import Settings
 
 from .api_support import World

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from citelink.frames import UNTOUCHED
-from citelink.rendering import Renderer
+from citelink.relay.frames import UNTOUCHED
+from citelink.relay.rendering import Renderer
 
 from .api_support import ITEM_KEYS
 from .conftest import Partial, publish, subscribe, unread_counts

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from citelink import database
+from citelink.db.connection import connect
 
 from .conftest import Partial, publish, subscribe
 from .wsclient import messages, open_socket
@@ -22,7 +22,7 @@ async def test_an_open_transaction_holds_up_no_other_users_pushes(
     alice, bob = await make_user("alice"), await make_user("bob")
     tag_a = await subscribe(conn, alice.id, "a")
     tag_b = await subscribe(conn, bob.id, "b")
-    idle = await database.connect(db_url)
+    idle = await connect(db_url)
     try:
         async with (
             open_socket(server, alice.token) as alice_ws,

@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from citelink import tokens
+from citelink.identity import tokens
 
 from .conftest import SECRET_KEY, publish, subscribe, unread_counts
 from .processes import citelink_serve

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
-from citelink.protocol import EXTENDED, REPLACED
+from citelink.relay.protocol import EXTENDED, REPLACED
 
 from .conftest import publish, publish_many, subscribe, wait_until
 from .wsclient import open_socket, serving

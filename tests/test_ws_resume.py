@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from citelink import database
+from citelink.db.connection import connect
 
 from .conftest import publish, subscribe, waits_for
 from .wsclient import StalledSocket, messages, open_socket, serving
@@ -79,8 +79,8 @@ async def test_resume_never_skips_an_item_committed_late(server, conn, db_url, m
     after the last item it saw never skips the one that committed late."""
     alice = await make_user("alice")
     news = await subscribe(conn, alice.id, "news")
-    first = await database.connect(db_url)
-    second = await database.connect(db_url)
+    first = await connect(db_url)
+    second = await connect(db_url)
     try:
         async with open_socket(server, alice.token) as ws:
             await publish(conn, news, "before")

@@ -20,8 +20,8 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from citelink import frame_shapes
-from citelink.protocol import EXTENDED
+from citelink.relay import frame_shapes
+from citelink.relay.protocol import EXTENDED
 from citelink.settings import Settings
 
 from .conftest import RunningServer, start_server

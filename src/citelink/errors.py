@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .responses import json_response
+from citelink.responses import json_response
 
 log = logging.getLogger("citelink")
 

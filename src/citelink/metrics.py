@@ -1,10 +1,11 @@
-"""Prometheus metrics, served at GET /metrics in the text exposition format.
+"""Prometheus metrics: the instruments, and their text exposition.
 
 Counters and the publish histogram are updated where things happen (one call
 in the listener, the socket session and the publish route); the two counted
 per event and per delivery are kept as plain integers until sampled. Gauges
-are read from the process's own state when sampled: the hub's sockets and
-their send queues, the listener, the pool, and the database's NOTIFY queue.
+are set when sampled, from the state of the process (citelink.server.scrape,
+which also serves GET /metrics): this module imports none of the things it
+measures.
 
 With `citelink serve --workers N` the workers share one port, so a scrape
 reaches any one of them. prometheus-client's multiprocess mode adds them up:
@@ -14,19 +15,13 @@ directory made by `serve`), and a scrape reads them all. Each worker samples
 worker that answers samples at once, so a worker's figures are at most a
 second old.
 
-Who may read them: citelink/api/metrics.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import math
 import os
 from collections import Counter as Tally
-from typing import TYPE_CHECKING
 
-import asyncpg
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -38,16 +33,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from .database import UNAVAILABLE
-
-if TYPE_CHECKING:  # the listener imports this module
-    from .hub import Hub
-    from .listener import Listener
-
 # Decided at import, as prometheus-client itself decides where values live.
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-SAMPLE_SECONDS = 1.0
-NOTIFY_QUERY_SECONDS = 1.0
 
 # `_created` timestamps per counter are noise for scrapers that track resets.
 disable_created_metrics()
@@ -153,7 +140,8 @@ def frames_sent(count: int) -> None:
     _tally[_FRAMES] += count
 
 
-def _hand_over_tally() -> None:
+def hand_over_tally() -> None:
+    """Add the tally of the hot paths to the counters, and start it again."""
     counts = dict(_tally)
     _tally.clear()
     for key, count in counts.items():
@@ -163,56 +151,6 @@ def _hand_over_tally() -> None:
 def socket_closed(code: int | None) -> None:
     """Count a socket closed with `code` (None: by the client)."""
     SOCKETS_CLOSED.labels("peer" if code is None else str(code)).inc()
-
-
-def sample(hub: Hub, listener: Listener, pool: asyncpg.Pool) -> None:
-    """Set the gauges from this process's state, and hand over the tally."""
-    _hand_over_tally()
-    depths = [client.queue.qsize() for client in hub.clients()]
-    SOCKETS_OPEN.set(len(depths))
-    SEND_QUEUE.set(sum(depths))
-    SEND_QUEUE_LONGEST.set(max(depths, default=0))
-    LISTENER_UP.set(1 if listener.alive else 0)
-    size, idle = pool.get_size(), pool.get_idle_size()
-    POOL_OPEN.set(size)
-    POOL_IN_USE.set(size - idle)
-    POOL_MAX.set(pool.get_max_size())
-
-
-async def sample_notify_queue(pool: asyncpg.Pool) -> None:
-    """The NOTIFY queue usage of the database server (NaN when it does not answer)."""
-    try:
-        usage = await pool.fetchval(
-            "SELECT pg_notification_queue_usage()", timeout=NOTIFY_QUERY_SECONDS
-        )
-    except (*UNAVAILABLE, asyncpg.PostgresError):
-        usage = math.nan
-    NOTIFY_QUEUE_USAGE.set(usage)
-
-
-class Sampler:
-    """With workers, samples this process's gauges every SAMPLE_SECONDS, so a
-    scrape answered by another worker sees them; without, does nothing (a
-    scrape samples the only process there is)."""
-
-    def __init__(self, hub: Hub, listener: Listener, pool: asyncpg.Pool):
-        self._state = (hub, listener, pool)
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        if MULTIPROCESS:
-            self._task = asyncio.create_task(self._run(), name="citelink-metrics")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            sample(*self._state)
-            await asyncio.sleep(SAMPLE_SECONDS)
 
 
 def exposition() -> bytes:

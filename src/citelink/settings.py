@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .failures import Problem
+from citelink.problems import Problem
 
 # The CHECK on notification.message (sql/schema.sql): the API's limit may be
 # set lower, never higher, so that the API, the CLI and plain SQL agree.
@@ -132,7 +132,7 @@ class Settings:
     # user's access token always works).
     metrics_token: str | None = None
     log_format: str = setting("text", choices=LOG_FORMATS)
-    # HTTP connections (citelink.connections). A request head (request line and
+    # HTTP connections (citelink.server.connection_guards). A request head (request line and
     # headers) may be at most http_max_header_bytes long, in at most
     # http_max_headers header lines (431 past either), and must be complete
     # within http_header_seconds of the connection opening or of the previous
@@ -148,7 +148,7 @@ class Settings:
     # the open-file limit leaves room for; and per client address.
     max_connections: int = setting(0, low=0)
     max_connections_per_client: int = setting(200, low=1)
-    # Sign-in throttling (citelink.throttle): failed sign-ins per username and
+    # Sign-in throttling (citelink.identity.throttle): failed sign-ins per username and
     # sign-ins per client address, per minute (0: no limit); and password
     # hashes running at once, 0 for one per core but one (argon2 takes 19 MiB
     # and a core each).
@@ -156,9 +156,9 @@ class Settings:
     login_attempts_per_client: int = setting(30, low=0)
     password_hash_slots: int = setting(0, low=0)
     # Audit rows older than this many days are deleted in the background
-    # (citelink.pruning); 0 keeps them.
+    # (citelink.db.pruning); 0 keeps them.
     audit_retention_days: int = setting(0, low=0)
-    # Platform tokens (citelink.platform_tokens): access tokens the platform
+    # Platform tokens (citelink.identity.platform_tokens): access tokens the platform
     # citelink is embedded in mints for its users, `sub` = their external id.
     # HS256 with this shared secret, and/or RS256/ES256 with the public keys of
     # this file (PEM or JWKS), read at start-up.
@@ -171,7 +171,7 @@ class Settings:
     # publisher) becomes a user; off, it is refused.
     platform_provisioning: bool = True
     # Origins besides the service's own that browsers may call the REST API
-    # and open sockets from (citelink.cors); empty: same origin only.
+    # and open sockets from (citelink.identity.cors); empty: same origin only.
     cors_origins: tuple[str, ...] = setting((), parse=_origins)
 
     @classmethod

@@ -6,33 +6,32 @@ without it is redirected (307, method and body kept) by Starlette's router.
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from . import (
+from citelink.api import (
     audit,
     inbox,
-    keys,
-    metrics,
+    key_admin,
     notifications,
     openapi,
+    sign_in,
     subscriptions,
     tags,
-    tokens,
     users,
 )
-from .endpoint import ApiRoute
+from citelink.api.endpoint import ApiRoute
 
 routes: list[BaseRoute] = [
-    ApiRoute("/api/token/", post=tokens.obtain),
-    ApiRoute("/api/token/refresh/", post=tokens.refresh),
-    ApiRoute("/api/token/verify/", post=tokens.verify),
-    ApiRoute("/api/token/blacklist/", post=tokens.blacklist),
-    ApiRoute("/api/token/revoke-all/", post=tokens.revoke_all),
+    ApiRoute("/api/token/", post=sign_in.obtain),
+    ApiRoute("/api/token/refresh/", post=sign_in.refresh),
+    ApiRoute("/api/token/verify/", post=sign_in.verify),
+    ApiRoute("/api/token/blacklist/", post=sign_in.blacklist),
+    ApiRoute("/api/token/revoke-all/", post=sign_in.revoke_all),
     ApiRoute("/api/users/", get=users.list_users, post=users.create_user),
     ApiRoute("/api/users/me/", get=users.me),
     ApiRoute("/api/users/external/", post=users.external_users),
-    ApiRoute("/api/keys/", get=keys.list_keys, post=keys.create_key),
-    ApiRoute("/api/keys/{id:int}/", delete=keys.revoke_key),
+    ApiRoute("/api/keys/", get=key_admin.list_keys, post=key_admin.create_key),
+    ApiRoute("/api/keys/{id:int}/", delete=key_admin.revoke_key),
     ApiRoute("/api/tags/", get=tags.list_tags, post=tags.create_tag),
     ApiRoute(
         "/api/tags/{id:int}/", get=tags.get_tag, patch=tags.update_tag, delete=tags.delete_tag
@@ -69,5 +68,4 @@ routes: list[BaseRoute] = [
     ApiRoute("/api/inbox/{id:int}/interact/", post=inbox.interact),
     ApiRoute("/api/audit/", get=audit.list_entries),
     ApiRoute("/openapi.json", get=openapi.document),
-    Route("/metrics", metrics.metrics_endpoint, methods=["GET"]),
 ]

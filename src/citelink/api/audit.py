@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..queries import Q
-from .endpoint import Call, endpoint
-from .shapes import AuditEntry, Page
-from .validation import PAGE, Choice, Integer, Query, page, page_bounds
+from citelink.api.endpoint import Call, endpoint
+from citelink.api.shapes import AuditEntry, Page
+from citelink.api.validation import PAGE, Choice, Integer, Query, page, page_bounds
+from citelink.db.queries import Q
 
 # The tables sql/triggers.sql audits.
 RESOURCES = ("tag", "subscription", "notification", "user_notification")

@@ -26,16 +26,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..database import BIGINT_MAX, CONNECTION_LOST, UNAVAILABLE, transaction
-from ..errors import ApiError
-from ..passwords import HashSlots
-from ..responses import json_response
-from ..settings import Settings
-from .auth import CurrentUser, authenticate
-from .validation import NO_QUERY, Body, Query, read_body
+from citelink.api.validation import NO_QUERY, Body, Query, read_body
+from citelink.db.connection import BIGINT_MAX, CONNECTION_LOST, UNAVAILABLE, transaction
+from citelink.errors import ApiError
+from citelink.identity.callers import CurrentUser, authenticate
+from citelink.identity.passwords import HashSlots
+from citelink.responses import json_response
+from citelink.settings import Settings
 
 Access = Literal["anyone", "user", "staff"]
-# The scope an API key needs for an operation (citelink.api_keys); None: keys
+# The scope an API key needs for an operation (citelink.identity.api_keys); None: keys
 # are refused (the route acts as a signed-in user: their inbox, their tokens).
 KeyScope = Literal["publish", "admin"] | None
 
@@ -148,7 +148,7 @@ async def _repeatable(
 ) -> Any:
     """`work(arg)`, run once more on a fresh connection when its database
     connection was lost, if that is safe: for a `read`, or when the statement
-    was never sent (see citelink.database.CONNECTION_LOST)."""
+    was never sent (see citelink.db.connection.CONNECTION_LOST)."""
     try:
         return await work(arg)
     except CONNECTION_LOST as exc:

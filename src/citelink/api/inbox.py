@@ -1,15 +1,13 @@
-"""The caller's own inbox over REST (citelink.inbox does the work, shared with
+"""The caller's own inbox over REST (citelink.db.inbox_store does the work, shared with
 the WebSocket relay). Another user's item is a 404, exactly like a missing one."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .. import inbox
-from ..errors import ApiError
-from .endpoint import Call, endpoint
-from .shapes import InboxCounts, InboxItem, InboxPage, Updated
-from .validation import (
+from citelink.api.endpoint import Call, endpoint
+from citelink.api.shapes import InboxCounts, InboxItem, InboxPage, Updated
+from citelink.api.validation import (
     PAGE,
     Body,
     Boolean,
@@ -25,9 +23,11 @@ from .validation import (
     page,
     page_bounds,
 )
+from citelink.db import inbox_store
+from citelink.errors import ApiError
 
 STATUS = Choice(
-    choices=tuple(inbox.STATUS),
+    choices=tuple(inbox_store.STATUS),
     description="all (the default list: not archived), unseen, unread, read, archived",
 )
 TAGS = Integers(description="only items of these tags (ids; repeat the parameter for several)")
@@ -54,9 +54,9 @@ FILTER = Body(
 )
 
 
-def filter_of(values: dict[str, Any]) -> inbox.Filter:
+def filter_of(values: dict[str, Any]) -> inbox_store.Filter:
     """The inbox filter of validated FILTERS (or FILTER) values."""
-    return inbox.Filter(
+    return inbox_store.Filter(
         status=values.get("status", "all"),
         tags=values.get("tag"),
         data=values.get("data"),
@@ -85,13 +85,13 @@ async def list_items(call: Call) -> InboxPage:
     _, limit = page_bounds(call.query)
     where, before = filter_of(call.query), call.query.get("before")
     # High-priority unread items are pinned: listed apart, on the first page.
-    apart = where.status in inbox.PINNING
-    rows = await inbox.page(
+    apart = where.status in inbox_store.PINNING
+    rows = await inbox_store.page(
         call.pool, call.me.id, before=before, limit=limit + 1, where=where, pinned_apart=apart
     )
     answer = page(rows, limit)
     if apart and before is None:
-        answer["pinned"] = await inbox.pinned(call.pool, call.me.id, where, limit)
+        answer["pinned"] = await inbox_store.pinned(call.pool, call.me.id, where, limit)
     return answer
 
 
@@ -101,12 +101,12 @@ async def list_items(call: Call) -> InboxPage:
     query=Query(NARROWING),
 )
 async def counts(call: Call) -> InboxCounts:
-    return await inbox.counts(call.pool, call.me.id, filter_of(call.query))
+    return await inbox_store.counts(call.pool, call.me.id, filter_of(call.query))
 
 
 @endpoint("One item of my inbox")
 async def get_item(call: Call) -> InboxItem:
-    item = await inbox.get(call.pool, call.me.id, call.id)
+    item = await inbox_store.get(call.pool, call.me.id, call.id)
     if item is None:
         raise _not_found()
     return item
@@ -127,13 +127,13 @@ async def update_item(call: Call) -> InboxItem:
         raise ApiError(
             422, "invalid request body", {"is_read": "give is_seen, is_read or is_archived"}
         )
-    if not await inbox.set_state(call.pool, call.me.id, call.id, **call.body):
+    if not await inbox_store.set_state(call.pool, call.me.id, call.id, **call.body):
         raise _not_found()
     return await _current(call)
 
 
 async def _current(call: Call) -> dict:
-    item = await inbox.get(call.pool, call.me.id, call.id)
+    item = await inbox_store.get(call.pool, call.me.id, call.id)
     if item is None:  # deleted in between
         raise _not_found()
     return item
@@ -145,20 +145,20 @@ async def _current(call: Call) -> dict:
     errors={422: "the notification has no action of that id"},
 )
 async def interact(call: Call) -> InboxItem:
-    item = await inbox.get(call.pool, call.me.id, call.id)
+    item = await inbox_store.get(call.pool, call.me.id, call.id)
     if item is None:
         raise _not_found()
     action = call.body.get("action")
-    if action is not None and action not in inbox.action_ids(item):
+    if action is not None and action not in inbox_store.action_ids(item):
         raise ApiError(422, "invalid request body", {"action": "no such action on this item"})
-    if not await inbox.interact(call.pool, call.me.id, call.id, action):
+    if not await inbox_store.interact(call.pool, call.me.id, call.id, action):
         raise _not_found()
     return await _current(call)
 
 
 @endpoint("Delete one item (soft: the row stays, marked deleted)", status=204)
 async def delete_item(call: Call) -> None:
-    if not await inbox.delete(call.pool, call.me.id, call.id):
+    if not await inbox_store.delete(call.pool, call.me.id, call.id):
         raise _not_found()
 
 
@@ -167,7 +167,7 @@ async def delete_item(call: Call) -> None:
     query=Query(FILTERS),
 )
 async def read_all(call: Call) -> Updated:
-    return {"updated": await inbox.bulk(call.pool, call.me.id, "read", filter_of(call.query))}
+    return {"updated": await inbox_store.bulk(call.pool, call.me.id, "read", filter_of(call.query))}
 
 
 @endpoint(
@@ -175,18 +175,18 @@ async def read_all(call: Call) -> Updated:
     query=Query(FILTERS),
 )
 async def seen_all(call: Call) -> Updated:
-    return {"updated": await inbox.bulk(call.pool, call.me.id, "seen", filter_of(call.query))}
+    return {"updated": await inbox_store.bulk(call.pool, call.me.id, "seen", filter_of(call.query))}
 
 
 @endpoint(
     "One action on every item a filter selects, in one statement",
     body=Body(
         {
-            "action": Choice(choices=tuple(inbox.ACTIONS)),
+            "action": Choice(choices=tuple(inbox_store.ACTIONS)),
             "filter": Object(fields=FILTER, required=False, description="default: everything"),
         }
     ),
 )
 async def bulk(call: Call) -> Updated:
     where = filter_of(call.body.get("filter", {}))
-    return {"updated": await inbox.bulk(call.pool, call.me.id, call.body["action"], where)}
+    return {"updated": await inbox_store.bulk(call.pool, call.me.id, call.body["action"], where)}

@@ -16,14 +16,10 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from ..errors import ApiError
-from ..metrics import PUBLISH_SECONDS
-from ..queries import Q
-from ..settings import Settings
-from .endpoint import Call, endpoint
-from .shapes import Notification, Page
-from .user_refs import UserRefs, user_ids
-from .validation import (
+from citelink.api.endpoint import Call, endpoint
+from citelink.api.shapes import Notification, Page
+from citelink.api.user_refs import UserRefs, user_ids
+from citelink.api.validation import (
     PAGE,
     Body,
     Choice,
@@ -36,6 +32,10 @@ from .validation import (
     page,
     page_bounds,
 )
+from citelink.db.queries import Q
+from citelink.errors import ApiError
+from citelink.metrics import PUBLISH_SECONDS
+from citelink.settings import Settings
 
 log = logging.getLogger("citelink.api")
 
@@ -45,7 +45,7 @@ log = logging.getLogger("citelink.api")
 PUBLISH_ATTEMPTS = 3
 
 # What `data` may say about links: `url` (the item's own link) and `actions`,
-# up to 3 buttons {id, label, url?}; the inbox renders them (citelink/web).
+# up to 3 buttons {id, label, url?}; the inbox renders them (citelink/web/page).
 MAX_ACTIONS = 3
 # Listed recipients of one notification (notification.users has the same bound).
 MAX_USERS = 10_000

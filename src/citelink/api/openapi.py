@@ -17,10 +17,10 @@ import msgspec
 import orjson
 from starlette.routing import BaseRoute, Route
 
-from .. import __version__
-from ..settings import Settings
-from .endpoint import ApiRoute, Call, Operation, endpoint
-from .shapes import Error, Health, OpenAPI
+from citelink import __version__
+from citelink.api.endpoint import ApiRoute, Call, Operation, endpoint
+from citelink.api.shapes import Error, Health, OpenAPI
+from citelink.settings import Settings
 
 _INT = {"type": "integer", "format": "int64"}
 _TEXT = {"type": "string"}

@@ -8,7 +8,7 @@ They are TypedDicts: handlers build plain dicts from rows and orjson writes
 them, with no conversion on the way out.
 
 Timestamps are ISO 8601 strings; one that Python cannot hold (BC, past the
-year 9999, infinity) is the text PostgreSQL writes (citelink.decoding).
+year 9999, infinity) is the text PostgreSQL writes (citelink.db.decoding).
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from ..errors import ApiError
-from ..queries import Q
-from .endpoint import Call, endpoint
-from .shapes import Page, Subscription
-from .user_refs import UserRef, user_ids
-from .validation import PAGE, Body, Choice, Integer, Query, page, page_bounds
+from citelink.api.endpoint import Call, endpoint
+from citelink.api.shapes import Page, Subscription
+from citelink.api.user_refs import UserRef, user_ids
+from citelink.api.validation import PAGE, Body, Choice, Integer, Query, page, page_bounds
+from citelink.db.queries import Q
+from citelink.errors import ApiError
 
 MODE = Choice(
     choices=("live", "inbox", "muted"),

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncpg
 
-from ..errors import ApiError
-from ..queries import Q
-from .endpoint import Call, endpoint
-from .shapes import Page, Tag
-from .validation import PAGE, Body, Boolean, Query, String, page, page_bounds
+from citelink.api.endpoint import Call, endpoint
+from citelink.api.shapes import Page, Tag
+from citelink.api.validation import PAGE, Body, Boolean, Query, String, page, page_bounds
+from citelink.db.queries import Q
+from citelink.errors import ApiError
 
 NAME = String(max_length=100)
 CRITICAL = Boolean(required=False, description="ignores subscribers' mutes (default false)")

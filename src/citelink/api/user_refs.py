@@ -16,11 +16,11 @@ from typing import Any, ClassVar
 
 import asyncpg
 
-from ..errors import ApiError
-from ..platform_tokens import EXTERNAL_ID
-from ..queries import Q
-from ..settings import Settings
-from .validation import Field, Integer, Invalid
+from citelink.api.validation import Field, Integer, Invalid
+from citelink.db.queries import Q
+from citelink.errors import ApiError
+from citelink.identity.platform_tokens import EXTERNAL_ID
+from citelink.settings import Settings
 
 EXTERNAL = "ext:"
 Ref = int | str  # a user id, or an external id (without its `ext:`)

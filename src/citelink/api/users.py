@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from ..errors import ApiError
-from ..queries import Q
-from .endpoint import Call, endpoint
-from .shapes import Me, Page, User, Users
-from .user_refs import UserRefs, user_ids
-from .validation import PAGE, Body, Boolean, Query, String, page, page_bounds
+from citelink.api.endpoint import Call, endpoint
+from citelink.api.shapes import Me, Page, User, Users
+from citelink.api.user_refs import UserRefs, user_ids
+from citelink.api.validation import PAGE, Body, Boolean, Query, String, page, page_bounds
+from citelink.db.queries import Q
+from citelink.errors import ApiError
 
 NEW_USER = Body(
     {

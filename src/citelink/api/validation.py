@@ -19,9 +19,9 @@ import orjson
 from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
 
-from ..database import BIGINT_MAX
-from ..errors import ApiError
-from ..settings import Settings
+from citelink.db.connection import BIGINT_MAX
+from citelink.errors import ApiError
+from citelink.settings import Settings
 
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 

@@ -1,7 +1,7 @@
 """The `citelink` command line: serve, the embedded database, users, publishing, events.
 
 Errors a person can act on are one line on stderr and a non-zero exit
-(citelink/failures.py decides which and says them); `--debug` or
+(citelink/problems.py decides which and says them); `--debug` or
 CITELINK_DEBUG=1 shows the traceback instead.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import failures
-from .parser import build_parser
+from citelink import problems
+from citelink.cli.parser import build_parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,4 +22,4 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a reader gone away is noticed here, not at exit
         return status
     except (Exception, KeyboardInterrupt) as exc:
-        return failures.report(exc, debug=debug)
+        return problems.report(exc, debug=debug)

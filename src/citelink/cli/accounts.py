@@ -7,16 +7,16 @@ import sys
 
 import asyncpg
 
-from .. import api_keys
-from ..failures import Problem
-from ..queries import Q
-from .common import ask, command_name, create_superuser_hint, load_settings, run
+from citelink.cli.common import ask, command_name, create_superuser_hint, load_settings, run
+from citelink.db.queries import Q
+from citelink.identity import api_keys
+from citelink.problems import Problem
 
 
 def _hash(password: str) -> str:
     # Imported here: the module hashes a dummy password when loaded (argon2,
     # 0.1 s), which commands that need no password should not wait for.
-    from ..passwords import hash_password
+    from citelink.identity.passwords import hash_password
 
     return hash_password(password)
 

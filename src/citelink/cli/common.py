@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from .. import database
-from ..failures import Problem
-from ..migrations import migrate
-from ..settings import Settings
+from citelink.db.connection import connect, resolve
+from citelink.db.migrations import migrate
+from citelink.problems import Problem
+from citelink.settings import Settings
 
 # `citelink db-status` when the embedded server is not running (as pg_ctl status).
 STATUS_NOT_RUNNING = 3
@@ -40,7 +40,7 @@ def load_settings(*, migrate_schema: bool = False) -> Settings:
     """Resolved settings; the embedded server is started (and migrated) on demand."""
     settings = Settings.from_env()
     embedded_db = settings.database_url is None
-    settings = database.resolve(settings)
+    settings = resolve(settings)
     if migrate_schema or embedded_db:
         migrate(settings.database_url)
     return settings
@@ -49,7 +49,7 @@ def load_settings(*, migrate_schema: bool = False) -> Settings:
 def run(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
     async def main() -> int:
         async with asyncio.timeout(settings.db_connect_seconds):
-            conn = await database.connect(settings.database_url)
+            conn = await connect(settings.database_url)
         try:
             return await work(conn)
         finally:

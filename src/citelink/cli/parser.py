@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from .. import api_keys
-from . import accounts, service
+from citelink.cli import accounts, service
+from citelink.identity import api_keys
 
 
 class _Parser(argparse.ArgumentParser):

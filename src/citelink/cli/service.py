@@ -7,18 +7,20 @@ import argparse
 import asyncpg
 import orjson
 
-from .. import database, embedded, failures
-from ..failures import Problem
-from ..migrations import migrate
-from ..queries import Q
-from ..settings import Settings
-from .common import STATUS_NOT_RUNNING, create_superuser_hint, load_settings, run
+from citelink import problems
+from citelink.cli.common import STATUS_NOT_RUNNING, create_superuser_hint, load_settings, run
+from citelink.db import embedded
+from citelink.db.connection import resolve
+from citelink.db.migrations import migrate
+from citelink.db.queries import Q
+from citelink.problems import Problem
+from citelink.settings import Settings
 
 # Commands -------------------------------------------------------------------
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .. import serving
+    from citelink.server import serving
 
     return serving.serve(
         host=args.host,
@@ -33,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = database.resolve(Settings.from_env())
+    settings = resolve(Settings.from_env())
     applied = migrate(settings.database_url)
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     return 0
@@ -47,7 +49,7 @@ def cmd_db_url(args: argparse.Namespace) -> int:
 def cmd_db_status(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if settings.database_url:
-        where = failures.database_location(settings.database_url)
+        where = problems.database_location(settings.database_url)
         print(f"CITELINK_DATABASE_URL is set: the database {where}, not an embedded one")
         return 0
     status = embedded.status(settings.data_dir)
@@ -111,8 +113,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from .. import ws_client
+    from citelink.cli import listen
 
-    return ws_client.run(
-        args.url, args.username, args.password, args.token, args.after, args.retries
-    )
+    return listen.run(args.url, args.username, args.password, args.token, args.after, args.retries)

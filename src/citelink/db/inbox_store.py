@@ -1,0 +1,200 @@
+"""A user's inbox, for REST and WebSocket alike.
+
+Items have one shape everywhere: {id, notification_id, tag, tag_name, message,
+data, timestamp, position, is_seen, seen_at, is_read, read_at, is_archived,
+archived_at, interacted_at, action, priority, group_key, count,
+notification_ids, expires_at}; `id` is the inbox (user_notification) id and
+`tag` the tag id, as in the seed (null for a notification to listed users).
+`position` is the item's place in the user's order (1, 2, 3, ... in commit
+order): lists are newest first by it, and cursors given as item ids are
+placed in it by the database.
+
+The default list is what is neither deleted, archived nor expired; its
+high-priority unread items are pinned: listed apart, above the rest. A `Filter` selects
+from a user's items by status and by their notification (tags, `data`
+containment, time), for lists, counts and bulk actions alike. Writes run with
+the user as the audit actor; the triggers then count, audit and tell every
+socket of the user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+
+from citelink.db.connection import transaction
+from citelink.db.queries import Q
+
+Status = Literal["all", "unseen", "unread", "read", "archived"]
+# Each status's condition on an item (unseen items are unread ones too:
+# reading implies seen). Constants, spliced into the statements once, here.
+STATUS: dict[str, str] = {
+    "all": "NOT is_archived",
+    "unseen": "NOT is_archived AND NOT is_read AND NOT is_seen",
+    "unread": "NOT is_archived AND NOT is_read",
+    "read": "NOT is_archived AND is_read",
+    "archived": "is_archived",
+}
+Action = Literal["seen", "read", "unread", "archive", "unarchive", "delete"]
+# Each bulk action: what it sets, and which items it changes.
+ACTIONS: dict[str, tuple[str, str]] = {
+    "seen": ("is_seen = true", "NOT i.is_seen"),
+    "read": ("is_read = true", "NOT i.is_read"),
+    "unread": ("is_read = false", "i.is_read"),
+    "archive": ("is_archived = true", "NOT i.is_archived"),
+    "unarchive": ("is_archived = false", "i.is_archived"),
+    "delete": ("is_deleted = true", "true"),
+}
+_PAGE = {status: Q.inbox_page.replace("/*status*/", cond) for status, cond in STATUS.items()}
+_BULK = {
+    (action, status): Q.inbox_bulk.replace("/*status*/", cond)
+    .replace("/*set*/", sets)
+    .replace("/*changes*/", changes)
+    for status, cond in STATUS.items()
+    for action, (sets, changes) in ACTIONS.items()
+}
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which of a user's items: a status, and the tags, `data` (JSON
+    containment) and time range of their notifications; None for any."""
+
+    status: Status = "all"
+    tags: list[int] | None = None
+    data: dict | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def args(self) -> tuple:
+        return self.tags, self.data, self.since, self.until
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether anything beyond the status is filtered on."""
+        return any(value is not None for value in self.args)
+
+
+EVERYTHING = Filter()
+
+
+def item(row: asyncpg.Record) -> dict:
+    return dict(row)
+
+
+def action_ids(item: dict) -> list:
+    """The ids of an item's actions. Rows inserted by plain SQL skip the
+    check at publish, so `actions` may be anything: what is not a list of
+    objects offers nothing."""
+    actions = item["data"].get("actions")
+    if not isinstance(actions, list):
+        return []
+    return [a.get("id") for a in actions if isinstance(a, dict)]
+
+
+async def page(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    user_id: int,
+    *,
+    before: int | None = None,
+    limit: int = 20,
+    where: Filter = EVERYTHING,
+    pinned_apart: bool = False,
+) -> list[dict]:
+    """Newest first, the items before item `before` (keyset pagination); from
+    the newest when None. With `pinned_apart`, the pinned items are left out
+    (a listing shows them above, `pinned`)."""
+    rows = await conn.fetch(_PAGE[where.status], user_id, before, *where.args, limit, pinned_apart)
+    return [item(r) for r in rows]
+
+
+# The statuses whose listing pins the high-priority unread items above the rest.
+PINNING = frozenset({"all", "unread", "unseen"})
+
+
+async def pinned(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, where: Filter, limit: int
+) -> list[dict]:
+    """The pinned items (high priority, unread) `where` selects, newest first."""
+    rows = await conn.fetch(Q.inbox_pinned, user_id, *where.args, limit)
+    return [item(r) for r in rows]
+
+
+async def page_by_number(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, page_number: int, page_size: int
+) -> list[dict]:
+    """The seed's numbered pages (1-based) of the default list, newest first."""
+    rows = await conn.fetch(Q.inbox_page_offset, user_id, (page_number - 1) * page_size, page_size)
+    return [item(r) for r in rows]
+
+
+async def after(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, position: int, limit: int
+) -> list[dict]:
+    """The default list above `position` in the user's order, oldest first.
+    Positions are given in commit order (sql/triggers.sql), so this never
+    skips an item that committed late."""
+    return [item(r) for r in await conn.fetch(Q.inbox_after, user_id, position, limit)]
+
+
+async def position_after(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, item_id: int
+) -> int:
+    """The position that "after item `item_id`" stands for (0: from the start)."""
+    return await conn.fetchval(Q.inbox_position_after, user_id, item_id)
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, user_id: int, item_id: int) -> dict | None:
+    row = await conn.fetchrow(Q.inbox_item, user_id, item_id)
+    return item(row) if row else None
+
+
+async def counts(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, where: Filter = EVERYTHING
+) -> dict:
+    """{unseen, unread, total, archived}: from the counter row (O(1)) unless
+    `where` narrows by tags, data or time (its status is not a count's)."""
+    if where.narrowed:
+        return dict(await conn.fetchrow(Q.inbox_counts_filtered, user_id, *where.args))
+    return dict(await conn.fetchrow(Q.inbox_counts, user_id))
+
+
+async def set_state(
+    pool: asyncpg.Pool,
+    user_id: int,
+    item_id: int,
+    *,
+    is_seen: bool | None = None,
+    is_read: bool | None = None,
+    is_archived: bool | None = None,
+) -> bool:
+    """Set the given flags (None: as it is); False when the user has no such
+    (non-deleted) item."""
+    async with transaction(pool, user_id) as conn:
+        changed = await conn.fetchval(
+            Q.inbox_set_state, user_id, item_id, is_seen, is_read, is_archived
+        )
+    return changed is not None
+
+
+async def interact(pool: asyncpg.Pool, user_id: int, item_id: int, action: str | None) -> bool:
+    """Record a click on the item's link (`action` None) or one of its actions."""
+    async with transaction(pool, user_id) as conn:
+        return await conn.fetchval(Q.inbox_interact, user_id, item_id, action) is not None
+
+
+async def delete(pool: asyncpg.Pool, user_id: int, item_id: int) -> bool:
+    """Soft delete; False when the user has no such (visible) item."""
+    async with transaction(pool, user_id) as conn:
+        return await conn.fetchval(Q.inbox_delete, user_id, item_id) is not None
+
+
+async def bulk(pool: asyncpg.Pool, user_id: int, action: Action, where: Filter = EVERYTHING) -> int:
+    """Apply `action` to every item `where` selects, in one statement; how
+    many it changed."""
+    async with transaction(pool, user_id) as conn:
+        return await conn.fetchval(_BULK[action, where.status], user_id, *where.args)
