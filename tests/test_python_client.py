@@ -10,9 +10,8 @@ import socket
 import pytest
 
 from citelink import client as cl
-
-from .conftest import subscribe
-from .wsclient import open_socket, serving
+from tests.support.data import subscribe
+from tests.support.wsclient import open_socket, serving
 
 
 @pytest.fixture

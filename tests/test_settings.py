@@ -12,8 +12,9 @@ import pytest
 
 from citelink.problems import Problem
 from citelink.settings import Settings
+from tests.support import ROOT
 
-README = Path(__file__).parents[1] / "README.md"
+README = ROOT / "README.md"
 # Read by the CLI, not a field of Settings.
 CLI_ONLY = {"CITELINK_DEBUG"}
 

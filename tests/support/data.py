@@ -1,0 +1,101 @@
+"""Test data by plain SQL: users with tokens, tags, subscriptions, notifications;
+and matchers for frames and bodies."""
+
+from __future__ import annotations
+
+import functools
+
+import asyncpg
+
+from citelink.identity import passwords, tokens
+
+SECRET_KEY = "test-secret-key-of-sufficient-length-for-hs256"
+
+
+class Partial(dict):
+    """Equal to any dict that has these items, whatever else it has (frames
+    and bodies that grew fields since a test was written)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, dict) and all(
+            k in other and other[k] == v for k, v in self.items()
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def unread_counts(unread: int) -> Partial:
+    """A `counts` frame with this unread count."""
+    return Partial(type="counts", unread=unread)
+
+
+class User:
+    """A test user with a valid access token."""
+
+    def __init__(self, id: int, username: str, password: str, is_staff: bool, token: str):
+        self.id, self.username, self.password = id, username, password
+        self.is_staff, self.token = is_staff, token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+# argon2 is slow on purpose: hash each test password once per session.
+_hash = functools.cache(passwords.hash_password)
+
+
+async def create_user(
+    conn: asyncpg.Connection, username: str, *, staff: bool = False, password: str = "secret-pw"
+) -> User:
+    """A user made by plain SQL, with an access token."""
+    user_id = await conn.fetchval(
+        "INSERT INTO users (username, password_hash, is_staff) VALUES ($1, $2, $3) RETURNING id",
+        username,
+        _hash(password),
+        staff,
+    )
+    return User(user_id, username, password, staff, tokens.issue(SECRET_KEY, user_id, "access", 60))
+
+
+async def add_users(conn: asyncpg.Connection, *names: str) -> list[int]:
+    """Users made by plain SQL, without a usable password (fast); their ids."""
+    rows = await conn.fetch(
+        "INSERT INTO users (username, password_hash) SELECT n, 'x' FROM unnest($1::text[]) n "
+        "RETURNING id",
+        list(names),
+    )
+    return [r["id"] for r in rows]
+
+
+async def publish(conn: asyncpg.Connection, tag_id: int, message: str = "hello") -> int:
+    """Publish by plain SQL, as psql or a cron job would; the notification id."""
+    return await conn.fetchval(
+        "INSERT INTO notification (tag_id, message) VALUES ($1, $2) RETURNING id", tag_id, message
+    )
+
+
+async def publish_many(conn: asyncpg.Connection, tag_id: int, count: int, padding: int = 0) -> None:
+    """`count` notifications in one statement: "n1", "n2", ... each followed by
+    `padding` characters."""
+    await conn.execute(
+        "INSERT INTO notification (tag_id, message) "
+        "SELECT $1, 'n' || g || CASE WHEN $3::int > 0 THEN ' ' || repeat('x', $3) ELSE '' END "
+        "FROM generate_series(1, $2) AS g",
+        tag_id,
+        count,
+        padding,
+    )
+
+
+async def subscribe(conn: asyncpg.Connection, user_id: int, tag: str) -> int:
+    """Subscribe by plain SQL, creating the tag if needed; returns the tag id."""
+    tag_id = await conn.fetchval(
+        "INSERT INTO tag (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = excluded.name "
+        "RETURNING id",
+        tag,
+    )
+    await conn.execute(
+        "INSERT INTO subscription (user_id, tag_id) VALUES ($1, $2)", user_id, tag_id
+    )
+    return tag_id
