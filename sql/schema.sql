@@ -183,6 +183,14 @@ CREATE TABLE api_key (
     created_by bigint      REFERENCES users (id) ON DELETE SET NULL
 );
 
+-- Which sql/triggers.sql made the database's functions and triggers (its
+-- SHA-256; one row): migrating applies the file again when it has changed
+-- (citelink.db.migrations), so migrations carry table changes only.
+CREATE TABLE sql_functions (
+    sha256     text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- Views -----------------------------------------------------------------------
 
 -- An inbox item as REST and WebSocket show it (`id` is the inbox row id, `tag`

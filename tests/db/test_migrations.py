@@ -1,4 +1,6 @@
-"""migrations/ (yoyo) and sql/*.sql must build exactly the same database."""
+"""migrations/ (yoyo) and sql/*.sql must build exactly the same database, and
+an old database upgrades to it: migrations carry tables, sql/triggers.sql the
+functions and triggers, applied again whenever it changed."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import psycopg
 from yoyo import get_backend, read_migrations
 from yoyo.migrations import MigrationList
 
-from citelink.db.migrations import resource_dir, yoyo_url
+from citelink.db.migrations import apply_functions, migrate, resource_dir, yoyo_url
 from tests.support.database import with_database
 
 # Everything a schema is made of, as text, minus yoyo's own bookkeeping tables.
@@ -56,6 +58,11 @@ def catalog(url: str) -> dict[str, list[tuple]]:
 
 
 def test_migrations_build_the_schema_of_sql_files(server_url, template_url):
+    assert_same_schema(catalog_of_sql_files(server_url), catalog(template_url))
+
+
+def catalog_of_sql_files(server_url: str) -> dict[str, list[tuple]]:
+    """The catalog of a database built from sql/schema.sql and sql/triggers.sql."""
     name = "citelink_from_sql_files"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
@@ -66,11 +73,13 @@ def test_migrations_build_the_schema_of_sql_files(server_url, template_url):
         with psycopg.connect(url) as conn:
             conn.execute((sql / "schema.sql").read_text())
             conn.execute((sql / "triggers.sql").read_text())
-        from_files, from_migrations = catalog(url), catalog(template_url)
+        return catalog(url)
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
+
+def assert_same_schema(from_files: dict, from_migrations: dict) -> None:
     for part in CATALOG:
         assert from_files[part], f"no {part} found: the comparison would prove nothing"
         assert from_files[part] == from_migrations[part], difference(
@@ -122,8 +131,7 @@ def test_per_user_order_migration_keeps_existing_inboxes(server_url):
             states = conn.execute(
                 "SELECT id, user_id, is_read, is_deleted FROM user_notification ORDER BY id"
             ).fetchall()
-        with backend.lock():
-            backend.apply_migrations(backend.to_apply(migrations))
+        migrate(url)
         with psycopg.connect(url, autocommit=True) as conn:
             rows = conn.execute(
                 "SELECT id, user_id, is_read, is_deleted, position "
@@ -156,3 +164,71 @@ def test_per_user_order_migration_keeps_existing_inboxes(server_url):
         backend.connection.close()
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_a_database_of_the_last_release_upgrades_to_the_sql_files(server_url):
+    """Migrated to 0012 by yoyo alone (functions as the old migrations made
+    them), with inboxes in it: `migrate` brings exactly the schema and
+    functions of sql/*.sql, keeps the rows, and the database works on."""
+    name = "citelink_last_release"
+    url = fresh_database(server_url, name)
+    backend = get_backend(yoyo_url(url))
+    try:
+        migrations = read_migrations(str(resource_dir("migrations")))
+        released = MigrationList([m for m in migrations if m.id <= "0012"])
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(released))
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(OLD_INBOXES)
+            before = conn.execute("SELECT * FROM user_notification ORDER BY id").fetchall()
+        assert migrate(url) == [m.id for m in migrations if m.id > "0012"]
+        assert_same_schema(catalog_of_sql_files(server_url), catalog(url))
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT * FROM user_notification ORDER BY id").fetchall() == before
+            conn.execute("INSERT INTO notification (tag_id, message) VALUES (1, 'four')")
+            assert conn.execute(
+                "SELECT user_id, position FROM user_notification WHERE notification_id = 4 "
+                "ORDER BY user_id"
+            ).fetchall() == [(1, 4), (2, 3)]
+    finally:
+        backend.connection.close()
+        drop_database(server_url, name)
+
+
+def test_functions_are_made_again_only_when_sql_triggers_changed(server_url):
+    name = "citelink_functions_again"
+    url = fresh_database(server_url, name)
+    try:
+        migrate(url)
+        assert not apply_functions(url), "unchanged: nothing to do"
+        with psycopg.connect(url, autocommit=True) as conn:
+            # As if sql/triggers.sql had changed since, and a function had gone.
+            conn.execute("UPDATE sql_functions SET sha256 = 'older'")
+            conn.execute("DROP FUNCTION citelink_actor_id() CASCADE")
+        assert migrate(url) == []
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM sql_functions").fetchone() == (1,)
+            assert conn.execute("SELECT citelink_actor_id()").fetchone() == (None,)
+    finally:
+        drop_database(server_url, name)
+
+
+def test_no_migration_copies_a_function_body():
+    """Since 0013 functions and triggers have one home, sql/triggers.sql."""
+    for path in sorted(resource_dir("migrations").glob("*.sql")):
+        if path.name >= "0013":
+            text = path.read_text().upper()
+            assert "CREATE FUNCTION" not in text and "CREATE OR REPLACE FUNCTION" not in text, path
+            assert "CREATE TRIGGER" not in text, path
