@@ -48,9 +48,12 @@ CREATE TABLE subscription (
 -- `recipients` counts the inbox rows made for the notification, kept by
 -- triggers; the API answers it from here, never from the audit log.
 -- Who gets it: the subscribers of `tag_id` and the users listed in `users`
--- (once each). When: at insert, or at `send_at` (the app's scheduler fans out
--- what is due, sql/triggers.sql "Schedules"); `delivered_at` is when it was
--- fanned out, NULL while it waits. Until when: `expires_at`, after which its
+-- (once each; the users must exist when it is inserted). When: at insert, or
+-- at `send_at` (the app's scheduler fans out what is due, sql/triggers.sql
+-- "Schedules"); `delivered_at` is when it was fanned out, NULL while it waits.
+-- A scheduled delivery that failed keeps its `delivery_error`, counts its
+-- `delivery_attempts` and is tried again at `retry_at` (infinity: given up).
+-- Until when: `expires_at`, after which its
 -- items leave lists and counts (`expired_at`: when they were marked). With a
 -- `group_key`, a user's unread item of the same key from the last
 -- `group_window` is updated instead of a new one made ("Grouping").
@@ -65,6 +68,9 @@ CREATE TABLE notification (
     group_window interval    NOT NULL DEFAULT '10 minutes' CHECK (group_window > '0'),
     send_at      timestamptz,
     delivered_at timestamptz,
+    delivery_attempts integer NOT NULL DEFAULT 0,
+    delivery_error text,
+    retry_at     timestamptz,
     expires_at   timestamptz,
     expired_at   timestamptz,
     created_at   timestamptz NOT NULL DEFAULT now(),
@@ -113,8 +119,9 @@ CREATE TABLE user_notification (
     -- tag or a listed user), and the notification's priority.
     mode            text        NOT NULL DEFAULT 'live' CHECK (mode IN ('live', 'inbox', 'muted')),
     priority        text        NOT NULL DEFAULT 'normal' CHECK (priority IN ('low', 'normal', 'high')),
-    -- A grouped item: its key, how many notifications it collects and which
-    -- (`notification_id` is the latest, whose message it shows).
+    -- A grouped item: its key, how many notifications it collects, and the
+    -- newest of them (`notification_id` is the latest, whose message it
+    -- shows; `notification_ids` the last ten; group_member has them all).
     group_key       text,
     count           integer     NOT NULL DEFAULT 1,
     notification_ids bigint[],
@@ -124,6 +131,14 @@ CREATE TABLE user_notification (
     -- notification_id first: the fan-out inserts in this order (appending to
     -- the index), and it finds a notification's rows (its recipients, removal).
     UNIQUE (notification_id, user_id)
+);
+
+-- Every notification a grouped inbox item has collected, once it has more
+-- than one (sql/triggers.sql, "Grouping"); removed with the item.
+CREATE TABLE group_member (
+    item_id         bigint NOT NULL,
+    notification_id bigint NOT NULL,
+    PRIMARY KEY (item_id, notification_id)
 );
 
 -- One row per user, kept by triggers: the counts of the default list (items
@@ -216,12 +231,15 @@ CREATE UNIQUE INDEX users_username_lower_key ON users (lower(username));
 -- Expired refresh token families, oldest first (pruning).
 CREATE INDEX refresh_token_family_expiry_idx ON refresh_token_family (expires_at);
 
--- Fan-out reads every subscriber of one tag.
-CREATE INDEX subscription_tag_user_idx ON subscription (tag_id, user_id);
+-- Fan-out reads every subscriber of one tag, and their mode, from the index
+-- alone.
+CREATE INDEX subscription_tag_user_idx ON subscription (tag_id, user_id) INCLUDE (mode);
 
 CREATE INDEX notification_tag_idx ON notification (tag_id, id);
--- What the scheduler has to fan out, and to expire.
-CREATE INDEX notification_scheduled_idx ON notification (send_at) WHERE delivered_at IS NULL;
+-- What the scheduler has to fan out (citelink_due_at: send_at, or the next
+-- try after a failure), and to expire.
+CREATE INDEX notification_due_idx
+    ON notification (greatest(send_at, retry_at)) WHERE delivered_at IS NULL;
 CREATE INDEX notification_expiring_idx
     ON notification (expires_at) WHERE expires_at IS NOT NULL AND expired_at IS NULL;
 

@@ -1,35 +1,50 @@
 -- citelink behaviour in the database: fan-out, inbox counters, events, audit.
 -- Everything here fires for any writer (the API, psql, another service), so a
 -- row inserted by plain SQL is delivered and audited like one from the API.
+-- This file is the one home of every function and trigger: migrating applies
+-- it again whenever it changed (citelink.db.migrations).
+--
+-- The common publish (to a tag and/or listed users, due now, no group key)
+-- takes one short path: the trigger on notification calls citelink_fan_out,
+-- one statement that finds the recipients, locks and bumps their counter
+-- rows, inserts their items, counts them on the notification and sends the
+-- events. Grouping, schedules and expiry add work only to the notifications
+-- that use them. tests/db/test_publish_work.py counts the work of one publish
+-- (statements, function calls, rows written): a change that adds to the
+-- common path fails it until the expected counts are changed with it.
 --
 -- Plans: PL/pgSQL plans each query once per session, at its first call, with
 -- the transition tables' sizes of that call as estimates. A join planned for
 -- one row is a nested loop, quadratic when a later statement brings 100,000
 -- rows; one planned for 100,000 scans whole tables when later calls bring one.
 -- So no query here leaves the planner a choice it could get wrong. The hints
--- that do it, each guarded by tests/test_database.py::
+-- that do it, each guarded by tests/db/test_database.py::
 -- test_big_statements_after_small_ones_stay_linear (small statements first,
 -- then big ones under a statement timeout) -- read this before tidying one:
---  * `SET enable_seqscan = off` (every function that probes other tables):
---    a plan made while a table is empty (a fresh database) would scan it
---    whole for every probe, quadratic once the table has grown.
---  * `SET enable_nestloop = off` (citelink_fan_out_notification): its join of
---    (user, notification) pairs to the counter rows they lock stays a hash
---    join, linear at any size. The lateral subscriber probe is a nested loop
---    still: nothing else can compute it.
+--  * `SET plan_cache_mode = force_generic_plan` (functions whose statements
+--    take parameters): one plan per session; otherwise PostgreSQL may plan
+--    the fan-out's statement again at every call (1 ms), because a custom
+--    plan for one notification looks cheaper than the generic one.
+--  * `SET enable_seqscan = off` (functions that probe other tables): a plan
+--    made while a table is empty (a fresh database) would scan it whole for
+--    every probe, quadratic once the table has grown.
+--  * `SET enable_nestloop = off` (citelink_fan_out, citelink_item_changes,
+--    citelink_items_removed): their joins of rows to the counter rows they
+--    lock stay hash joins, linear at any size. Lateral probes are nested
+--    loops still: nothing else can compute them.
+--  * `EXISTS (... OFFSET 0)`: a correlated probe per row, never turned into a
+--    join that could read a whole index. `id = ANY ((SELECT notes ...))`: the
+--    rows to update found by their primary key, never joined; their new
+--    values looked up in a jsonb object, in log time.
 --  * `CROSS JOIN LATERAL (... WHERE tag_id = n.tag_id OFFSET 0)`: the tag id
 --    comes from the outer row, so the subscribers are read by a parameterized
 --    probe of the (tag_id, user_id) index; with the tag id as a plain
 --    parameter, a generic plan may walk the (user_id, tag_id) index instead,
 --    which is in user order too (a 10-recipient fan-out scanned every
 --    subscription). OFFSET 0 keeps the subquery from being flattened.
---  * `SET enable_hashjoin = off`, `SET enable_mergejoin = off`
---    (citelink_publish_removed_items, citelink_count_recipients): their join
---    to inbox_count or notification is one primary key probe per row, never
---    a scan of the table.
 --  * Old and new rows of an UPDATE are paired by GROUP BY on the id, not
---    joined (citelink_audit_changes, citelink_publish_item_changes).
---  * `ORDER BY id OFFSET 0` in the subquery that feeds pg_notify: events are
+--    joined (citelink_audit_changes, citelink_item_changes).
+--  * `ORDER BY ... OFFSET 0` in the subquery that feeds pg_notify: events are
 --    sent in item order; the fence keeps the ordered subquery as it is.
 
 -- Events: one channel, `citelink_events`; payloads carry ids and numbers
@@ -37,22 +52,24 @@
 -- message length:
 --     "<kind> <user_id> <item_id> <notification_id> <position> <old> <new>
 --      <unseen> <unread> <total> <archived>"
---         one inbox item was added (kind `new`), changed (`change`) or removed
---         outright (`remove`); <old> and <new> are its states before and after
---         (citelink_item_state: bits for seen, read, archived, interacted,
---         deleted), then the user's counts after the change;
+--         one inbox item was added (kind `new`), changed (`change`), moved to
+--         the top by grouping (`update`) or removed outright (`remove`); <old>
+--         and <new> are its states before and after (citelink_item_state:
+--         bits for seen, read, archived, interacted, deleted), then the
+--         user's counts after the statement;
 --     "bulk <user_id> <items> <unseen> <unread> <total> <archived>"
 --         a statement changed more than citelink_events_per_item_limit()
 --         items: one event per user instead of one per item (clients reload
 --         what they show);
 --     "fanout <notification_id> <recipients>"
---         a statement added more than that many items of one notification:
---         one event for all of them (each relay reads which of its connected
---         users got one);
+--         a statement added more than that many items: one event per
+--         notification for all of them (each relay reads which of its
+--         connected users got one);
 --     "revoke <user_id> <generation> <active>"
 --         the user's tokens older than <generation> were revoked; <active> is
 --         1 when the password changed or they signed out everywhere, 0 when
 --         the user was deactivated or deleted.
+-- Each statement sends its events in one set-based query, in item order.
 --
 -- Per-user order: each user's items are numbered (`position`) 1, 2, 3, ... in
 -- commit order. Whoever adds items for a user first locks the user's
@@ -61,8 +78,27 @@
 -- commit (it then numbers after it) or abort (it then reuses its numbers), so
 -- positions have no holes and never go backwards. Writers for different users
 -- lock different rows and never wait on each other: there is no lock wider
--- than one user. The fan-out locks its recipients in user id order, so two
--- fan-outs to overlapping users cannot deadlock.
+-- than one user.
+--
+-- Lock order: every writer of a user's items locks the user's counter row
+-- (inbox_count) first, then items; a statement for several users locks their
+-- counter rows in user id order, all before any item. The fan-out and
+-- grouping upsert them (citelink_fan_out, citelink_lock_inboxes); the app's
+-- writes (REST, socket frames, bulk) lock them with citelink_lock_inbox before
+-- their UPDATE; expiry and the deletion of a notification lock its
+-- recipients' rows; a plain SQL insert of an inbox row locks its owner's row
+-- before the row exists. Two writers that follow this order cannot deadlock:
+-- they wait for each other only on counter rows, taken in one order, and
+-- whoever holds a user's counter row is the only one of them changing that
+-- user's items. A plain SQL UPDATE or DELETE of inbox rows locks its items
+-- first (PostgreSQL locks a row before any row trigger sees it) and their
+-- counter rows at the end of the statement: so that such a statement can never
+-- close a cycle, writers that follow the order never wait for an item while
+-- they hold a counter row -- grouping and expiry skip an item another
+-- transaction holds (FOR UPDATE SKIP LOCKED), and the app's writes give up
+-- after a short lock_timeout and try again (citelink_lock_inbox). A
+-- transaction of several statements that changes inbox rows by hand should
+-- call citelink_lock_inboxes(ARRAY[...]) first.
 --
 -- Inbox keys: user_notification.user_id and .notification_id name existing
 -- rows, under every isolation level, without per-row foreign key checks:
@@ -73,12 +109,12 @@
 --    every open transaction adding items for them; under REPEATABLE READ or
 --    SERIALIZABLE it then fails to serialize, under READ COMMITTED it goes on
 --    and removes their inbox rows, those included (citelink_remove_inbox_rows).
---  * notification_id: the fan-out adds rows only for the notifications its own
---    statement inserted, which no one else can see, let alone delete, before
---    it commits. A plain SQL insert of inbox rows updates the recipient count
---    of each notification it names, and fails when one is missing; deleting
---    a notification conflicts with that update as a user's deletion does with
---    the counter row.
+--  * notification_id: the fan-out adds rows only for notifications its own
+--    transaction inserted or claimed (FOR UPDATE), which no one else can
+--    delete before it commits. A plain SQL insert of an inbox row updates the
+--    recipient count of the notification it names, and fails when it is
+--    missing; deleting a notification conflicts with that update as a user's
+--    deletion does with the counter row.
 
 -- Functions ------------------------------------------------------------------
 
@@ -87,6 +123,14 @@
 CREATE FUNCTION citelink_actor_id() RETURNS bigint
 LANGUAGE sql STABLE AS $$
     SELECT nullif(current_setting('citelink.actor_id', true), '')::bigint
+$$;
+
+-- field -> [null, value] for every field of a new row, the id left out: what
+-- citelink_row_diff(NULL, row) says, cheaper.
+CREATE FUNCTION citelink_created(new_row jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(jsonb_object_agg(key, jsonb_build_array(NULL, value)), '{}')
+    FROM jsonb_each(new_row - 'id')
 $$;
 
 -- field -> [old, new] for every field that differs, the id left out.
@@ -101,19 +145,28 @@ LANGUAGE sql IMMUTABLE AS $$
     WHERE key <> 'id' AND (old_row -> key) IS DISTINCT FROM (new_row -> key)
 $$;
 
--- One audit row per changed row of the table the trigger is on.
+-- One audit row per changed row of the table the trigger is on (statement
+-- level). Secret columns, named as the trigger's arguments (a password hash,
+-- a key's hash), are never copied: an update says only that one changed.
 CREATE FUNCTION citelink_audit_changes() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    hidden text[] := coalesce(TG_ARGV, '{}');
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
-        SELECT TG_TABLE_NAME, r.id, 'create', citelink_row_diff(NULL, to_jsonb(r)), citelink_actor_id()
+        SELECT TG_TABLE_NAME, r.id, 'create', citelink_created(to_jsonb(r) - hidden),
+               citelink_actor_id()
         FROM new_rows AS r ORDER BY r.id;
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
         SELECT TG_TABLE_NAME, d.id, 'update', d.changes, citelink_actor_id()
         FROM (
-            SELECT id, citelink_row_diff(pair -> 'old', pair -> 'new') AS changes
+            SELECT id, citelink_row_diff((pair -> 'old') - hidden, (pair -> 'new') - hidden)
+                       || (SELECT coalesce(jsonb_object_agg(h, '["(hidden)", "(changed)"]'::jsonb),
+                                           '{}')
+                           FROM unnest(hidden) AS h
+                           WHERE pair -> 'old' -> h IS DISTINCT FROM pair -> 'new' -> h) AS changes
             FROM (
                 SELECT (r ->> 'id')::bigint AS id, jsonb_object_agg(side, r) AS pair
                 FROM (SELECT 'old' AS side, to_jsonb(o) AS r FROM old_rows AS o
@@ -126,20 +179,46 @@ BEGIN
         ORDER BY d.id;
     ELSE
         INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
-        SELECT TG_TABLE_NAME, r.id, 'delete', citelink_row_diff(to_jsonb(r), NULL), citelink_actor_id()
+        SELECT TG_TABLE_NAME, r.id, 'delete', citelink_row_diff(to_jsonb(r) - hidden, NULL),
+               citelink_actor_id()
         FROM old_rows AS r ORDER BY r.id;
     END IF;
     RETURN NULL;
 END
 $$;
+
+-- One audit row for one changed row (row level: for tables whose updates are
+-- few, so that the updates the triggers make themselves -- a notification's
+-- recipient count -- collect no transition tables).
+CREATE FUNCTION citelink_audit_row_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    changes jsonb := citelink_row_diff(to_jsonb(OLD), to_jsonb(NEW));
+BEGIN
+    IF changes <> '{}' THEN
+        INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
+        VALUES (TG_TABLE_NAME, NEW.id, 'update', changes, citelink_actor_id());
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- More items in one statement than this, and the statement sends one `fanout`
 -- event per notification (or one `bulk` event per user) instead of one event
--- per item: queueing 100,000 events at commit holds PostgreSQL's cluster-wide
--- NOTIFY lock, which every other notifying commit waits for, and makes every
--- relay parse 100,000 payloads to find the few users it serves.
+-- per item, and audits a bulk change in one row per user and change: queueing
+-- 100,000 events at commit holds PostgreSQL's cluster-wide NOTIFY lock, which
+-- every other notifying commit waits for, and makes every relay parse 100,000
+-- payloads to find the few users it serves.
 CREATE FUNCTION citelink_events_per_item_limit() RETURNS bigint
 LANGUAGE sql IMMUTABLE AS $$
     SELECT 1000::bigint
+$$;
+
+-- How many of a grouped item's notification ids the item keeps (the newest);
+-- the whole list is in group_member.
+CREATE FUNCTION citelink_group_ids_kept() RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT 10
 $$;
 
 -- An inbox item's state as one number, for events: 1 seen, 2 read,
@@ -166,119 +245,129 @@ LANGUAGE sql IMMUTABLE AS $$
                  item.mode <> 'muted' AS heard) AS l
 $$;
 
--- A notification is due at once unless it is scheduled for later (`send_at`):
--- then it waits, undelivered, for the scheduler (citelink_deliver_due).
-CREATE FUNCTION citelink_schedule_notification() RETURNS trigger
+-- Locks the inbox of `owner` (their counter row) for a change of their
+-- items, as the lock order wants it: first, and alone. The wait for the
+-- counter row is as long as it takes (another writer of the user commits
+-- soon); the items are then changed under a short lock_timeout, since only a
+-- writer outside the lock order (a plain SQL UPDATE of inbox rows) can hold
+-- one of them, and it is waiting for this very row: giving up (the app tries
+-- again) is what lets it finish. Returns whether the user has an inbox.
+CREATE FUNCTION citelink_lock_inbox(owner bigint) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM FROM inbox_count WHERE user_id = owner FOR NO KEY UPDATE;
+    PERFORM set_config('lock_timeout', '200ms', true);
+    RETURN FOUND;
+END
+$$;
+
+-- Locks the inboxes of `owners`, in user id order, making counter rows for
+-- those who have none yet (users who do not exist are left out): what a
+-- writer for several users does before any item.
+CREATE FUNCTION citelink_lock_inboxes(owners bigint[]) RETURNS void
+LANGUAGE sql
+SET enable_seqscan = off
+AS $$
+    INSERT INTO inbox_count AS c (user_id)
+    SELECT DISTINCT o FROM unnest(owners) AS o WHERE EXISTS (SELECT FROM users WHERE id = o)
+    ORDER BY 1
+    ON CONFLICT (user_id) DO UPDATE SET last_position = c.last_position
+$$;
+
+-- A new notification: due at once unless it is scheduled for later
+-- (`send_at`; then it waits, undelivered, for the scheduler); the users it
+-- lists must exist (a missing one is named, not found later as a failed
+-- fan-out).
+CREATE FUNCTION citelink_check_notification() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    missing bigint[];
+BEGIN
     NEW.delivered_at := CASE WHEN NEW.send_at IS NULL OR NEW.send_at <= now() THEN now() END;
+    IF NEW.users IS NOT NULL THEN
+        missing := ARRAY(SELECT DISTINCT u FROM unnest(NEW.users) AS u
+                         WHERE NOT EXISTS (SELECT FROM users WHERE id = u) ORDER BY u);
+        IF missing <> '{}' THEN
+            RAISE foreign_key_violation USING
+                MESSAGE = format('notification.users names users that do not exist: %s%s',
+                                 array_to_string(missing[1:20], ', '),
+                                 CASE WHEN cardinality(missing) > 20
+                                      THEN format(' and %s more', cardinality(missing) - 20) END),
+                COLUMN = 'users', TABLE = 'notification';
+        END IF;
+    END IF;
     RETURN NEW;
 END
 $$;
 
--- New notifications: those due now are fanned out; each gets one audit row
--- that summarises it with its recipient count (also kept on the notification).
+-- New notifications: those due now are fanned out (grouped ones by
+-- citelink_group_notifications), then each gets one audit row that summarises
+-- it, with its recipient count.
 CREATE FUNCTION citelink_fan_out_notification() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    plain bigint[];
+    grouped bigint[];
 BEGIN
-    PERFORM citelink_fan_out(ARRAY(SELECT id FROM new_rows WHERE delivered_at IS NOT NULL
-                                   ORDER BY id));
+    SELECT array_agg(id ORDER BY id) FILTER (WHERE group_key IS NULL),
+           array_agg(id ORDER BY id) FILTER (WHERE group_key IS NOT NULL)
+    INTO plain, grouped
+    FROM new_rows WHERE delivered_at IS NOT NULL;
+    IF grouped IS NOT NULL THEN
+        PERFORM citelink_group_notifications(grouped, plain);
+    ELSIF plain IS NOT NULL THEN
+        PERFORM citelink_fan_out(plain);
+    END IF;
     INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
-    SELECT 'notification', n.id, 'create',
-           citelink_row_diff(NULL, to_jsonb(n)) || jsonb_build_object('recipients',
-               jsonb_build_array(NULL, (SELECT recipients FROM notification WHERE id = n.id))),
-           citelink_actor_id()
-    FROM new_rows AS n
+    SELECT 'notification', n.id, 'create', citelink_created(to_jsonb(n)), citelink_actor_id()
+    FROM new_rows AS r
+    CROSS JOIN LATERAL (SELECT * FROM notification WHERE id = r.id OFFSET 0) AS n
     ORDER BY n.id;
     RETURN NULL;
 END
 $$;
 
--- Who gets notification `note`: the subscribers of its tag, with their mode
--- (`live` whatever it is for a critical tag), and the listed users who are
--- not subscribed, live. Lateral probes only ("Plans").
-CREATE FUNCTION citelink_recipients(note notification)
-RETURNS TABLE (user_id bigint, mode text)
-LANGUAGE sql STABLE
-SET enable_seqscan = off
-AS $$
-    SELECT s.user_id,
-           CASE WHEN (SELECT critical FROM tag WHERE id = note.tag_id) THEN 'live' ELSE s.mode END
-    FROM subscription AS s WHERE s.tag_id = note.tag_id
-    UNION ALL
-    SELECT u.user_id, 'live'
-    FROM (SELECT DISTINCT unnest(note.users) AS user_id) AS u
-    WHERE NOT EXISTS (SELECT FROM subscription AS s
-                      WHERE s.tag_id = note.tag_id AND s.user_id = u.user_id)
-$$;
-
--- Fans out the notifications `ids` (due, not fanned out yet): each recipient
--- gets an inbox row, or for a grouped notification their item of the group
--- is moved to the top (citelink_group_notification). Then each notification
--- counts its recipients.
-CREATE FUNCTION citelink_fan_out(ids bigint[]) RETURNS void
+-- The common path of a publish, in one statement: for the notifications
+-- `ids` (due, not fanned out yet), every recipient -- the subscribers of the
+-- tag, with their mode (`live` whatever it is for a critical tag), and the
+-- listed users who are not subscribed, live, those deleted since left out --
+-- except the users in `skip` (grouping has updated theirs) gets an inbox row
+-- numbered from their counter row (locked in user id order, "Per-user
+-- order"); each notification counts its recipients, and each item is told in
+-- an event (one `fanout` event per notification past the item limit).
+CREATE FUNCTION citelink_fan_out(ids bigint[], skip bigint[] DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql
-SET enable_seqscan = off
-AS $$
-DECLARE
-    note notification;
-    pairs record;
-BEGIN
-    SELECT array_agg(r.user_id ORDER BY r.user_id, n.id) AS users,
-           array_agg(n.id ORDER BY r.user_id, n.id) AS notes,
-           array_agg(r.mode ORDER BY r.user_id, n.id) AS modes,
-           array_agg(n.priority ORDER BY r.user_id, n.id) AS priorities
-    INTO pairs
-    FROM unnest(ids) AS d (id)
-    CROSS JOIN LATERAL (SELECT * FROM notification WHERE id = d.id OFFSET 0) AS n
-    CROSS JOIN LATERAL citelink_recipients(n) AS r
-    WHERE n.group_key IS NULL;
-    PERFORM citelink_add_items(pairs.users, pairs.notes, pairs.modes, pairs.priorities, NULL);
-    FOR note IN SELECT * FROM notification WHERE id = ANY (ids) AND group_key IS NOT NULL
-                ORDER BY id LOOP
-        PERFORM citelink_group_notification(note);
-    END LOOP;
-END
-$$;
-
--- Adds `counts[i]` inbox rows to the recipient count of notification `ids[i]`,
--- in array order; returns how many of the notifications exist. Nested loops
--- only: one primary key probe per notification ("Plans").
-CREATE FUNCTION citelink_count_recipients(ids bigint[], counts bigint[]) RETURNS bigint
-LANGUAGE sql
-SET enable_seqscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
-AS $$
-    WITH counted AS (
-        UPDATE notification AS n SET recipients = n.recipients + c.items
-        FROM unnest(ids, counts) AS c (id, items)
-        WHERE n.id = c.id
-        RETURNING 1
-    )
-    SELECT count(*) FROM counted
-$$;
-
--- Inbox rows for (users[i], notes[i]) pairs, sorted by user: each user's
--- counter row is locked in user id order (the upsert follows the sorted pairs)
--- and gives as many positions as the user gets items, in notification order
--- ("Per-user order"). Pairs and counter rows meet in a hash join, linear at
--- any size ("Plans").
-CREATE FUNCTION citelink_add_items(users bigint[], notes bigint[], modes text[],
-                                   priorities text[], key text) RETURNS void
-LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_nestloop = off
 AS $$
 DECLARE
-    made bigint;
+    sent bigint;
 BEGIN
-    -- The rows of a fan-out are numbered, counted and audited here, not one
-    -- by one by the triggers that do it for rows inserted by plain SQL.
+    -- The rows are numbered, counted, audited and told here, not one by one
+    -- by the trigger that does it for inbox rows inserted by plain SQL.
     PERFORM set_config('citelink.fan_out', 'on', true);
-    WITH pairs AS (
-        SELECT * FROM unnest(users, notes, modes, priorities)
-                      AS p (user_id, notification_id, mode, priority)
+    WITH notes AS MATERIALIZED (
+        SELECT n.id, n.tag_id, n.users, n.priority, n.group_key,
+               coalesce((SELECT critical FROM tag WHERE id = n.tag_id), false) AS critical
+        FROM unnest(ids) AS d (id)
+        CROSS JOIN LATERAL (SELECT * FROM notification WHERE id = d.id OFFSET 0) AS n
+    ), pairs AS MATERIALIZED (
+        SELECT s.user_id, n.id AS notification_id,
+               CASE WHEN n.critical THEN 'live' ELSE s.mode END AS mode, n.priority, n.group_key
+        FROM notes AS n
+        CROSS JOIN LATERAL (
+            SELECT user_id, mode FROM subscription WHERE tag_id = n.tag_id OFFSET 0
+        ) AS s
+        WHERE skip IS NULL OR s.user_id <> ALL (skip)
+        UNION ALL
+        SELECT u.user_id, n.id, 'live', n.priority, n.group_key
+        FROM notes AS n
+        CROSS JOIN LATERAL (SELECT DISTINCT unnest(n.users) AS user_id) AS u
+        WHERE (skip IS NULL OR u.user_id <> ALL (skip))
+          AND NOT EXISTS (SELECT FROM subscription AS s
+                          WHERE s.tag_id = n.tag_id AND s.user_id = u.user_id OFFSET 0)
+          AND EXISTS (SELECT FROM users WHERE id = u.user_id OFFSET 0)
     ), numbered AS (
         INSERT INTO inbox_count AS c (user_id, unseen, unread, total, last_position)
         SELECT user_id, count(*) FILTER (WHERE mode <> 'muted'),
@@ -288,143 +377,233 @@ BEGIN
             SET unseen = c.unseen + excluded.unseen, unread = c.unread + excluded.unread,
                 total = c.total + excluded.total,
                 last_position = c.last_position + excluded.last_position
-        RETURNING user_id, last_position
+        RETURNING c.user_id, c.last_position, c.unseen, c.unread, c.total, c.archived
     ), inserted AS (
         INSERT INTO user_notification (user_id, notification_id, position, mode, priority,
                                        group_key)
         SELECT p.user_id, p.notification_id,
                b.last_position - count(*) OVER (PARTITION BY p.user_id)
                    + row_number() OVER (PARTITION BY p.user_id ORDER BY p.notification_id),
-               p.mode, p.priority, key
+               p.mode, p.priority, p.group_key
         FROM pairs AS p JOIN numbered AS b ON b.user_id = p.user_id
-        RETURNING notification_id
+        ORDER BY p.notification_id, p.user_id
+        RETURNING id, user_id, notification_id, position, mode
+    ), per_note AS (
+        -- {notification id: items} (a jsonb object: a binary search per key)
+        SELECT jsonb_object_agg(notification_id, items) AS items,
+               array_agg(notification_id) AS notes
+        FROM (SELECT notification_id, count(*) AS items FROM inserted
+              GROUP BY notification_id) AS c
+    ), counted AS (
+        UPDATE notification AS n
+        SET recipients = n.recipients + ((SELECT items FROM per_note) ->> n.id::text)::bigint
+        WHERE n.id = ANY ((SELECT notes FROM per_note)::bigint[])
     )
-    SELECT citelink_count_recipients(array_agg(notification_id), array_agg(items))
-    FROM (SELECT notification_id, count(*) AS items FROM inserted GROUP BY notification_id) AS m
-    INTO made;
+    SELECT count(pg_notify('citelink_events', e.payload)) INTO sent
+    FROM (
+        SELECT concat_ws(' ', 'new', i.user_id, i.id, i.notification_id, i.position, s.state,
+                         s.state, b.unseen, b.unread, b.total, b.archived) AS payload, i.id AS ord
+        FROM inserted AS i
+        JOIN numbered AS b ON b.user_id = i.user_id
+        CROSS JOIN LATERAL (SELECT CASE i.mode WHEN 'live' THEN 0 WHEN 'inbox' THEN 64
+                                               ELSE 192 END AS state) AS s
+        WHERE (SELECT count(*) FROM inserted) <= citelink_events_per_item_limit()
+        UNION ALL
+        SELECT concat_ws(' ', 'fanout', notification_id, count(*)), min(id)
+        FROM inserted
+        WHERE (SELECT count(*) FROM inserted) > citelink_events_per_item_limit()
+        GROUP BY notification_id
+        ORDER BY ord OFFSET 0
+    ) AS e;
     PERFORM set_config('citelink.fan_out', '', true);
 END
 $$;
 
--- Whether the statement running is a fan-out's insert (citelink_add_items).
+-- Whether the statement running is a fan-out's insert (citelink_fan_out).
 CREATE FUNCTION citelink_in_fan_out() RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT coalesce(current_setting('citelink.fan_out', true) = 'on', false)
+$$;
+
+-- The notifications `grouped` (due, with a group key) and `plain` (due,
+-- without), fanned out in one transaction: every recipient's counter row is
+-- locked first, all at once in user id order (the lock order; the fan-outs
+-- below take them again, held already), then the plain ones in one
+-- statement, then the grouped ones one by one.
+CREATE FUNCTION citelink_group_notifications(grouped bigint[], plain bigint[]) RETURNS void
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
+DECLARE
+    note notification;
+BEGIN
+    PERFORM citelink_lock_inboxes(ARRAY(
+        SELECT s.user_id
+        FROM notification AS n JOIN subscription AS s ON s.tag_id = n.tag_id
+        WHERE n.id = ANY (grouped || coalesce(plain, '{}'))
+        UNION
+        SELECT unnest(n.users) FROM notification AS n
+        WHERE n.id = ANY (grouped || coalesce(plain, '{}'))));
+    IF plain IS NOT NULL THEN
+        PERFORM citelink_fan_out(plain);
+    END IF;
+    FOR note IN SELECT * FROM notification WHERE id = ANY (grouped) ORDER BY id LOOP
+        PERFORM citelink_group_notification(note);
+    END LOOP;
+END
 $$;
 
 -- Grouping: a recipient who has an unread item of the notification's
 -- group_key, from within its group_window, has that item updated in place
 -- (the message it shows replaced, `count` one more, the notification listed,
 -- unseen again) and moved to the top: a new position in their order, one
--- `update` event. The others get a new item. Their counter rows are locked
--- first, in user id order, by their own statement: the items of the group are
--- then looked for in a later snapshot, which sees every earlier writer of
--- these users committed, so concurrent publishes of one key group together.
+-- `update` event. The others get a new item (citelink_fan_out). Their counter
+-- rows are locked already (citelink_group_notifications), so the items of the
+-- group are looked for in a later snapshot, which sees every earlier writer
+-- of these users committed: concurrent publishes of one key group together.
+-- An item another transaction holds (only a writer outside the lock order
+-- can) is skipped: that user gets a new item rather than a wait.
+-- The item keeps its newest notification ids (citelink_group_ids_kept);
+-- group_member lists all of them, for every item that collected more than one.
 CREATE FUNCTION citelink_group_notification(note notification) RETURNS void
 LANGUAGE plpgsql
 SET enable_seqscan = off
 AS $$
 DECLARE
-    users bigint[];
-    modes text[];
     found record;
 BEGIN
-    SELECT array_agg(r.user_id ORDER BY r.user_id), array_agg(r.mode ORDER BY r.user_id)
-    INTO users, modes
-    FROM citelink_recipients(note) AS r;
-    IF users IS NULL THEN
-        RETURN;
-    END IF;
-    INSERT INTO inbox_count AS c (user_id)
-    SELECT unnest(users)
-    ON CONFLICT (user_id) DO UPDATE SET last_position = c.last_position;
-
-    SELECT array_agg(g.id) FILTER (WHERE g.id IS NOT NULL) AS targets,
-           array_agg(u.user_id) FILTER (WHERE g.id IS NOT NULL) AS grouped,
-           array_agg(u.user_id ORDER BY u.user_id) FILTER (WHERE g.id IS NULL) AS users,
-           array_agg(u.mode ORDER BY u.user_id) FILTER (WHERE g.id IS NULL) AS modes
-    INTO found
-    FROM unnest(users, modes) AS u (user_id, mode)
-    LEFT JOIN LATERAL (
-        SELECT i.id FROM user_notification AS i
-        WHERE i.user_id = u.user_id AND i.group_key = note.group_key
+    SELECT array_agg(g.id) AS targets, array_agg(g.user_id) AS owners INTO found
+    FROM (SELECT s.user_id FROM subscription AS s WHERE s.tag_id = note.tag_id
+          UNION
+          SELECT unnest(note.users)) AS r
+    CROSS JOIN LATERAL (
+        SELECT i.id, i.user_id, i.notification_id, i.count FROM user_notification AS i
+        WHERE i.user_id = r.user_id AND i.group_key = note.group_key
           AND NOT i.is_read AND NOT i.is_deleted AND NOT i.is_archived AND NOT i.is_expired
           AND (SELECT created_at FROM notification WHERE id = i.notification_id)
               > now() - note.group_window
         ORDER BY i.position DESC LIMIT 1
-    ) AS g ON true;
+        FOR UPDATE SKIP LOCKED
+    ) AS g;
 
     IF found.targets IS NOT NULL THEN
+        -- An item grouped for the first time: its first notification joins
+        -- the list too.
+        INSERT INTO group_member (item_id, notification_id)
+        SELECT id, notification_id FROM user_notification
+        WHERE id = ANY (found.targets) AND count = 1
+        UNION ALL
+        SELECT unnest(found.targets), note.id;
         PERFORM set_config('citelink.grouping', 'on', true);
         WITH moved AS (
             UPDATE inbox_count AS c SET last_position = c.last_position + 1
-            WHERE c.user_id = ANY (found.grouped)
+            WHERE c.user_id = ANY (found.owners)
             RETURNING c.user_id, c.last_position
         )
         UPDATE user_notification AS i
         SET notification_id = note.id, position = m.last_position, count = i.count + 1,
-            notification_ids = coalesce(i.notification_ids, ARRAY[i.notification_id]) || note.id,
+            notification_ids = (coalesce(i.notification_ids, ARRAY[i.notification_id]) || note.id)
+                [greatest(1, coalesce(cardinality(i.notification_ids), 1) + 2
+                             - citelink_group_ids_kept()):],
             is_seen = false, priority = note.priority
         FROM moved AS m
         WHERE i.id = ANY (found.targets) AND i.user_id = m.user_id;
         PERFORM set_config('citelink.grouping', '', true);
-        PERFORM citelink_count_recipients(ARRAY[note.id],
-                                          ARRAY[cardinality(found.targets)::bigint]);
+        UPDATE notification SET recipients = recipients + cardinality(found.targets)
+        WHERE id = note.id;
     END IF;
-    IF found.users IS NOT NULL THEN
-        PERFORM citelink_add_items(
-            found.users,
-            array_fill(note.id, ARRAY[cardinality(found.users)]),
-            found.modes,
-            array_fill(note.priority, ARRAY[cardinality(found.users)]),
-            note.group_key);
-    END IF;
+    PERFORM citelink_fan_out(ARRAY[note.id], found.owners);
 END
 $$;
 
--- Schedules: the app's scheduler calls these in a loop (citelink/db/scheduler.py).
--- Each claims what is due with FOR UPDATE SKIP LOCKED and settles it in the
--- same transaction, so with any number of app processes every notification
--- is fanned out, and every expiry done, exactly once: a row another process
--- holds is skipped, and a settled one is never due again (a crash or a
--- database restart rolls the unsettled back, to be claimed again).
+-- Schedules: the app's scheduler (citelink/db/scheduler.py) finds what is due
+-- and calls these, a batch per transaction, halving a batch that fails until
+-- the one notification that fails is alone: that one is marked failed (its
+-- error kept, audited, tried again later with backoff) and the others go on.
+-- Each claims its notifications with FOR UPDATE SKIP LOCKED and settles them
+-- in the same transaction, so with any number of app processes every
+-- notification is fanned out, and every expiry done, exactly once.
 
--- Fans out up to `most` notifications whose send_at has come; how many.
-CREATE FUNCTION citelink_deliver_due(most integer) RETURNS integer
+-- When a notification is due: at send_at, or at its next try after a failure.
+CREATE FUNCTION citelink_due_at(note notification) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT greatest(note.send_at, note.retry_at)
+$$;
+
+-- Fans out those of the notifications `ids` that are due and not delivered,
+-- skipping any another transaction holds, and marks them delivered; how many.
+CREATE FUNCTION citelink_deliver(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
+DECLARE
+    plain bigint[];
+    grouped bigint[];
+BEGIN
+    SELECT array_agg(id ORDER BY id) FILTER (WHERE group_key IS NULL),
+           array_agg(id ORDER BY id) FILTER (WHERE group_key IS NOT NULL)
+    INTO plain, grouped
+    FROM (SELECT id, group_key FROM notification AS n
+          WHERE id = ANY (ids) AND delivered_at IS NULL AND citelink_due_at(n) <= now()
+          ORDER BY id FOR UPDATE SKIP LOCKED) AS due;
+    IF grouped IS NOT NULL THEN
+        PERFORM citelink_group_notifications(grouped, plain);
+    ELSIF plain IS NOT NULL THEN
+        PERFORM citelink_fan_out(plain);
+    END IF;
+    UPDATE notification SET delivered_at = now(), delivery_error = NULL, retry_at = NULL
+    WHERE id = ANY (coalesce(plain, '{}') || coalesce(grouped, '{}'));
+    RETURN coalesce(cardinality(plain), 0) + coalesce(cardinality(grouped), 0);
+END
+$$;
+
+-- A notification whose delivery failed with `error`: kept undelivered, the
+-- error and attempt recorded, and tried again after an exponential backoff
+-- with jitter (5 s, 10 s, 20 s, ... at most an hour), 10 attempts in all.
+CREATE FUNCTION citelink_delivery_failed(note_id bigint, error text) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE notification
+    SET delivery_attempts = delivery_attempts + 1, delivery_error = left(error, 1000),
+        retry_at = CASE WHEN delivery_attempts + 1 >= 10 THEN 'infinity'
+                        ELSE now() + least(interval '1 hour',
+                                           interval '5 seconds' * 2 ^ delivery_attempts)
+                                     * (0.75 + random() / 2) END
+    WHERE id = note_id AND delivered_at IS NULL
+$$;
+
+-- Marks the items of those of the notifications `ids` whose expires_at has
+-- passed expired (counted, audited and told like any other change): their
+-- owners' counter rows first, then the items, skipping any another
+-- transaction holds (the next round gets them). A notification is settled
+-- (expired_at) once all its items are marked. Returns how many were.
+CREATE FUNCTION citelink_expire(ids bigint[]) RETURNS integer
 LANGUAGE plpgsql
 SET enable_seqscan = off
 AS $$
 DECLARE
     due bigint[];
+    settled integer;
 BEGIN
     due := ARRAY(SELECT id FROM notification
-                 WHERE delivered_at IS NULL AND send_at <= now()
-                 ORDER BY send_at, id LIMIT most
-                 FOR UPDATE SKIP LOCKED);
-    PERFORM citelink_fan_out(due);
-    UPDATE notification SET delivered_at = now() WHERE id = ANY (due);
-    RETURN cardinality(due);
-END
-$$;
-
--- Marks the items of up to `most` notifications whose expires_at has passed
--- expired (counted, audited and told like any other change); how many
--- notifications.
-CREATE FUNCTION citelink_expire_due(most integer) RETURNS integer
-LANGUAGE plpgsql
-SET enable_seqscan = off
-AS $$
-DECLARE
-    due bigint[];
-BEGIN
-    due := ARRAY(SELECT id FROM notification
-                 WHERE expired_at IS NULL AND expires_at <= now()
-                 ORDER BY expires_at, id LIMIT most
-                 FOR UPDATE SKIP LOCKED);
+                 WHERE id = ANY (ids) AND expired_at IS NULL AND expires_at <= now()
+                 ORDER BY id FOR UPDATE SKIP LOCKED);
+    PERFORM FROM inbox_count
+    WHERE user_id IN (SELECT user_id FROM user_notification
+                      WHERE notification_id = ANY (due) AND NOT is_expired)
+    ORDER BY user_id FOR NO KEY UPDATE;
     UPDATE user_notification SET is_expired = true
-    WHERE notification_id = ANY (due) AND NOT is_expired;
-    UPDATE notification SET expired_at = now() WHERE id = ANY (due);
-    RETURN cardinality(due);
+    WHERE id IN (SELECT id FROM user_notification
+                 WHERE notification_id = ANY (due) AND NOT is_expired
+                 FOR NO KEY UPDATE SKIP LOCKED);
+    WITH done AS (
+        UPDATE notification AS n SET expired_at = now()
+        WHERE n.id = ANY (due)
+          AND NOT EXISTS (SELECT FROM user_notification AS i
+                          WHERE i.notification_id = n.id AND NOT i.is_expired)
+        RETURNING 1
+    )
+    SELECT count(*) INTO settled FROM done;
+    RETURN settled;
 END
 $$;
 
@@ -453,14 +632,19 @@ BEGIN
 END
 $$;
 
--- An inbox row inserted by plain SQL (not by the fan-out, which numbers its
--- own rows set-based): its states imply one another as on an update, then
--- lock the owner's counter row, count the item and give it the next
--- position. Whatever position the statement gave is replaced.
-CREATE FUNCTION citelink_number_item() RETURNS trigger
+-- An inbox row inserted by plain SQL (not by the fan-out, which does all of
+-- this set-based): its states imply one another as on an update; its owner's
+-- counter row is locked (before the row exists: the lock order), counts it and
+-- gives it the next position (whatever position the statement gave is
+-- replaced); its notification counts it as a recipient, which also fails the
+-- insert when there is no such notification ("Inbox keys"); it is audited and
+-- told. Row by row: a statement of rows for several users locks their counter
+-- rows in its own row order, so list them in user id order.
+CREATE FUNCTION citelink_add_direct_item() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     added record;
+    now_counts record;
 BEGIN
     NEW.is_read := NEW.is_read OR NEW.interacted_at IS NOT NULL;
     NEW.is_seen := NEW.is_seen OR NEW.is_read;
@@ -471,75 +655,160 @@ BEGIN
         SET unseen = c.unseen + excluded.unseen, unread = c.unread + excluded.unread,
             total = c.total + excluded.total, archived = c.archived + excluded.archived,
             last_position = c.last_position + 1
-    RETURNING last_position INTO NEW.position;
+    RETURNING c.last_position, c.unseen, c.unread, c.total, c.archived INTO now_counts;
+    NEW.position := now_counts.last_position;
+    UPDATE notification SET recipients = recipients + 1 WHERE id = NEW.notification_id;
+    IF NOT FOUND THEN
+        RAISE foreign_key_violation USING
+            MESSAGE = 'inbox row names no such notification',
+            DETAIL = format('Key (notification_id)=(%s) is not present in table "notification".',
+                            NEW.notification_id);
+    END IF;
+    INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
+    VALUES ('user_notification', NEW.id, 'create', citelink_created(to_jsonb(NEW)),
+            citelink_actor_id());
+    IF NOT NEW.is_deleted THEN
+        PERFORM pg_notify('citelink_events',
+                          concat_ws(' ', 'new', NEW.user_id, NEW.id, NEW.notification_id,
+                                    NEW.position, citelink_item_state(NEW),
+                                    citelink_item_state(NEW), now_counts.unseen,
+                                    now_counts.unread, now_counts.total, now_counts.archived));
+    END IF;
     RETURN NEW;
 END
 $$;
 
--- Cursors are item ids (what clients hold), orders are positions: the bound
--- an id stands for in a user's order. An item of the user stands for its own
--- position. Any other id (another user's item, one removed outright, a
--- made-up number) stands for the point just after the user's newest listed
--- item (neither deleted nor archived), in their order, with a smaller id:
--- found by walking their inbox back from the newest, so it costs as many
--- steps as they have newer items.
--- `before`: items with a position below the result come before the id.
--- `after`: items with a position above the result come after it.
-CREATE FUNCTION citelink_position_before(owner bigint, item bigint) RETURNS bigint
-LANGUAGE sql STABLE STRICT AS $$
-    SELECT coalesce(
-        (SELECT position FROM user_notification WHERE id = item AND user_id = owner),
-        (SELECT position + 1 FROM user_notification
-         WHERE user_id = owner AND NOT is_deleted AND NOT is_archived AND id < item
-         ORDER BY position DESC LIMIT 1),
-        0)
-$$;
-
-CREATE FUNCTION citelink_position_after(owner bigint, item bigint) RETURNS bigint
-LANGUAGE sql STABLE STRICT AS $$
-    SELECT coalesce(
-        (SELECT position FROM user_notification WHERE id = item AND user_id = owner),
-        (SELECT position FROM user_notification
-         WHERE user_id = owner AND NOT is_deleted AND NOT is_archived AND id < item
-         ORDER BY position DESC LIMIT 1),
-        0)
-$$;
-
--- An inbox row belongs to one user for life, and to one notification and
--- place in the user's order, unless grouping moves it (citelink_group_notification).
-CREATE FUNCTION citelink_keep_inbox_keys() RETURNS trigger
-LANGUAGE plpgsql AS $$
+-- Changed inbox rows, in one statement: counters adjusted (the new rows'
+-- counts minus the old rows'), one audit row per changed item -- or, past
+-- the item limit, one per user and kind of change, with how many items and
+-- the first and last id (a bulk change audited in bounded space: resource
+-- `inbox`, object the user) -- and one event per item whose state changed or
+-- that moved (or one `bulk` event per user). The grouped list of ids is left
+-- out of the audit: `notification_id` and `count` say what changed.
+CREATE FUNCTION citelink_item_changes() RETURNS trigger
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+SET enable_nestloop = off
+AS $$
+DECLARE
+    many boolean := (SELECT count(*) > citelink_events_per_item_limit() FROM new_rows);
+    sent bigint;
 BEGIN
-    IF NEW.user_id = OLD.user_id AND current_setting('citelink.grouping', true) = 'on' THEN
-        RETURN NEW;
-    END IF;
-    RAISE restrict_violation USING
-        MESSAGE = 'an inbox row cannot move to another user, notification or position';
+    WITH pairs AS MATERIALIZED (
+        SELECT r.id, r.user_id,
+               max(r.notification_id) FILTER (WHERE r.sign = 1) AS notification_id,
+               max(r.position) FILTER (WHERE r.sign = 1) AS position,
+               count(DISTINCT r.position) > 1 AS moved,
+               min(r.state) FILTER (WHERE r.sign = -1) AS old_state,
+               min(r.state) FILTER (WHERE r.sign = 1) AS new_state,
+               sum(r.sign * (r.k).unseen) AS unseen, sum(r.sign * (r.k).unread) AS unread,
+               sum(r.sign * (r.k).total) AS total, sum(r.sign * (r.k).archived) AS archived,
+               citelink_row_diff((array_agg(r.doc) FILTER (WHERE r.sign = -1))[1],
+                                 (array_agg(r.doc) FILTER (WHERE r.sign = 1))[1]) AS changes
+        FROM (SELECT -1 AS sign, o.id, o.user_id, o.notification_id, o.position,
+                     citelink_item_state(o) AS state, citelink_item_counts(o) AS k,
+                     to_jsonb(o) - 'notification_ids' AS doc
+              FROM old_rows AS o
+              UNION ALL
+              SELECT 1, n.id, n.user_id, n.notification_id, n.position,
+                     citelink_item_state(n), citelink_item_counts(n),
+                     to_jsonb(n) - 'notification_ids'
+              FROM new_rows AS n) AS r
+        GROUP BY r.id, r.user_id
+    ), counted AS (
+        INSERT INTO inbox_count AS c (user_id, unseen, unread, total, archived)
+        SELECT user_id, sum(unseen), sum(unread), sum(total), sum(archived)
+        FROM pairs GROUP BY user_id ORDER BY user_id
+        ON CONFLICT (user_id) DO UPDATE
+            SET unseen = c.unseen + excluded.unseen, unread = c.unread + excluded.unread,
+                total = c.total + excluded.total, archived = c.archived + excluded.archived
+        RETURNING c.user_id, c.unseen, c.unread, c.total, c.archived
+    ), audited AS (
+        INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
+        SELECT resource, object_id, 'update', changes, citelink_actor_id()
+        FROM (SELECT 'user_notification' AS resource, id AS object_id, changes, id AS ord
+              FROM pairs WHERE NOT many AND changes <> '{}'
+              UNION ALL
+              SELECT 'inbox', user_id,
+                     changes || jsonb_build_object('items', count(*),
+                                                   'item_ids', jsonb_build_array(min(id), max(id))),
+                     min(id)
+              FROM pairs WHERE many AND changes <> '{}'
+              GROUP BY user_id, changes) AS a
+        ORDER BY ord
+    )
+    SELECT count(pg_notify('citelink_events', e.payload)) INTO sent
+    FROM (
+        SELECT concat_ws(' ', CASE WHEN p.moved THEN 'update' ELSE 'change' END, p.user_id, p.id,
+                         p.notification_id, p.position, p.old_state, p.new_state,
+                         c.unseen, c.unread, c.total, c.archived) AS payload, p.id AS ord
+        FROM pairs AS p JOIN counted AS c ON c.user_id = p.user_id
+        WHERE NOT many AND (p.moved OR p.old_state <> p.new_state)
+        UNION ALL
+        SELECT concat_ws(' ', 'bulk', c.user_id, x.items, c.unseen, c.unread, c.total,
+                         c.archived), c.user_id
+        FROM counted AS c
+        JOIN (SELECT user_id, count(*) AS items FROM pairs GROUP BY user_id) AS x
+            ON x.user_id = c.user_id
+        WHERE many
+        ORDER BY ord OFFSET 0
+    ) AS e;
+    RETURN NULL;
 END
 $$;
 
--- Inbox rows inserted by plain SQL: each notification they name counts them
--- as recipients, which locks it against deletion until commit ("Inbox
--- keys"); a name that matches no notification is a foreign key violation.
-CREATE FUNCTION citelink_count_direct_recipients() RETURNS trigger
-LANGUAGE plpgsql AS $$
+-- Inbox rows removed outright (plain SQL or a cascade): the counters fixed
+-- (an UPDATE, not an upsert: when a user is deleted, the cascade has removed
+-- their counter row already), the owners told their items went away, the rows
+-- audited (past the item limit, one row per user: how many, first and last
+-- id), and the rows' group lists dropped.
+CREATE FUNCTION citelink_items_removed() RETURNS trigger
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_nestloop = off
+AS $$
 DECLARE
-    notes bigint[];
-    counts bigint[];
-    missing bigint;
+    many boolean := (SELECT count(*) > citelink_events_per_item_limit() FROM old_rows);
+    sent bigint;
 BEGIN
-    SELECT array_agg(notification_id ORDER BY notification_id),
-           array_agg(items ORDER BY notification_id)
-    INTO notes, counts
-    FROM (SELECT notification_id, count(*) AS items FROM new_rows GROUP BY notification_id) AS named;
-    IF citelink_count_recipients(notes, counts) < cardinality(notes) THEN
-        SELECT id INTO missing FROM unnest(notes) AS id
-        WHERE NOT EXISTS (SELECT FROM notification AS n WHERE n.id = id)
-        LIMIT 1;
-        RAISE foreign_key_violation USING
-            MESSAGE = 'inbox row names no such notification',
-            DETAIL = format('Key (notification_id)=(%s) is not present in table "notification".',
-                            missing);
+    WITH counted AS (
+        UPDATE inbox_count AS c
+        SET unseen = c.unseen - d.unseen, unread = c.unread - d.unread,
+            total = c.total - d.total, archived = c.archived - d.archived
+        FROM (SELECT user_id, sum((k).unseen) AS unseen, sum((k).unread) AS unread,
+                     sum((k).total) AS total, sum((k).archived) AS archived
+              FROM (SELECT user_id, citelink_item_counts(r.*) AS k FROM old_rows AS r) AS one
+              GROUP BY user_id ORDER BY user_id) AS d
+        WHERE c.user_id = d.user_id
+        RETURNING c.user_id, c.unseen, c.unread, c.total, c.archived
+    ), audited AS (
+        INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
+        SELECT resource, object_id, 'delete', changes, citelink_actor_id()
+        FROM (SELECT 'user_notification' AS resource, r.id AS object_id,
+                     citelink_row_diff(to_jsonb(r), NULL) AS changes, r.id AS ord
+              FROM old_rows AS r WHERE NOT many
+              UNION ALL
+              SELECT 'inbox', r.user_id,
+                     jsonb_build_object('items', count(*),
+                                        'item_ids', jsonb_build_array(min(r.id), max(r.id))),
+                     min(r.id)
+              FROM old_rows AS r WHERE many
+              GROUP BY r.user_id) AS a
+        ORDER BY ord
+    )
+    SELECT count(pg_notify('citelink_events', e.payload)) INTO sent
+    FROM (
+        SELECT concat_ws(' ', 'remove', r.user_id, r.id, r.notification_id, r.position,
+                         citelink_item_state(r), 0, coalesce(c.unseen, 0), coalesce(c.unread, 0),
+                         coalesce(c.total, 0), coalesce(c.archived, 0)) AS payload, r.id AS ord
+        FROM old_rows AS r LEFT JOIN counted AS c ON c.user_id = r.user_id
+        WHERE NOT r.is_deleted
+        ORDER BY ord OFFSET 0
+    ) AS e;
+    IF EXISTS (SELECT FROM old_rows WHERE group_key IS NOT NULL) THEN
+        DELETE FROM group_member
+        WHERE item_id IN (SELECT id FROM old_rows WHERE group_key IS NOT NULL);
     END IF;
     RETURN NULL;
 END
@@ -547,7 +816,9 @@ $$;
 
 -- Deleting users or notifications deletes their inbox rows (what ON DELETE
 -- CASCADE would do), through the indexes: a user's rows are in the inbox, the
--- archived and the deleted-items indexes, a notification's in the unique index.
+-- archived and the deleted-items indexes, a notification's in the unique
+-- index. A user's counter row went first (a cascade of the users row); a
+-- notification's recipients' counter rows are locked first here.
 CREATE FUNCTION citelink_remove_inbox_rows() RETURNS trigger
 LANGUAGE plpgsql
 SET enable_seqscan = off
@@ -560,6 +831,9 @@ BEGIN
         DELETE FROM user_notification WHERE user_id = ANY (ids) AND NOT is_deleted AND is_archived;
         DELETE FROM user_notification WHERE user_id = ANY (ids) AND is_deleted;
     ELSE
+        PERFORM FROM inbox_count
+        WHERE user_id IN (SELECT user_id FROM user_notification WHERE notification_id = ANY (ids))
+        ORDER BY user_id FOR NO KEY UPDATE;
         DELETE FROM user_notification WHERE notification_id = ANY (ids);
     END IF;
     RETURN NULL;
@@ -570,7 +844,7 @@ $$;
 CREATE FUNCTION citelink_empty_inbox() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    TRUNCATE user_notification;
+    TRUNCATE user_notification, group_member;
     RETURN NULL;
 END
 $$;
@@ -602,125 +876,46 @@ BEGIN
 END
 $$;
 
--- New inbox rows (counted and numbered before they were inserted): one event
--- per row, or one `fanout` event per notification for a big statement.
-CREATE FUNCTION citelink_publish_new_items() RETURNS trigger
-LANGUAGE plpgsql
-SET enable_seqscan = off
-AS $$
+-- An inbox row belongs to one user for life, and to one notification and
+-- place in the user's order, unless grouping moves it (citelink_group_notification).
+CREATE FUNCTION citelink_keep_inbox_keys() RETURNS trigger
+LANGUAGE plpgsql AS $$
 BEGIN
-    IF (SELECT count(*) > citelink_events_per_item_limit() FROM new_rows) THEN
-        PERFORM pg_notify('citelink_events', concat_ws(' ', 'fanout', e.notification_id, e.items))
-        FROM (SELECT notification_id, count(*) AS items FROM new_rows
-              WHERE NOT is_deleted GROUP BY notification_id ORDER BY notification_id) AS e;
-    ELSE
-        PERFORM citelink_notify_item('new', e.user_id, e.id, e.notification_id, e.position,
-                                     e.state, e.state)
-        FROM (SELECT r.*, citelink_item_state(r) AS state FROM new_rows AS r
-              WHERE NOT r.is_deleted ORDER BY r.id OFFSET 0) AS e;
+    IF NEW.user_id = OLD.user_id AND current_setting('citelink.grouping', true) = 'on' THEN
+        RETURN NEW;
     END IF;
-    RETURN NULL;
+    RAISE restrict_violation USING
+        MESSAGE = 'an inbox row cannot move to another user, notification or position';
 END
 $$;
 
--- The event of one item (see "Events" above), with its owner's counts after
--- the change.
-CREATE FUNCTION citelink_notify_item(kind text, owner bigint, item bigint, note bigint,
-                                     place bigint, old_state integer, new_state integer)
-RETURNS void
-LANGUAGE sql AS $$
-    SELECT pg_notify('citelink_events', concat_ws(' ', kind, owner, item, note, place,
-                     old_state, new_state, c.unseen, c.unread, c.total, c.archived))
-    FROM (SELECT coalesce(max(unseen), 0) AS unseen, coalesce(max(unread), 0) AS unread,
-                 coalesce(max(total), 0) AS total, coalesce(max(archived), 0) AS archived
-          FROM inbox_count WHERE user_id = owner) AS c
+-- Cursors are item ids (what clients hold), orders are positions: the bound
+-- an id stands for in a user's order. An item of the user stands for its own
+-- position. Any other id (another user's item, one removed outright, a
+-- made-up number) stands for the point just after the user's newest listed
+-- item (neither deleted nor archived), in their order, with a smaller id:
+-- found by walking their inbox back from the newest, so it costs as many
+-- steps as they have newer items.
+-- `before`: items with a position below the result come before the id.
+-- `after`: items with a position above the result come after it.
+CREATE FUNCTION citelink_position_before(owner bigint, item bigint) RETURNS bigint
+LANGUAGE sql STABLE STRICT AS $$
+    SELECT coalesce(
+        (SELECT position FROM user_notification WHERE id = item AND user_id = owner),
+        (SELECT position + 1 FROM user_notification
+         WHERE user_id = owner AND NOT is_deleted AND NOT is_archived AND id < item
+         ORDER BY position DESC LIMIT 1),
+        0)
 $$;
 
--- Changed states: adjust counters, then one event per row, or one `bulk`
--- event per user for a big statement.
-CREATE FUNCTION citelink_publish_item_changes() RETURNS trigger
-LANGUAGE plpgsql
-SET enable_seqscan = off
-AS $$
-BEGIN
-    -- Counter deltas need no pairing: what the new rows count minus what the
-    -- old rows counted, per owner.
-    INSERT INTO inbox_count AS c (user_id, unseen, unread, total, archived)
-    SELECT user_id, sum(sign * (k).unseen), sum(sign * (k).unread), sum(sign * (k).total),
-           sum(sign * (k).archived)
-    FROM (SELECT user_id, citelink_item_counts(r.*) AS k, 1 AS sign FROM new_rows AS r
-          UNION ALL
-          SELECT user_id, citelink_item_counts(r.*), -1 FROM old_rows AS r) AS sides
-    GROUP BY user_id
-    HAVING sum(sign * (k).unseen) <> 0 OR sum(sign * (k).unread) <> 0
-        OR sum(sign * (k).total) <> 0 OR sum(sign * (k).archived) <> 0
-    ORDER BY user_id  -- the fan-out's lock order
-    ON CONFLICT (user_id) DO UPDATE
-        SET unseen = c.unseen + excluded.unseen, unread = c.unread + excluded.unread,
-            total = c.total + excluded.total, archived = c.archived + excluded.archived;
-
-    IF (SELECT count(*) > citelink_events_per_item_limit() FROM new_rows) THEN
-        PERFORM pg_notify('citelink_events', concat_ws(' ', 'bulk', e.user_id, e.items,
-                          c.unseen, c.unread, c.total, c.archived))
-        FROM (SELECT user_id, count(*) AS items FROM new_rows
-              GROUP BY user_id ORDER BY user_id OFFSET 0) AS e
-        CROSS JOIN LATERAL (SELECT * FROM inbox_count WHERE user_id = e.user_id) AS c;
-        RETURN NULL;
-    END IF;
-    -- Old and new rows paired by grouping on the id ("Plans").
-    -- A moved item (grouping: a new notification, a new position) is an
-    -- `update`; otherwise an item whose state changed is a `change`.
-    PERFORM citelink_notify_item(CASE WHEN e.moved THEN 'update' ELSE 'change' END, e.user_id,
-                                 e.id, e.notification_id, e.position, e.old_state, e.new_state)
-    FROM (
-        SELECT r.id, r.user_id,
-               max(r.notification_id) FILTER (WHERE r.side = 'new') AS notification_id,
-               max(r.position) FILTER (WHERE r.side = 'new') AS position,
-               count(DISTINCT r.position) > 1 AS moved,
-               min(r.state) FILTER (WHERE r.side = 'old') AS old_state,
-               min(r.state) FILTER (WHERE r.side = 'new') AS new_state
-        FROM (SELECT 'old' AS side, o.id, o.user_id, o.notification_id, o.position,
-                     citelink_item_state(o) AS state
-              FROM old_rows AS o
-              UNION ALL
-              SELECT 'new', n.id, n.user_id, n.notification_id, n.position,
-                     citelink_item_state(n)
-              FROM new_rows AS n) AS r
-        GROUP BY r.id, r.user_id
-        ORDER BY r.id OFFSET 0
-    ) AS e
-    WHERE e.moved OR e.old_state <> e.new_state;
-    RETURN NULL;
-END
-$$;
-
--- Inbox rows removed outright (plain SQL or a cascade): fix the counters and
--- tell the owners their items went away.
-CREATE FUNCTION citelink_publish_removed_items() RETURNS trigger
-LANGUAGE plpgsql
--- An UPDATE, not an upsert: when a user is deleted, the cascade has removed
--- their counter row already. Nested loops only, so the join below is always
--- one index probe per owner (see "Plans" above).
-SET enable_seqscan = off
-SET enable_hashjoin = off
-SET enable_mergejoin = off
-AS $$
-BEGIN
-    UPDATE inbox_count AS c
-    SET unseen = c.unseen - d.unseen, unread = c.unread - d.unread,
-        total = c.total - d.total, archived = c.archived - d.archived
-    FROM (SELECT user_id, sum((k).unseen) AS unseen, sum((k).unread) AS unread,
-                 sum((k).total) AS total, sum((k).archived) AS archived
-          FROM (SELECT user_id, citelink_item_counts(r.*) AS k FROM old_rows AS r) AS counted
-          GROUP BY user_id) AS d
-    WHERE c.user_id = d.user_id;
-
-    PERFORM citelink_notify_item('remove', e.user_id, e.id, e.notification_id, e.position,
-                                 e.state, 0)
-    FROM (SELECT r.*, citelink_item_state(r) AS state FROM old_rows AS r
-          WHERE NOT r.is_deleted ORDER BY r.id OFFSET 0) AS e;
-    RETURN NULL;
-END
+CREATE FUNCTION citelink_position_after(owner bigint, item bigint) RETURNS bigint
+LANGUAGE sql STABLE STRICT AS $$
+    SELECT coalesce(
+        (SELECT position FROM user_notification WHERE id = item AND user_id = owner),
+        (SELECT position FROM user_notification
+         WHERE user_id = owner AND NOT is_deleted AND NOT is_archived AND id < item
+         ORDER BY position DESC LIMIT 1),
+        0)
 $$;
 
 -- A new password or a deactivation revokes every token the user holds: a
@@ -771,19 +966,19 @@ $$;
 
 -- Triggers -------------------------------------------------------------------
 
-CREATE TRIGGER citelink_schedule
+CREATE TRIGGER citelink_check
     BEFORE INSERT ON notification
-    FOR EACH ROW EXECUTE FUNCTION citelink_schedule_notification();
+    FOR EACH ROW EXECUTE FUNCTION citelink_check_notification();
 
 CREATE TRIGGER citelink_fan_out
     AFTER INSERT ON notification
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION citelink_fan_out_notification();
 
-CREATE TRIGGER citelink_number_items
+CREATE TRIGGER citelink_add_direct_items
     BEFORE INSERT ON user_notification
     FOR EACH ROW WHEN (NOT citelink_in_fan_out())
-    EXECUTE FUNCTION citelink_number_item();
+    EXECUTE FUNCTION citelink_add_direct_item();
 
 CREATE TRIGGER citelink_keep_keys
     BEFORE UPDATE OF user_id, notification_id, position ON user_notification
@@ -792,11 +987,23 @@ CREATE TRIGGER citelink_keep_keys
           OR NEW.position <> OLD.position)
     EXECUTE FUNCTION citelink_keep_inbox_keys();
 
-CREATE TRIGGER citelink_count_direct_items
-    AFTER INSERT ON user_notification
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT WHEN (NOT citelink_in_fan_out())
-    EXECUTE FUNCTION citelink_count_direct_recipients();
+CREATE TRIGGER citelink_stamp_state
+    BEFORE UPDATE ON user_notification
+    FOR EACH ROW
+    WHEN ((NEW.is_seen, NEW.is_read, NEW.is_archived, NEW.interacted_at, NEW.is_deleted)
+          IS DISTINCT FROM (OLD.is_seen, OLD.is_read, OLD.is_archived, OLD.interacted_at,
+                            OLD.is_deleted))
+    EXECUTE FUNCTION citelink_stamp_item_state();
+
+CREATE TRIGGER citelink_item_updates
+    AFTER UPDATE ON user_notification
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_item_changes();
+
+CREATE TRIGGER citelink_item_deletes
+    AFTER DELETE ON user_notification
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_items_removed();
 
 CREATE TRIGGER citelink_remove_inbox_of_deleted_users
     AFTER DELETE ON users
@@ -816,29 +1023,6 @@ CREATE TRIGGER citelink_empty_inbox_of_truncated_notifications
     AFTER TRUNCATE ON notification
     FOR EACH STATEMENT EXECUTE FUNCTION citelink_empty_inbox();
 
-CREATE TRIGGER citelink_stamp_state
-    BEFORE UPDATE ON user_notification
-    FOR EACH ROW
-    WHEN ((NEW.is_seen, NEW.is_read, NEW.is_archived, NEW.interacted_at, NEW.is_deleted)
-          IS DISTINCT FROM (OLD.is_seen, OLD.is_read, OLD.is_archived, OLD.interacted_at,
-                            OLD.is_deleted))
-    EXECUTE FUNCTION citelink_stamp_item_state();
-
-CREATE TRIGGER citelink_publish_inserts
-    AFTER INSERT ON user_notification
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION citelink_publish_new_items();
-
-CREATE TRIGGER citelink_publish_updates
-    AFTER UPDATE ON user_notification
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION citelink_publish_item_changes();
-
-CREATE TRIGGER citelink_publish_deletes
-    AFTER DELETE ON user_notification
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION citelink_publish_removed_items();
-
 CREATE TRIGGER citelink_bump_token_generation
     BEFORE UPDATE OF password_hash, is_active ON users
     FOR EACH ROW
@@ -855,30 +1039,14 @@ CREATE TRIGGER citelink_revoke_deleted_user
     FOR EACH ROW WHEN (OLD.is_active)
     EXECUTE FUNCTION citelink_publish_user_revoked();
 
--- Audit. Inbox rows made by a fan-out are summarised in the notification's own
--- audit row; inbox rows inserted directly are not.
-CREATE TRIGGER citelink_audit_item_inserts
-    AFTER INSERT ON user_notification
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT WHEN (NOT citelink_in_fan_out())
-    EXECUTE FUNCTION citelink_audit_changes();
-
-CREATE TRIGGER citelink_audit_item_updates
-    AFTER UPDATE ON user_notification
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION citelink_audit_changes();
-
-CREATE TRIGGER citelink_audit_item_deletes
-    AFTER DELETE ON user_notification
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION citelink_audit_changes();
-
--- The fan-out's own update (the recipient count) is in its create row already.
+-- Audit. Inbox rows are audited by their own triggers above (a fan-out's in
+-- its notification's create row); a notification's create row is written by
+-- its fan-out trigger, its updates one by one, except the ones the triggers
+-- make themselves (its recipient count, at trigger depth 1).
 CREATE TRIGGER citelink_audit_notification_updates
     AFTER UPDATE ON notification
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT WHEN (pg_trigger_depth() = 0)
-    EXECUTE FUNCTION citelink_audit_changes();
+    FOR EACH ROW WHEN (pg_trigger_depth() = 0)
+    EXECUTE FUNCTION citelink_audit_row_change();
 
 CREATE TRIGGER citelink_audit_notification_deletes
     AFTER DELETE ON notification
@@ -914,3 +1082,30 @@ CREATE TRIGGER citelink_audit_subscription_deletes
     AFTER DELETE ON subscription
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION citelink_audit_changes();
+
+-- Users and API keys: who made them (a user, or a key: audit_log.api_key_id)
+-- and every change; their secrets only as a digest that says they changed.
+CREATE TRIGGER citelink_audit_user_inserts
+    AFTER INSERT ON users
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_audit_changes('password_hash');
+
+CREATE TRIGGER citelink_audit_user_updates
+    AFTER UPDATE ON users
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_audit_changes('password_hash');
+
+CREATE TRIGGER citelink_audit_user_deletes
+    AFTER DELETE ON users
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_audit_changes('password_hash');
+
+CREATE TRIGGER citelink_audit_api_key_inserts
+    AFTER INSERT ON api_key
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_audit_changes('hash');
+
+CREATE TRIGGER citelink_audit_api_key_updates
+    AFTER UPDATE ON api_key
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION citelink_audit_changes('hash');

@@ -99,6 +99,9 @@ UNAVAILABLE = (
     # idle can fail its next statement this way ("another operation is in
     # progress") before asyncpg notices it is gone.
     asyncpg.InternalClientError,
+    # A write that kept meeting an item lock held by a plain SQL writer
+    # (citelink.db.inbox_store): busy, try again.
+    asyncpg.LockNotAvailableError,
 )
 # Anything a statement may fail with, the database's own errors included:
 # what the relay and the socket's frames recover from.

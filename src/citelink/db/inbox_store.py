@@ -19,13 +19,14 @@ socket of the user.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 import asyncpg
 
-from citelink.db.connection import transaction
 from citelink.db.queries import Q
 
 Status = Literal["all", "unseen", "unread", "read", "archived"]
@@ -80,6 +81,8 @@ class Filter:
 
 
 EVERYTHING = Filter()
+# Tries of one write that keeps meeting an item lock held outside the lock order.
+WRITE_ATTEMPTS = 5
 
 
 def item(row: asyncpg.Record) -> dict:
@@ -163,6 +166,21 @@ async def counts(
     return dict(await conn.fetchrow(Q.inbox_counts, user_id))
 
 
+async def _write(pool: asyncpg.Pool, query: str, *args: object) -> object:
+    """One write of a user's inbox (its statement locks their counter row
+    first, sql/triggers.sql "Lock order"). Past its short wait for an item
+    lock, held by a plain SQL writer waiting for this very counter row, it
+    gives up and is tried again, a few times, so that writer can finish."""
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            return await pool.fetchval(query, *args)
+        except asyncpg.LockNotAvailableError:
+            if attempt == WRITE_ATTEMPTS:
+                raise
+            await asyncio.sleep(random.uniform(0.01, 0.05) * attempt)
+    raise AssertionError("unreachable")
+
+
 async def set_state(
     pool: asyncpg.Pool,
     user_id: int,
@@ -174,27 +192,24 @@ async def set_state(
 ) -> bool:
     """Set the given flags (None: as it is); False when the user has no such
     (non-deleted) item."""
-    async with transaction(pool, user_id) as conn:
-        changed = await conn.fetchval(
-            Q.inbox_set_state, user_id, item_id, is_seen, is_read, is_archived
-        )
+    changed = await _write(pool, Q.inbox_set_state, user_id, item_id, is_seen, is_read, is_archived)
     return changed is not None
 
 
 async def interact(pool: asyncpg.Pool, user_id: int, item_id: int, action: str | None) -> bool:
     """Record a click on the item's link (`action` None) or one of its actions."""
-    async with transaction(pool, user_id) as conn:
-        return await conn.fetchval(Q.inbox_interact, user_id, item_id, action) is not None
+    return await _write(pool, Q.inbox_interact, user_id, item_id, action) is not None
 
 
 async def delete(pool: asyncpg.Pool, user_id: int, item_id: int) -> bool:
     """Soft delete; False when the user has no such (visible) item."""
-    async with transaction(pool, user_id) as conn:
-        return await conn.fetchval(Q.inbox_delete, user_id, item_id) is not None
+    return await _write(pool, Q.inbox_delete, user_id, item_id) is not None
 
 
 async def bulk(pool: asyncpg.Pool, user_id: int, action: Action, where: Filter = EVERYTHING) -> int:
     """Apply `action` to every item `where` selects, in one statement; how
-    many it changed."""
-    async with transaction(pool, user_id) as conn:
-        return await conn.fetchval(_BULK[action, where.status], user_id, *where.args)
+    many it changed. A second bulk call of the same user waits for the first
+    (their counter row)."""
+    changed = await _write(pool, _BULK[action, where.status], user_id, *where.args)
+    assert isinstance(changed, int)
+    return changed

@@ -1,18 +1,25 @@
-"""The scheduler: fans out notifications whose `send_at` has come and marks
-the items of those whose `expires_at` has passed, in every app process.
+"""The scheduler: fans out notifications whose `send_at` has come and marks the
+items of those whose `expires_at` has passed, in every app process.
 
-The database does the claiming (citelink_deliver_due / citelink_expire_due in
-sql/triggers.sql: FOR UPDATE SKIP LOCKED, settled in the same transaction), so
-any number of processes may run this loop at once and each notification is
-delivered, and each expiry done, exactly once. The loop sleeps until the next
-due time, at most `idle_seconds` (a notification scheduled meanwhile is then
-seen), and backs off while the database is unreachable.
+Two loops, delivery and expiry, so that neither ever waits for the other.
+Each finds what is due, then settles it a batch per transaction
+(citelink_deliver / citelink_expire in sql/triggers.sql claim with FOR UPDATE
+SKIP LOCKED, so any number of processes may run them and each notification is
+delivered, and each expiry done, exactly once). A batch that fails -- an
+error, or longer than the statement timeout -- is cut in halves and each half
+tried on its own, until the one notification that fails is alone: a delivery
+is then marked failed with its error (tried again later with backoff, see
+citelink_delivery_failed), an expiry is left for a later round; the others
+of the batch go on. What another process holds is skipped, and the loop then
+sleeps until the next due time instead of trying it again at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -22,52 +29,126 @@ from citelink.db.queries import Q
 
 log = logging.getLogger("citelink.db.scheduler")
 
-# Notifications claimed per transaction: a batch is one fan-out statement.
+# Notifications settled per transaction: one fan-out statement for a batch.
 BATCH = 500
+# An expiry that failed alone is tried again by this process after this long.
+EXPIRY_RETRY_SECONDS = 30.0
+# Failures of the database itself, not of a batch: the loop waits them out.
+LOST = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
 
 
 class Scheduler:
-    """The loop of one process; `start` and `stop` it with the app."""
+    """The loops of one process; `start` and `stop` them with the app.
+    `statement_seconds` bounds each statement (the batch is halved past it)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, idle_seconds: float = 1.0):
+    def __init__(
+        self, pool: asyncpg.Pool, *, idle_seconds: float = 1.0, statement_seconds: float = 60.0
+    ):
         self._pool = pool
         self._idle = idle_seconds
-        self._task: asyncio.Task | None = None
+        self._timeout = statement_seconds
+        self._tasks: list[asyncio.Task] = []
+        # Expiries that failed alone, and when this process tries them again.
+        self._expiry_waits: dict[int, float] = {}
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="citelink-scheduler")
+        self._tasks = [
+            asyncio.create_task(
+                self._loop(self.deliver, Q.scheduler_next_delivery), name="citelink-delivery"
+            ),
+            asyncio.create_task(
+                self._loop(self.expire, Q.scheduler_next_expiry), name="citelink-expiry"
+            ),
+        ]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self) -> None:
+    async def _loop(self, work: Callable[[], Awaitable[tuple[int, int]]], next_due: str) -> None:
         while True:
             try:
-                await self.work()
-                pause = await self._until_next()
+                found, settled = await work()
+                if found == BATCH and settled:
+                    pause = 0.0  # a full batch: there may be more
+                else:
+                    # Due now but not settled (held by another process, or
+                    # waiting to be tried again): not before the idle time.
+                    pause = await self._until(next_due) or self._idle
             except ERRORS as exc:
                 log.warning("scheduler: database unavailable (%r); retrying", exc)
                 pause = self._idle
             await asyncio.sleep(pause)
 
-    async def work(self) -> int:
-        """Deliver and expire whatever is due now; how many notifications."""
-        done = 0
-        for query in (Q.scheduler_deliver, Q.scheduler_expire):
-            while True:
-                count = await self._pool.fetchval(query, BATCH)
-                done += count
-                if count < BATCH:
-                    break
-        return done
-
-    async def _until_next(self) -> float:
-        """Seconds until the next send_at or expires_at, at most idle_seconds."""
-        due = await self._pool.fetchval(Q.scheduler_next_due)
+    async def _until(self, query: str) -> float:
+        """Seconds until the next due time of `query`, at most the idle time;
+        0 when something is due now (the next batch)."""
+        due = await self._pool.fetchval(query, timeout=self._timeout)
         if not isinstance(due, datetime):
             # None, or past what datetime holds (citelink.db.decoding): 'infinity'
-            # or the year 10000 (a BC one was due, and delivered by work()).
+            # or the year 10000 (a BC one was due, and settled already).
             return self._idle
         return min(self._idle, max(0.0, (due - datetime.now(UTC)).total_seconds()))
+
+    async def deliver(self) -> tuple[int, int]:
+        """Deliver what is due now (a batch): how many were found, how many delivered."""
+        due = await self._pool.fetch(Q.scheduler_due_deliveries, BATCH, timeout=self._timeout)
+        ids = [r["id"] for r in due]
+        return len(ids), await self._settle(ids, Q.scheduler_deliver, self._failed)
+
+    async def expire(self) -> tuple[int, int]:
+        """Expire what is due now (a batch): how many notifications were found,
+        how many settled."""
+        now = time.monotonic()
+        self._expiry_waits = {k: t for k, t in self._expiry_waits.items() if t > now}
+        due = await self._pool.fetch(Q.scheduler_due_expiries, BATCH, timeout=self._timeout)
+        ids = [r["id"] for r in due if r["id"] not in self._expiry_waits]
+        return len(due), await self._settle(ids, Q.scheduler_expire, self._expiry_failed)
+
+    async def _settle(
+        self,
+        ids: list[int],
+        query: str,
+        failed: Callable[[int, BaseException], Awaitable[None]],
+    ) -> int:
+        """`query` over `ids` in one transaction; halves on failure."""
+        if not ids:
+            return 0
+        async with self._pool.acquire() as conn:  # unavailable: the loop waits
+            try:
+                async with conn.transaction():
+                    return await conn.fetchval(query, ids, timeout=self._timeout)
+            except (asyncpg.PostgresError, TimeoutError) as exc:
+                if isinstance(exc, LOST):
+                    raise
+                failure: BaseException = exc
+        if len(ids) == 1:
+            await failed(ids[0], failure)
+            return 0
+        half = len(ids) // 2
+        return await self._settle(ids[:half], query, failed) + await self._settle(
+            ids[half:], query, failed
+        )
+
+    async def _failed(self, note_id: int, exc: BaseException) -> None:
+        error = _describe(exc, self._timeout)
+        log.warning("scheduled notification %d could not be delivered: %s", note_id, error)
+        await self._pool.execute(Q.scheduler_delivery_failed, note_id, error, timeout=self._timeout)
+
+    async def _expiry_failed(self, note_id: int, exc: BaseException) -> None:
+        log.warning(
+            "notification %d could not be expired: %s", note_id, _describe(exc, self._timeout)
+        )
+        self._expiry_waits[note_id] = time.monotonic() + EXPIRY_RETRY_SECONDS
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError | asyncpg.QueryCanceledError):
+        return f"did not finish within {timeout:g} s"
+    return str(exc) or type(exc).__name__

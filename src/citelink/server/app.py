@@ -70,7 +70,7 @@ def create_app(settings: Settings) -> App:
             lambda: listener.alive,
             pool,
         )
-        scheduler = Scheduler(pool)
+        scheduler = Scheduler(pool, statement_seconds=settings.db_query_seconds)
         pruner = Pruner(pool, settings)
         hub.start()
         await listener.start(hub)

@@ -36,17 +36,34 @@ SELECT id, tag_id, users, message, data, priority, group_key, group_window, send
        delivered_at, expires_at, expired_at, created_at, recipients
 FROM citelink_publish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
 
+-- name: scheduler_due_deliveries
+-- Scheduled notifications due now (send_at, or the next try after a
+-- failure), oldest first, up to $1; settled by scheduler_deliver.
+SELECT id FROM notification AS n
+WHERE delivered_at IS NULL AND greatest(send_at, retry_at) <= now()
+ORDER BY greatest(send_at, retry_at), id
+LIMIT $1;
+
 -- name: scheduler_deliver
--- Scheduled notifications whose send_at has come, up to $1 (sql/triggers.sql).
-SELECT citelink_deliver_due($1);
+-- Fans out those of $1 still due, skipping any another process holds
+-- (sql/triggers.sql, "Schedules"); how many.
+SELECT citelink_deliver($1::bigint[]);
+
+-- name: scheduler_delivery_failed
+SELECT citelink_delivery_failed($1, $2);
+
+-- name: scheduler_due_expiries
+SELECT id FROM notification
+WHERE expires_at IS NOT NULL AND expired_at IS NULL AND expires_at <= now()
+ORDER BY expires_at, id
+LIMIT $1;
 
 -- name: scheduler_expire
-SELECT citelink_expire_due($1);
+SELECT citelink_expire($1::bigint[]);
 
--- name: scheduler_next_due
--- When the scheduler has work next: the earliest send_at or expires_at
--- still to settle (both through partial indexes).
-SELECT least(
-    (SELECT min(send_at) FROM notification WHERE delivered_at IS NULL),
-    (SELECT min(expires_at) FROM notification
-     WHERE expires_at IS NOT NULL AND expired_at IS NULL));
+-- name: scheduler_next_delivery
+-- When delivery has work next (through the partial index).
+SELECT min(greatest(send_at, retry_at)) FROM notification WHERE delivered_at IS NULL;
+
+-- name: scheduler_next_expiry
+SELECT min(expires_at) FROM notification WHERE expires_at IS NOT NULL AND expired_at IS NULL;

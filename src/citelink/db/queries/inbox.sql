@@ -92,33 +92,50 @@ WHERE user_id = $1 AND NOT is_deleted AND NOT expired
   AND ($4::timestamptz IS NULL OR timestamp >= $4)
   AND ($5::timestamptz IS NULL OR timestamp < $5);
 
+-- Writes: one statement each, run on its own (no explicit transaction), with
+-- the user as the audit actor. Each locks the user's counter row first
+-- (citelink_lock_inbox, the lock order of sql/triggers.sql), in a one-time
+-- filter evaluated before any item is read, then changes the items.
+
 -- name: inbox_set_state
 -- NULL leaves a flag as it is.
+WITH inbox AS MATERIALIZED (
+    SELECT citelink_lock_inbox($1) AS locked, set_config('citelink.actor_id', $1::text, true)
+)
 UPDATE user_notification
 SET is_seen = coalesce($3, is_seen), is_read = coalesce($4, is_read),
     is_archived = coalesce($5, is_archived)
-WHERE user_id = $1 AND id = $2 AND NOT is_deleted
+WHERE (SELECT locked FROM inbox) AND user_id = $1 AND id = $2 AND NOT is_deleted
 RETURNING id;
 
 -- name: inbox_interact
 -- $3: the action clicked, NULL for the item's own link.
+WITH inbox AS MATERIALIZED (
+    SELECT citelink_lock_inbox($1) AS locked, set_config('citelink.actor_id', $1::text, true)
+)
 UPDATE user_notification SET interacted_at = now(), action = $3
-WHERE user_id = $1 AND id = $2 AND NOT is_deleted
+WHERE (SELECT locked FROM inbox) AND user_id = $1 AND id = $2 AND NOT is_deleted
 RETURNING id;
 
 -- name: inbox_delete
+WITH inbox AS MATERIALIZED (
+    SELECT citelink_lock_inbox($1) AS locked, set_config('citelink.actor_id', $1::text, true)
+)
 UPDATE user_notification SET is_deleted = true
-WHERE user_id = $1 AND id = $2 AND NOT is_deleted
+WHERE (SELECT locked FROM inbox) AND user_id = $1 AND id = $2 AND NOT is_deleted
 RETURNING id;
 
 -- name: inbox_bulk
 -- One action on every item the filters select, in one statement: /*set*/
 -- and /*changes*/ are the action's (citelink.db.inbox_store.ACTIONS); only items it
 -- changes are updated (and so counted, audited and told).
-WITH changed AS (
+WITH inbox AS MATERIALIZED (
+    SELECT citelink_lock_inbox($1) AS locked, set_config('citelink.actor_id', $1::text, true)
+), changed AS (
     UPDATE user_notification AS i SET /*set*/
     FROM notification AS n
-    WHERE i.user_id = $1 AND NOT i.is_deleted AND NOT i.is_expired AND /*status*/
+    WHERE (SELECT locked FROM inbox)
+      AND i.user_id = $1 AND NOT i.is_deleted AND NOT i.is_expired AND /*status*/
       AND /*changes*/ AND n.id = i.notification_id
       AND (n.expires_at IS NULL OR n.expires_at > now())
       AND ($2::bigint[] IS NULL OR n.tag_id = ANY($2))
