@@ -1,6 +1,6 @@
 """Settings from the environment: every field has its variable, bad values are
-refused with a message naming it, and the README's table lists exactly the
-variables the code reads, with the code's defaults."""
+refused with a message naming it, and the settings page's table lists exactly
+the variables the code reads, with the code's defaults."""
 
 from __future__ import annotations
 
@@ -14,19 +14,19 @@ from citelink.problems import Problem
 from citelink.settings import Settings
 from tests.support import ROOT
 
-README = ROOT / "README.md"
+SETTINGS_PAGE = ROOT / "docs" / "operations" / "settings.md"
 # Read by the CLI, not a field of Settings.
 CLI_ONLY = {"CITELINK_DEBUG"}
 
 
-def readme_settings() -> dict[str, str]:
-    """Variable → its default as the README's settings table writes it."""
-    rows = re.findall(r"^\| `(CITELINK_[A-Z_]+)` \| ([^|]*) \|", README.read_text(), re.M)
+def documented_settings() -> dict[str, str]:
+    """Variable → its default as the settings page's table writes it."""
+    rows = re.findall(r"^\| `(CITELINK_[A-Z_]+)` \| ([^|]*) \|", SETTINGS_PAGE.read_text(), re.M)
     return {name: default.strip() for name, default in rows}
 
 
-def test_the_readme_lists_every_setting_with_its_default():
-    documented = readme_settings()
+def test_the_settings_page_lists_every_setting_with_its_default():
+    documented = documented_settings()
     fields = {f"CITELINK_{f.name.upper()}": f.default for f in dataclasses.fields(Settings)}
     assert set(documented) - CLI_ONLY == set(fields)
     for name, default in fields.items():

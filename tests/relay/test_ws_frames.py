@@ -151,10 +151,10 @@ async def test_over_the_cap_the_oldest_socket_of_the_user_goes(settings, make_us
 
 
 def test_every_server_frame_has_a_type_and_a_schema():
-    """frame_shapes declares each frame the README lists; its JSON Schema has them all."""
+    """frame_shapes declares each frame the WebSocket page lists; its JSON Schema has them all."""
     schema = frame_shapes.frame_schema()
     assert len(schema["anyOf"]) == len(set(frame_shapes.SERVER_FRAMES.values()))
-    readme = (ROOT / "README.md").read_text()
-    server_part = readme.split("Server → client")[1].split("Client → server:")[0]
+    page = (ROOT / "docs" / "websocket.md").read_text()
+    server_part = page.split("Server → client")[1].split("Client → server:")[0]
     listed = set(re.findall(r'`\{"type": "(\w+)"', server_part))
     assert listed == set(frame_shapes.SERVER_FRAMES)

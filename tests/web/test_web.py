@@ -4,8 +4,8 @@ Each test runs a real uvicorn on its own database and signs in through the
 page. Conditions are awaited with Playwright's `expect` (it retries until the
 page shows them), never with fixed sleeps.
 
-`CITELINK_UPDATE_SCREENSHOT=1 pytest tests/test_web.py -k screenshot` rewrites
-docs/screenshot.png (the README's picture); otherwise it goes to a temporary
+`CITELINK_UPDATE_SCREENSHOT=1 pytest tests/web/test_web.py -k screenshot` rewrites
+docs/screenshot.png (the web page's picture in the docs); otherwise it goes to a temporary
 folder, so a test run leaves the work tree clean.
 """
 
@@ -733,7 +733,7 @@ async def test_short_lived_tokens_are_refreshed_and_the_socket_stays_open(chrome
 
 
 async def test_narrow_screen_and_screenshot(chrome, server, people, conn, tmp_path):
-    """A phone-width view has no sideways scroll; the desktop view is the README's picture."""
+    """A phone-width view has no sideways scroll; the desktop view is the docs' picture."""
     alice, staff = people["alice"], people["staff"]
     tags = {name: await subscribe(conn, alice.id, name) for name in ("deploys", "reviews")}
     tags["news"] = people["news"]

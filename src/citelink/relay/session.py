@@ -1,6 +1,6 @@
 """One open socket's session: its reader and writer tasks, and every client
 frame of both protocols (the frames and close codes are in citelink.relay.websocket'
-docstring and the README). Bad frames get an `error` frame; the socket stays
+docstring and docs/websocket.md). Bad frames get an `error` frame; the socket stays
 open."""
 
 from __future__ import annotations
