@@ -32,7 +32,7 @@ class Scheduler:
     def __init__(self, pool: asyncpg.Pool, *, idle_seconds: float = 1.0):
         self._pool = pool
         self._idle = idle_seconds
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="citelink-scheduler")
