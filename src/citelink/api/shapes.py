@@ -3,9 +3,10 @@
 Each handler's return annotation names one of these (citelink.api.endpoint
 reads it), and /openapi.json's response schemas are generated from them by
 msgspec (citelink.api.openapi), so the document cannot drift from what the
-handlers declare; tests/test_api_openapi.py checks real answers against both.
-They are TypedDicts: handlers build plain dicts from rows and orjson writes
-them, with no conversion on the way out.
+handlers declare; tests/api/test_api_openapi.py checks real answers against
+both. They are TypedDicts: handlers build them from rows key by key (so a type
+checker sees a missing or misspelt key) and orjson writes them, with no
+conversion on the way out.
 
 Timestamps are ISO 8601 strings; one that Python cannot hold (BC, past the
 year 9999, infinity) is the text PostgreSQL writes (citelink.db.decoding).
