@@ -184,6 +184,12 @@ class Settings:
     # and open sockets from (citelink.identity.cors); empty: same origin only.
     cors_origins: tuple[str, ...] = setting((), parse=_origins)
 
+    @property
+    def resolved_url(self) -> str:
+        """The database URL, once citelink.db.connection.resolve() has set it."""
+        assert self.database_url is not None, "call resolve() first"
+        return self.database_url
+
     @classmethod
     def from_env(cls) -> Settings:
         """Every field from its variable (CITELINK_ and the field's name in
