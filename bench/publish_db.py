@@ -124,7 +124,9 @@ async def throughput(url: str, seconds: float) -> float:
 
 
 async def measure(urls: dict[str, str], server_pid: int, seconds: float) -> dict[str, dict]:
-    results: dict[str, dict] = {name: {"p50_0": [], "p50_10": [], "cpu": [], "rate": []} for name in urls}
+    results: dict[str, dict] = {
+        name: {"p50_0": [], "p50_10": [], "cpu": [], "rate": []} for name in urls
+    }
     conns = {name: await connect(url) for name, url in urls.items()}
     try:
         # Warm every connection's plans first.

@@ -16,9 +16,13 @@ Unavailable: try again later).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    # The answers' types, for type checkers only: the client does not import the server.
+    from citelink.api.shapes import Notification, Page, Subscription, Tag, User, Users
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -27,7 +31,9 @@ class CitelinkError(Exception):
     """A request citelink did not carry out: `status` (None when no answer
     came), `detail` (citelink's reason) and `errors` (field -> problem)."""
 
-    def __init__(self, detail: str, status: int | None = None, errors: dict | None = None):
+    def __init__(
+        self, detail: str, status: int | None = None, errors: dict[str, str] | None = None
+    ):
         super().__init__(f"{status}: {detail}" if status else detail)
         self.detail, self.status, self.errors = detail, status, errors or {}
 
@@ -55,7 +61,9 @@ class InvalidRequest(CitelinkError):
 class RateLimited(CitelinkError):
     """429: wait `retry_after` seconds."""
 
-    def __init__(self, detail: str, status: int, errors: dict | None, retry_after: float | None):
+    def __init__(
+        self, detail: str, status: int, errors: dict[str, str] | None, retry_after: float | None
+    ):
         super().__init__(detail, status, errors)
         self.retry_after = retry_after
 
@@ -119,7 +127,7 @@ def _notification(
     message: str,
     tag: int | None,
     users: Iterable[UserRef] | None,
-    data: dict | None,
+    data: dict[str, Any] | None,
     fields: dict[str, Any],
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"message": message, **fields}
@@ -168,52 +176,58 @@ class Client:
         message: str,
         tag: int | None = None,
         users: Iterable[UserRef] | None = None,
-        data: dict | None = None,
+        data: dict[str, Any] | None = None,
         **fields: Any,
-    ) -> dict:
+    ) -> Notification:
         """Post a notification to a tag's subscribers and/or listed users; the
         notification with its `recipients`. `fields`: priority, group_key,
         group_window, send_at, expires_at (see /openapi.json)."""
         body = _notification(message, tag, users, data, fields)
-        return self._call("POST", "/api/notifications/", json=body)
+        notification: Notification = self._call("POST", "/api/notifications/", json=body)
+        return notification
 
-    def tags(self) -> list[dict]:
+    def tags(self) -> list[Tag]:
         """Every tag (all pages)."""
-        found: list[dict] = []
+        found: list[Tag] = []
         params: dict[str, Any] = {"limit": 100}
         while True:
-            page = self._call("GET", "/api/tags/", params=params)
+            page: Page[Tag] = self._call("GET", "/api/tags/", params=params)
             found += page["results"]
             if page["next"] is None:
                 return found
             params["before"] = page["next"]
 
-    def create_tag(self, name: str, critical: bool = False) -> dict:
-        return self._call("POST", "/api/tags/", json={"name": name, "critical": critical})
+    def create_tag(self, name: str, critical: bool = False) -> Tag:
+        tag: Tag = self._call("POST", "/api/tags/", json={"name": name, "critical": critical})
+        return tag
 
     def delete_tag(self, tag: int) -> None:
         self._call("DELETE", f"/api/tags/{tag}/")
 
-    def subscribe(self, user: UserRef, tag: int, mode: str = "live") -> dict:
+    def subscribe(self, user: UserRef, tag: int, mode: str = "live") -> Subscription:
         """Subscribe a user (id or "ext:<id>") to a tag; the subscription."""
-        return self._call(
+        subscription: Subscription = self._call(
             "POST", "/api/subscriptions/", json={"user": user, "tag": tag, "mode": mode}
         )
+        return subscription
 
     def unsubscribe(self, user: UserRef, tag: int) -> None:
         """End a user's subscription to a tag; NotFound when there is none."""
         user_id = self.user(user)["id"] if isinstance(user, str) else user
-        page = self._call("GET", "/api/subscriptions/", params={"user": user_id, "tag": tag})
+        page: Page[Subscription] = self._call(
+            "GET", "/api/subscriptions/", params={"user": user_id, "tag": tag}
+        )
         if not page["results"]:
             raise NotFound("no such subscription", 404)
         self._call("DELETE", f"/api/subscriptions/{page['results'][0]['id']}/")
 
-    def users(self, *external_ids: str) -> list[dict]:
+    def users(self, *external_ids: str) -> list[User]:
         """The users of these external ids ("42" or "ext:42"), made for those
         citelink has not seen yet."""
-        return self._call("POST", "/api/users/external/", json=_external(external_ids))["users"]
+        answer: Users = self._call("POST", "/api/users/external/", json=_external(external_ids))
+        return answer["users"]
 
-    def user(self, external_id: str) -> dict:
+    def user(self, external_id: str) -> User:
         """The user of one external id (made if new)."""
         return self.users(external_id)[0]
 
@@ -257,45 +271,53 @@ class AsyncClient:
         message: str,
         tag: int | None = None,
         users: Iterable[UserRef] | None = None,
-        data: dict | None = None,
+        data: dict[str, Any] | None = None,
         **fields: Any,
-    ) -> dict:
+    ) -> Notification:
         body = _notification(message, tag, users, data, fields)
-        return await self._call("POST", "/api/notifications/", json=body)
+        notification: Notification = await self._call("POST", "/api/notifications/", json=body)
+        return notification
 
-    async def tags(self) -> list[dict]:
-        found: list[dict] = []
+    async def tags(self) -> list[Tag]:
+        found: list[Tag] = []
         params: dict[str, Any] = {"limit": 100}
         while True:
-            page = await self._call("GET", "/api/tags/", params=params)
+            page: Page[Tag] = await self._call("GET", "/api/tags/", params=params)
             found += page["results"]
             if page["next"] is None:
                 return found
             params["before"] = page["next"]
 
-    async def create_tag(self, name: str, critical: bool = False) -> dict:
-        return await self._call("POST", "/api/tags/", json={"name": name, "critical": critical})
+    async def create_tag(self, name: str, critical: bool = False) -> Tag:
+        body = {"name": name, "critical": critical}
+        tag: Tag = await self._call("POST", "/api/tags/", json=body)
+        return tag
 
     async def delete_tag(self, tag: int) -> None:
         await self._call("DELETE", f"/api/tags/{tag}/")
 
-    async def subscribe(self, user: UserRef, tag: int, mode: str = "live") -> dict:
-        return await self._call(
+    async def subscribe(self, user: UserRef, tag: int, mode: str = "live") -> Subscription:
+        subscription: Subscription = await self._call(
             "POST", "/api/subscriptions/", json={"user": user, "tag": tag, "mode": mode}
         )
+        return subscription
 
     async def unsubscribe(self, user: UserRef, tag: int) -> None:
         user_id = (await self.user(user))["id"] if isinstance(user, str) else user
-        page = await self._call("GET", "/api/subscriptions/", params={"user": user_id, "tag": tag})
+        page: Page[Subscription] = await self._call(
+            "GET", "/api/subscriptions/", params={"user": user_id, "tag": tag}
+        )
         if not page["results"]:
             raise NotFound("no such subscription", 404)
         await self._call("DELETE", f"/api/subscriptions/{page['results'][0]['id']}/")
 
-    async def users(self, *external_ids: str) -> list[dict]:
-        answer = await self._call("POST", "/api/users/external/", json=_external(external_ids))
+    async def users(self, *external_ids: str) -> list[User]:
+        answer: Users = await self._call(
+            "POST", "/api/users/external/", json=_external(external_ids)
+        )
         return answer["users"]
 
-    async def user(self, external_id: str) -> dict:
+    async def user(self, external_id: str) -> User:
         return (await self.users(external_id))[0]
 
     async def aclose(self) -> None:

@@ -7,12 +7,17 @@ Routes raise ApiError; the handlers here turn it, Starlette's HTTPException
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from citelink.responses import json_response
+
+if TYPE_CHECKING:
+    # Not at run time: citelink.api imports this module.
+    from citelink.api.shapes import Error
 
 log = logging.getLogger("citelink")
 
@@ -35,9 +40,9 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_body(detail: str, errors: dict[str, str] | None = None) -> dict:
+def error_body(detail: str, errors: dict[str, str] | None = None) -> Error:
     """The JSON body of every error answer."""
-    body: dict = {"detail": detail}
+    body: Error = {"detail": detail}
     if errors:
         body["errors"] = errors
     return body

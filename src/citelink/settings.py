@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from citelink.problems import Problem
@@ -17,38 +18,47 @@ MESSAGE_CHARS_BOUND = 100_000
 LOG_FORMATS = ("text", "json")
 
 
+T = TypeVar("T")
+
+
 def setting(
-    default, *, low: float | None = None, high: float | None = None, choices=(), parse=None
-):
+    default: T,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] = (),
+    parse: Callable[[str, str], T] | None = None,
+) -> T:
     """A field of Settings, read from CITELINK_<NAME> within [low, high] or
     among `choices`, or by `parse(name, raw)`."""
     meta = {"low": low, "high": high, "choices": choices, "parse": parse}
     return field(default=default, metadata=meta)
 
 
-def _parse(name: str, kind: str, raw: str, meta: Mapping) -> object:
+def _parse(name: str, kind: str, raw: str, meta: Mapping[str, Any]) -> object:
     """The value of variable `name` for a field of type `kind`, checked."""
     if meta.get("parse"):
         return meta["parse"](name, raw)
     if kind == "bool":
-        value = raw.strip().lower()
-        if value not in _BOOLEANS:
+        word = raw.strip().lower()
+        if word not in _BOOLEANS:
             raise Problem(f"{name} must be true or false, got {raw!r}")
-        return _BOOLEANS[value]
+        return _BOOLEANS[word]
+    if kind == "Path":
+        return Path(raw)
     if kind.startswith("str"):
-        value: object = raw.lower() if meta.get("choices") else raw
-    elif kind == "Path":
-        value = Path(raw)
-    else:
-        number = int if kind == "int" else float
-        try:
-            value = number(raw)
-        except ValueError:
-            what = "an integer" if number is int else "a number"
-            raise Problem(f"{name} must be {what}, got {raw!r}") from None
-    low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices")
-    if choices and value not in choices:
-        raise Problem(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        choices = meta.get("choices")
+        text = raw.lower() if choices else raw
+        if choices and text not in choices:
+            raise Problem(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return text
+    number = int if kind == "int" else float
+    try:
+        value = number(raw)
+    except ValueError:
+        what = "an integer" if number is int else "a number"
+        raise Problem(f"{name} must be {what}, got {raw!r}") from None
+    low, high = meta.get("low"), meta.get("high")
     if (low is not None and value < low) or (high is not None and value > high):
         bound = f"at least {low}" if high is None else f"from {low} to {high}"
         raise Problem(f"{name} must be {bound}, got {value}")
@@ -174,12 +184,19 @@ class Settings:
     # and open sockets from (citelink.identity.cors); empty: same origin only.
     cors_origins: tuple[str, ...] = setting((), parse=_origins)
 
+    @property
+    def resolved_url(self) -> str:
+        """The database URL, once citelink.db.connection.resolve() has set it."""
+        assert self.database_url is not None, "call resolve() first"
+        return self.database_url
+
     @classmethod
     def from_env(cls) -> Settings:
         """Every field from its variable (CITELINK_ and the field's name in
         capitals); an unset or empty one keeps the default."""
         kinds = typing.get_type_hints(cls)
-        values = {}
+        # Each value has its own field's type (see _kind).
+        values: dict[str, Any] = {}
         for f in fields(cls):
             name = f"CITELINK_{f.name.upper()}"
             raw = os.environ.get(name)

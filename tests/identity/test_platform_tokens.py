@@ -147,6 +147,8 @@ def platform_attacks(rsa_key, ec_key) -> dict[str, str]:
         "HS256 signed with the public PEM": _hmac_signed({"alg": "HS256"}, claims, pem),
         "RS256 header, HMAC of the PEM": _hmac_signed({"alg": "RS256"}, claims, pem),
         "ES256 header, HMAC of the secret": _hmac_signed({"alg": "ES256"}, claims, PLATFORM_SECRET),
+        # A header is any JSON: an `alg` that is no string names no key.
+        "alg a list": _hmac_signed({"alg": ["RS256"]}, claims, PLATFORM_SECRET),
         "HS512 with the secret": mint(PLATFORM_SECRET, "HS512"),
         "RS512 with the key": mint(rsa_key, "RS512"),
         "ES384 with a P-384 key": mint(p384, "ES384"),

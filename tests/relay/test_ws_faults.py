@@ -12,6 +12,7 @@ import pytest
 
 from citelink.db.connection import connect
 from citelink.identity import tokens
+from citelink.relay.listener import BACKOFF_CAP, backoff
 from tests.support.data import SECRET_KEY, publish, subscribe, unread_counts
 from tests.support.database import pg_ctl, start_postgres
 from tests.support.proxy import FreezableProxy
@@ -255,3 +256,10 @@ async def test_listener_notices_a_broken_link_within_the_bound_and_recovers(
         f"{fault}: noticed after {detected * 1000:.0f} ms (probe every {probe} s), "
         f"listening and back-filled {recovered * 1000:.0f} ms after the link came back"
     )
+
+
+def test_the_listener_waits_within_the_cap_however_many_attempts_failed():
+    """A database away for hours: the 1,024th attempt's wait overflowed a float,
+    which ended the listener for good."""
+    for attempt in (0, 1, 6, 1023, 1024, 100_000):
+        assert 0 < backoff(attempt) <= BACKOFF_CAP

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncpg
+
 from citelink.api.endpoint import Call, endpoint
 from citelink.api.shapes import AuditEntry, Page
 from citelink.api.validation import PAGE, Choice, Integer, Query, page, page_bounds
@@ -20,6 +22,19 @@ FILTERS = Query(
 )
 
 
+def _entry(row: asyncpg.Record) -> AuditEntry:
+    return {
+        "id": row["id"],
+        "timestamp": row["timestamp"],
+        "resource": row["resource"],
+        "object_id": row["object_id"],
+        "action": row["action"],
+        "changes": row["changes"],
+        "actor": row["actor"],
+        "actor_key": row["actor_key"],
+    }
+
+
 @endpoint("Audit entries, newest first", access="staff", query=FILTERS)
 async def list_entries(call: Call) -> Page[AuditEntry]:
     q = call.query
@@ -33,4 +48,4 @@ async def list_entries(call: Call) -> Page[AuditEntry]:
         limit + 1,
         q.get("actor_key"),
     )
-    return page([dict(r) for r in rows], limit)
+    return page([_entry(r) for r in rows], limit)

@@ -18,10 +18,12 @@ import logging
 import re
 import typing
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -74,17 +76,21 @@ class Call:
         assert self.path_id is not None
         return self.path_id
 
+    # The app's state (citelink.server.app.State), which Starlette types as Any.
     @property
     def pool(self) -> asyncpg.Pool:
-        return self.request.state.pool
+        pool: asyncpg.Pool = self.request.state.pool
+        return pool
 
     @property
     def settings(self) -> Settings:
-        return self.request.state.settings
+        settings: Settings = self.request.state.settings
+        return settings
 
     @property
     def passwords(self) -> HashSlots:
-        return self.request.state.passwords
+        passwords: HashSlots = self.request.state.passwords
+        return passwords
 
     @property
     def me(self) -> CurrentUser:
@@ -92,7 +98,13 @@ class Call:
         assert self.user is not None
         return self.user
 
-    def transaction(self):
+    @property
+    def user_id(self) -> int:
+        """The signed-in user's id (routes that refuse API keys: a key is no user)."""
+        assert self.me.id is not None
+        return self.me.id
+
+    def transaction(self) -> AbstractAsyncContextManager[PoolConnectionProxy]:
         """A transaction whose writes are audited as the caller's (user or key)."""
         return transaction(self.pool, self.me.id, self.me.api_key)
 

@@ -87,11 +87,12 @@ async def list_items(call: Call) -> InboxPage:
     # High-priority unread items are pinned: listed apart, on the first page.
     apart = where.status in inbox_store.PINNING
     rows = await inbox_store.page(
-        call.pool, call.me.id, before=before, limit=limit + 1, where=where, pinned_apart=apart
+        call.pool, call.user_id, before=before, limit=limit + 1, where=where, pinned_apart=apart
     )
-    answer = page(rows, limit)
+    first = page(rows, limit)
+    answer: InboxPage = {"results": first["results"], "next": first["next"]}
     if apart and before is None:
-        answer["pinned"] = await inbox_store.pinned(call.pool, call.me.id, where, limit)
+        answer["pinned"] = await inbox_store.pinned(call.pool, call.user_id, where, limit)
     return answer
 
 
@@ -101,12 +102,12 @@ async def list_items(call: Call) -> InboxPage:
     query=Query(NARROWING),
 )
 async def counts(call: Call) -> InboxCounts:
-    return await inbox_store.counts(call.pool, call.me.id, filter_of(call.query))
+    return await inbox_store.counts(call.pool, call.user_id, filter_of(call.query))
 
 
 @endpoint("One item of my inbox")
 async def get_item(call: Call) -> InboxItem:
-    item = await inbox_store.get(call.pool, call.me.id, call.id)
+    item = await inbox_store.get(call.pool, call.user_id, call.id)
     if item is None:
         raise _not_found()
     return item
@@ -127,13 +128,13 @@ async def update_item(call: Call) -> InboxItem:
         raise ApiError(
             422, "invalid request body", {"is_read": "give is_seen, is_read or is_archived"}
         )
-    if not await inbox_store.set_state(call.pool, call.me.id, call.id, **call.body):
+    if not await inbox_store.set_state(call.pool, call.user_id, call.id, **call.body):
         raise _not_found()
     return await _current(call)
 
 
-async def _current(call: Call) -> dict:
-    item = await inbox_store.get(call.pool, call.me.id, call.id)
+async def _current(call: Call) -> InboxItem:
+    item = await inbox_store.get(call.pool, call.user_id, call.id)
     if item is None:  # deleted in between
         raise _not_found()
     return item
@@ -145,20 +146,20 @@ async def _current(call: Call) -> dict:
     errors={422: "the notification has no action of that id"},
 )
 async def interact(call: Call) -> InboxItem:
-    item = await inbox_store.get(call.pool, call.me.id, call.id)
+    item = await inbox_store.get(call.pool, call.user_id, call.id)
     if item is None:
         raise _not_found()
     action = call.body.get("action")
     if action is not None and action not in inbox_store.action_ids(item):
         raise ApiError(422, "invalid request body", {"action": "no such action on this item"})
-    if not await inbox_store.interact(call.pool, call.me.id, call.id, action):
+    if not await inbox_store.interact(call.pool, call.user_id, call.id, action):
         raise _not_found()
     return await _current(call)
 
 
 @endpoint("Delete one item (soft: the row stays, marked deleted)", status=204)
 async def delete_item(call: Call) -> None:
-    if not await inbox_store.delete(call.pool, call.me.id, call.id):
+    if not await inbox_store.delete(call.pool, call.user_id, call.id):
         raise _not_found()
 
 
@@ -167,7 +168,9 @@ async def delete_item(call: Call) -> None:
     query=Query(FILTERS),
 )
 async def read_all(call: Call) -> Updated:
-    return {"updated": await inbox_store.bulk(call.pool, call.me.id, "read", filter_of(call.query))}
+    return {
+        "updated": await inbox_store.bulk(call.pool, call.user_id, "read", filter_of(call.query))
+    }
 
 
 @endpoint(
@@ -175,7 +178,9 @@ async def read_all(call: Call) -> Updated:
     query=Query(FILTERS),
 )
 async def seen_all(call: Call) -> Updated:
-    return {"updated": await inbox_store.bulk(call.pool, call.me.id, "seen", filter_of(call.query))}
+    return {
+        "updated": await inbox_store.bulk(call.pool, call.user_id, "seen", filter_of(call.query))
+    }
 
 
 @endpoint(
@@ -189,4 +194,4 @@ async def seen_all(call: Call) -> Updated:
 )
 async def bulk(call: Call) -> Updated:
     where = filter_of(call.body.get("filter", {}))
-    return {"updated": await inbox_store.bulk(call.pool, call.me.id, call.body["action"], where)}
+    return {"updated": await inbox_store.bulk(call.pool, call.user_id, call.body["action"], where)}

@@ -6,9 +6,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from citelink.api.endpoint import Call, endpoint
 from citelink.api.shapes import ApiKey, Page
-from citelink.api.validation import PAGE, Body, Field, Invalid, Query, String, page, page_bounds
+from citelink.api.validation import (
+    PAGE,
+    Body,
+    Field,
+    Invalid,
+    Query,
+    Schema,
+    String,
+    page,
+    page_bounds,
+)
 from citelink.db.queries import Q
 from citelink.errors import ApiError
 from citelink.identity import api_keys
@@ -22,9 +34,22 @@ class Scopes(Field):
             raise Invalid(f"must be a list of one or more of: {', '.join(api_keys.SCOPES)}")
         return sorted(set(value))
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         items = {"type": "string", "enum": list(api_keys.SCOPES)}
         return self._described({"type": "array", "items": items, "minItems": 1})
+
+
+def _key(row: asyncpg.Record) -> ApiKey:
+    """A key as listed: its prefix names it, its hash is never shown."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "prefix": row["prefix"],
+        "scopes": row["scopes"],
+        "created_at": row["created_at"],
+        "revoked_at": row["revoked_at"],
+        "created_by": row["created_by"],
+    }
 
 
 NEW_KEY = Body(
@@ -56,7 +81,10 @@ async def create_key(call: Call) -> ApiKey:
             call.body.get("scopes", ["publish"]),
             call.me.id,
         )
-    return {**dict(row), "key": made.key}
+    assert row is not None  # INSERT ... RETURNING: the row made
+    key = _key(row)
+    key["key"] = made.key
+    return key
 
 
 @endpoint(
@@ -67,7 +95,7 @@ async def create_key(call: Call) -> ApiKey:
 async def list_keys(call: Call) -> Page[ApiKey]:
     before, limit = page_bounds(call.query)
     rows = await call.pool.fetch(Q.api_keys_page, before, limit + 1)
-    return page([dict(r) for r in rows], limit)
+    return page([_key(r) for r in rows], limit)
 
 
 @endpoint("Revoke an API key: it fails from the next request on", access="staff", status=204)

@@ -76,7 +76,7 @@ def _label_problem(value: Any, field: str) -> str | None:
 class NotificationData(JsonObject):
     """Any JSON object, with `url` and `actions` checked when present."""
 
-    def check(self, value: Any, settings: Settings) -> dict:
+    def check(self, value: Any, settings: Settings) -> dict[str, Any]:
         data = super().check(value, settings)
         if "url" in data and (problem := _link_problem(data["url"])):
             raise Invalid(f"url {problem}")
@@ -148,13 +148,24 @@ STATUSES = {
 }
 
 
-def _notification(row: asyncpg.Record) -> dict:
+def _notification(row: asyncpg.Record) -> Notification:
     """A notification as the API shows it (`tag` the tag id, `timestamp` created_at)."""
-    shown = dict(row)
-    shown["tag"] = shown.pop("tag_id")
-    shown["timestamp"] = shown.pop("created_at")
-    shown["group_window"] = int(shown["group_window"].total_seconds())
-    return shown
+    return {
+        "id": row["id"],
+        "users": row["users"],
+        "message": row["message"],
+        "data": row["data"],
+        "priority": row["priority"],
+        "group_key": row["group_key"],
+        "group_window": int(row["group_window"].total_seconds()),
+        "send_at": row["send_at"],
+        "delivered_at": row["delivered_at"],
+        "expires_at": row["expires_at"],
+        "expired_at": row["expired_at"],
+        "recipients": row["recipients"],
+        "tag": row["tag_id"],
+        "timestamp": row["created_at"],
+    }
 
 
 async def _check(call: Call) -> list[int] | None:
@@ -204,6 +215,7 @@ async def publish(call: Call) -> Notification:
         body.get("expires_at"),
         call.me.id,
     )
+    lost: asyncpg.PostgresError
     for attempt in range(1, PUBLISH_ATTEMPTS + 1):
         try:
             with PUBLISH_SECONDS.time():
@@ -221,13 +233,16 @@ async def publish(call: Call) -> Notification:
     return _notification(row)
 
 
-async def _publish_once(call: Call, args: tuple) -> asyncpg.Record:
+async def _publish_once(call: Call, args: tuple[Any, ...]) -> asyncpg.Record:
     if call.me.api_key is None:
         # One statement, committed as it returns (citelink_publish sets the actor).
-        return await call.pool.fetchrow(Q.publish, *args)
-    # The key is the audit actor: a setting of the transaction, as the user is.
-    async with call.transaction() as conn:
-        return await conn.fetchrow(Q.publish, *args)
+        row = await call.pool.fetchrow(Q.publish, *args)
+    else:
+        # The key is the audit actor: a setting of the transaction, as the user is.
+        async with call.transaction() as conn:
+            row = await conn.fetchrow(Q.publish, *args)
+    assert row is not None  # citelink_publish answers the notification it made
+    return row
 
 
 @endpoint(
@@ -251,7 +266,7 @@ async def list_notifications(call: Call) -> Page[Notification]:
     return page([_notification(r) for r in rows], limit)
 
 
-_PAGES = {
+_PAGES: dict[str | None, str] = {
     None: Q.notifications_page.replace("/*status*/", "true"),
     **{name: Q.notifications_page.replace("/*status*/", cond) for name, cond in STATUSES.items()},
 }

@@ -20,14 +20,17 @@ from starlette.routing import BaseRoute, Route
 from citelink import __version__
 from citelink.api.endpoint import ApiRoute, Call, Operation, endpoint
 from citelink.api.shapes import Error, Health, OpenAPI
+from citelink.api.validation import Schema
 from citelink.settings import Settings
 
 _INT = {"type": "integer", "format": "int64"}
 _TEXT = {"type": "string"}
 REF = "#/components/schemas/{name}"
+# A part of the document (an operation, an answer, ...).
+Json = dict[str, Any]
 
 
-def _components(types: list[Any]) -> tuple[dict[Any, dict], dict[str, dict]]:
+def _components(types: list[Any]) -> tuple[dict[Any, Schema], dict[str, Schema]]:
     """The schema of each type (a reference to a component for the named
     ones), and the components, from the types by msgspec. A generic page
     (`Page[Tag]`, named `Page_Tag_` by msgspec) is named `TagPage`."""
@@ -38,12 +41,12 @@ def _components(types: list[Any]) -> tuple[dict[Any, dict], dict[str, dict]]:
     return dict(zip(unique, refs, strict=True)), components
 
 
-def _json(shape: Any, description: str) -> dict:
+def _json(shape: Any, description: str) -> Json:
     """An answer of type `shape` (replaced by its schema in `build`)."""
     return {"description": description, "content": {"application/json": {"schema": shape}}}
 
 
-def _walk(paths: dict, visit: Callable[[dict], None]) -> None:
+def _walk(paths: Json, visit: Callable[[Json], None]) -> None:
     """`visit` the JSON content of every answer of every operation."""
     for operations in paths.values():
         for operation in operations.values():
@@ -52,12 +55,12 @@ def _walk(paths: dict, visit: Callable[[dict], None]) -> None:
                     visit(answer["content"]["application/json"])
 
 
-def _plain(summary: str, responses: dict[str, dict], **extra: Any) -> dict:
+def _plain(summary: str, responses: dict[str, Json], **extra: Any) -> Json:
     return {"get": {"summary": summary, "security": [], "responses": responses, **extra}}
 
 
 # Routes defined outside the API package (probes, the web page), by hand.
-_OUTSIDE: dict[str, dict] = {
+_OUTSIDE: dict[str, Json] = {
     "/healthz": _plain("Liveness: the process serves", {"200": _json(Health, "alive")}),
     "/readyz": _plain(
         "Readiness: the database answers and the listener is alive",
@@ -105,7 +108,7 @@ _ERRORS = {
 }
 
 
-def _operation(op: Operation, path_params: list[str], settings: Settings) -> dict:
+def _operation(op: Operation, path_params: list[str], settings: Settings) -> Json:
     responses: dict[str, Any] = {
         str(op.status): _json(op.response, "success") if op.response else {"description": "done"}
     }
@@ -154,9 +157,9 @@ def _operation(op: Operation, path_params: list[str], settings: Settings) -> dic
     return document
 
 
-def build(routes: list[BaseRoute], settings: Settings) -> dict:
+def build(routes: list[BaseRoute], settings: Settings) -> Json:
     """The document for `routes` (an app's), with limits from `settings`."""
-    paths: dict[str, dict] = {}
+    paths: dict[str, Json] = {}
     for r in routes:
         if not isinstance(r, Route):
             continue

@@ -3,9 +3,10 @@
 Each handler's return annotation names one of these (citelink.api.endpoint
 reads it), and /openapi.json's response schemas are generated from them by
 msgspec (citelink.api.openapi), so the document cannot drift from what the
-handlers declare; tests/test_api_openapi.py checks real answers against both.
-They are TypedDicts: handlers build plain dicts from rows and orjson writes
-them, with no conversion on the way out.
+handlers declare; tests/api/test_api_openapi.py checks real answers against
+both. They are TypedDicts: handlers build them from rows key by key (so a type
+checker sees a missing or misspelt key) and orjson writes them, with no
+conversion on the way out.
 
 Timestamps are ISO 8601 strings; one that Python cannot hold (BC, past the
 year 9999, infinity) is the text PostgreSQL writes (citelink.db.decoding).
@@ -25,15 +26,17 @@ Id = Annotated[int, Meta(ge=1)]
 Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 When = Timestamp | None
 Priority = Literal["low", "normal", "high"]
-
-
-def _doc(kind: Any, description: str) -> Any:
-    return Annotated[kind, Meta(description=description)]
+# A page's cursor.
+Next = Annotated[
+    int | None, Meta(description="pass as ?before= for the next page; null on the last")
+]
 
 
 class Error(TypedDict):
     detail: str
-    errors: NotRequired[_doc(dict[str, str], "field or parameter → what is wrong with it")]
+    errors: NotRequired[
+        Annotated[dict[str, str], Meta(description="field or parameter → what is wrong with it")]
+    ]
 
 
 class Empty(TypedDict):
@@ -57,7 +60,7 @@ class User(TypedDict):
     is_staff: bool
     is_active: bool
     created_at: Timestamp
-    external_id: _doc(str | None, "the platform's user id")
+    external_id: Annotated[str | None, Meta(description="the platform's user id")]
 
 
 class Users(TypedDict):
@@ -67,53 +70,61 @@ class Users(TypedDict):
 class ApiKey(TypedDict):
     id: Id
     name: str
-    prefix: _doc(str, "names the key: cl_<prefix>_...")
+    prefix: Annotated[str, Meta(description="names the key: cl_<prefix>_...")]
     scopes: list[Literal["publish", "admin"]]
     created_at: Timestamp
     revoked_at: When
-    created_by: _doc(Id | None, "user id")
-    key: NotRequired[_doc(str, "the whole key: only in the answer that made it")]
+    created_by: Annotated[Id | None, Meta(description="user id")]
+    key: NotRequired[
+        Annotated[str, Meta(description="the whole key: only in the answer that made it")]
+    ]
 
 
 class Tag(TypedDict):
     id: Id
     name: str
-    critical: _doc(bool, "ignores mutes")
+    critical: Annotated[bool, Meta(description="ignores mutes")]
 
 
 class Subscription(TypedDict):
     id: Id
-    user: _doc(Id, "user id")
-    tag: _doc(Id, "tag id")
+    user: Annotated[Id, Meta(description="user id")]
+    tag: Annotated[Id, Meta(description="tag id")]
     mode: Literal["live", "inbox", "muted"]
 
 
 class Notification(TypedDict):
     id: Id
-    tag: _doc(Id | None, "tag id")
-    users: _doc(list[Id] | None, "the users it was addressed to, besides the tag's")
+    tag: Annotated[Id | None, Meta(description="tag id")]
+    users: Annotated[
+        list[Id] | None, Meta(description="the users it was addressed to, besides the tag's")
+    ]
     message: str
     data: dict[str, Any]
     priority: Priority
     group_key: str | None
-    group_window: _doc(int, "seconds")
+    group_window: Annotated[int, Meta(description="seconds")]
     send_at: When
-    delivered_at: _doc(When, "null while it waits for send_at")
+    delivered_at: Annotated[When, Meta(description="null while it waits for send_at")]
     expires_at: When
-    expired_at: _doc(When, "when its items were marked expired")
+    expired_at: Annotated[When, Meta(description="when its items were marked expired")]
     timestamp: Timestamp
-    recipients: _doc(int, "inbox rows created (or updated, grouped)")
+    recipients: Annotated[int, Meta(description="inbox rows created (or updated, grouped)")]
 
 
 class InboxItem(TypedDict):
-    id: _doc(Id, "inbox item id (not the notification's)")
+    id: Annotated[Id, Meta(description="inbox item id (not the notification's)")]
     notification_id: Id
-    tag: _doc(Id | None, "tag id; null for a notification to listed users only")
+    tag: Annotated[
+        Id | None, Meta(description="tag id; null for a notification to listed users only")
+    ]
     tag_name: str | None
     message: str
     data: dict[str, Any]
     timestamp: Timestamp
-    position: _doc(Id, "place in my order: 1, 2, 3, ... as items are committed")
+    position: Annotated[
+        Id, Meta(description="place in my order: 1, 2, 3, ... as items are committed")
+    ]
     is_seen: bool
     seen_at: When
     is_read: bool
@@ -121,25 +132,25 @@ class InboxItem(TypedDict):
     is_archived: bool
     archived_at: When
     interacted_at: When
-    action: _doc(str | None, "the action clicked")
+    action: Annotated[str | None, Meta(description="the action clicked")]
     priority: Priority
     group_key: str | None
-    count: _doc(int, "notifications the item collects (grouping)")
-    notification_ids: _doc(
-        list[Id] | None, "the notifications a grouped item collects, oldest first"
-    )
+    count: Annotated[int, Meta(description="notifications the item collects (grouping)")]
+    notification_ids: Annotated[
+        list[Id] | None, Meta(description="the notifications a grouped item collects, oldest first")
+    ]
     expires_at: When
 
 
 class InboxCounts(TypedDict):
-    unseen: _doc(int, "in the default list (neither deleted nor archived)")
-    unread: _doc(int, "in the default list")
-    total: _doc(int, "the default list")
+    unseen: Annotated[int, Meta(description="in the default list (neither deleted nor archived)")]
+    unread: Annotated[int, Meta(description="in the default list")]
+    total: Annotated[int, Meta(description="the default list")]
     archived: int
 
 
 class Updated(TypedDict):
-    updated: _doc(int, "items changed")
+    updated: Annotated[int, Meta(description="items changed")]
 
 
 class AuditEntry(TypedDict):
@@ -148,33 +159,37 @@ class AuditEntry(TypedDict):
     resource: str
     object_id: int
     action: Literal["create", "update", "delete"]
-    changes: _doc(dict[str, tuple[Any, Any]], "field → [old, new]")
-    actor: _doc(Id | None, "user id; null for plain SQL and API keys")
-    actor_key: _doc(Id | None, "API key id, when the change was made with a key")
+    changes: Annotated[dict[str, tuple[Any, Any]], Meta(description="field → [old, new]")]
+    actor: Annotated[Id | None, Meta(description="user id; null for plain SQL and API keys")]
+    actor_key: Annotated[
+        Id | None, Meta(description="API key id, when the change was made with a key")
+    ]
 
 
 class Page(TypedDict, Generic[T]):
     results: list[T]
-    next: _doc(int | None, "pass as ?before= for the next page; null on the last")
+    next: Next
 
 
 class InboxPage(TypedDict):
     results: list[InboxItem]
-    next: _doc(int | None, "pass as ?before= for the next page; null on the last")
+    next: Next
     pinned: NotRequired[
-        _doc(
+        Annotated[
             list[InboxItem],
-            "first page of the default list: high-priority unread items, shown above "
-            "the rest (and left out of `results`)",
-        )
+            Meta(
+                description="first page of the default list: high-priority unread items, shown "
+                "above the rest (and left out of `results`)"
+            ),
+        ]
     ]
 
 
 class Health(TypedDict):
     status: Literal["ok", "unavailable"]
     database: NotRequired[bool]
-    listener: NotRequired[_doc(bool, "the LISTEN connection is up")]
+    listener: NotRequired[Annotated[bool, Meta(description="the LISTEN connection is up")]]
 
 
 # This document itself.
-OpenAPI = _doc(dict[str, Any], "this document")
+OpenAPI = Annotated[dict[str, Any], Meta(description="this document")]

@@ -38,7 +38,9 @@ REVOKED = "token has been revoked"
 REUSED = "refresh token already used: every token of its sign-in is revoked"
 
 
-def _pair(call: Call, user_id: int, generation: int, family: uuid.UUID | str, jti: str) -> dict:
+def _pair(
+    call: Call, user_id: int, generation: int, family: uuid.UUID | str, jti: str
+) -> TokenPair:
     settings = call.settings
     assert settings.secret_key
     return {
@@ -83,7 +85,7 @@ async def obtain(call: Call) -> TokenPair:
     matched = await call.passwords.verify(
         row["password_hash"] if row else None, call.body["password"], client
     )
-    if not matched:
+    if not matched or row is None:  # no such user never matches
         sign_ins.failed(username)
         raise ApiError(401, "no active account found with the given credentials")
     if not row["is_active"]:
@@ -162,4 +164,4 @@ async def blacklist(call: Call) -> Empty:
 
 @endpoint("Revoke every token of the signed-in user (sign out everywhere)", status=204)
 async def revoke_all(call: Call) -> None:
-    await call.pool.execute(Q.revoke_user_tokens, call.me.id)
+    await call.pool.execute(Q.revoke_user_tokens, call.user_id)

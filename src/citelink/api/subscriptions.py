@@ -40,6 +40,10 @@ FILTERS = Query(
 )
 
 
+def _subscription(row: asyncpg.Record) -> Subscription:
+    return {"id": row["id"], "user": row["user"], "tag": row["tag"], "mode": row["mode"]}
+
+
 def _unknown(field: str) -> ApiError:
     return ApiError(422, "invalid request body", {field: f"no such {field}"})
 
@@ -59,7 +63,7 @@ async def list_subscriptions(call: Call) -> Page[Subscription]:
     rows = await call.pool.fetch(
         Q.subscriptions_page, user, call.query.get("tag"), before, limit + 1
     )
-    return page([dict(r) for r in rows], limit)
+    return page([_subscription(r) for r in rows], limit)
 
 
 @endpoint(
@@ -71,9 +75,9 @@ async def list_subscriptions(call: Call) -> Page[Subscription]:
 )
 async def create_subscription(call: Call) -> Subscription:
     tag = call.body["tag"]
-    if "user" not in call.body and call.me.id is None:
-        raise ApiError(422, "invalid request body", {"user": "an API key must name the user"})
     given = call.body.get("user", call.me.id)
+    if given is None:  # an API key is no user: none was named
+        raise ApiError(422, "invalid request body", {"user": "an API key must name the user"})
     if given != call.me.id and not call.me.manages_others:
         raise ApiError(403, "only staff may subscribe another user")
     [user] = await user_ids(call.pool, call.settings, [given], "user")
@@ -92,7 +96,7 @@ async def create_subscription(call: Call) -> Subscription:
         raise _unknown("tag") from None
     if row is None:
         raise ApiError(409, "already subscribed to this tag")
-    return dict(row)
+    return _subscription(row)
 
 
 @endpoint("Unsubscribe (the owner, or staff)", status=204, key_scope="publish")
@@ -115,4 +119,4 @@ async def update_subscription(call: Call) -> Subscription:
         row = await conn.fetchrow(Q.set_subscription_mode, call.id, call.body["mode"], owner)
     if row is None:
         raise ApiError(404, "no such subscription")
-    return dict(row)
+    return _subscription(row)

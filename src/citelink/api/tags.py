@@ -16,6 +16,10 @@ NAME = String(max_length=100)
 CRITICAL = Boolean(required=False, description="ignores subscribers' mutes (default false)")
 
 
+def _tag(row: asyncpg.Record) -> Tag:
+    return {"id": row["id"], "name": row["name"], "critical": row["critical"]}
+
+
 def _taken(name: str) -> ApiError:
     return ApiError(409, f"a tag named {name!r} already exists")
 
@@ -24,7 +28,7 @@ def _taken(name: str) -> ApiError:
 async def list_tags(call: Call) -> Page[Tag]:
     before, limit = page_bounds(call.query)
     rows = await call.pool.fetch(Q.tags_page, before, limit + 1)
-    return page([dict(r) for r in rows], limit)
+    return page([_tag(r) for r in rows], limit)
 
 
 @endpoint(
@@ -42,7 +46,8 @@ async def create_tag(call: Call) -> Tag:
             row = await conn.fetchrow(Q.create_tag, name, call.body.get("critical", False))
     except asyncpg.UniqueViolationError:
         raise _taken(name) from None
-    return dict(row)
+    assert row is not None  # INSERT ... RETURNING: the row made
+    return _tag(row)
 
 
 @endpoint("One tag", key_scope="publish")
@@ -50,7 +55,7 @@ async def get_tag(call: Call) -> Tag:
     row = await call.pool.fetchrow(Q.tag_by_id, call.id)
     if row is None:
         raise ApiError(404, "no such tag")
-    return dict(row)
+    return _tag(row)
 
 
 @endpoint(
@@ -71,7 +76,7 @@ async def update_tag(call: Call) -> Tag:
         raise _taken(name or "") from None
     if row is None:
         raise ApiError(404, "no such tag")
-    return dict(row)
+    return _tag(row)
 
 
 @endpoint(

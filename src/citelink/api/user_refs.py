@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import asyncpg
-
-from citelink.api.validation import Field, Integer, Invalid
+from citelink.api.validation import Field, Integer, Invalid, Schema
+from citelink.db.connection import Queryable
 from citelink.db.queries import Q
 from citelink.errors import ApiError
 from citelink.identity.platform_tokens import EXTERNAL_ID
@@ -52,7 +51,7 @@ class UserRef(Field):
     def check(self, value: Any, settings: Settings) -> Ref:
         return _ref(value, settings)
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         return self._described(_SCHEMA)
 
 
@@ -69,14 +68,14 @@ class UserRefs(Field):
             raise Invalid(f"1 to {self.max_items} users")
         return [_ref(v, settings) for v in values]
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         return self._described(
             {"anyOf": [_SCHEMA, {"type": "array", "items": _SCHEMA, "maxItems": self.max_items}]}
         )
 
 
 async def user_ids(
-    pool: asyncpg.Pool | asyncpg.Connection,
+    pool: Queryable,
     settings: Settings,
     refs: list[Ref],
     field: str,

@@ -26,14 +26,20 @@ NEW_USER = Body(
 )
 
 
-def _user(row: asyncpg.Record) -> dict:
-    keys = ("id", "username", "is_staff", "is_active", "created_at", "external_id")
-    return {k: row[k] for k in keys}
+def _user(row: asyncpg.Record) -> User:
+    return {
+        "id": row["id"],
+        "username": row["username"],
+        "is_staff": row["is_staff"],
+        "is_active": row["is_active"],
+        "created_at": row["created_at"],
+        "external_id": row["external_id"],
+    }
 
 
 @endpoint("The signed-in user")
 async def me(call: Call) -> Me:
-    return {"id": call.me.id, "username": call.me.username, "is_staff": call.me.is_staff}
+    return {"id": call.user_id, "username": call.me.username, "is_staff": call.me.is_staff}
 
 
 @endpoint("List users", access="staff", query=Query(PAGE))
@@ -60,6 +66,7 @@ async def create_user(call: Call) -> User:
             )
     except asyncpg.UniqueViolationError:
         raise ApiError(409, f"user {username!r} already exists") from None
+    assert row is not None  # INSERT ... RETURNING: the row made
     return _user(row)
 
 

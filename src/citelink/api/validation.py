@@ -13,12 +13,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 import orjson
 from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
 
+from citelink.api.shapes import Page
 from citelink.db.connection import BIGINT_MAX
 from citelink.errors import ApiError
 from citelink.settings import Settings
@@ -27,11 +28,16 @@ _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 
 # A limit is a number or the name of the Settings field that holds it.
 Limit = int | str
+# A JSON Schema (of a field, a body), as /openapi.json shows it.
+Schema = dict[str, Any]
 
 
 def resolve(limit: Limit, settings: Settings) -> int:
     """The number a limit stands for under `settings`."""
-    return getattr(settings, limit) if isinstance(limit, str) else limit
+    if isinstance(limit, int):
+        return limit
+    number: int = getattr(settings, limit)
+    return number
 
 
 class Invalid(Exception):
@@ -52,10 +58,10 @@ class Field:
         """A query-string value: text, converted as the type needs."""
         return self.check(text, settings)
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         raise NotImplementedError
 
-    def _described(self, schema: dict) -> dict:
+    def _described(self, schema: Schema) -> Schema:
         return {**schema, "description": self.description} if self.description else schema
 
 
@@ -84,7 +90,7 @@ class String(Field):
             raise Invalid(self.pattern_help or f"must match {self.pattern}")
         return value
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         schema = {
             "type": "string",
             "minLength": self.min_length,
@@ -117,7 +123,7 @@ class Integer(Field):
             raise Invalid("must be an integer")
         return self.check(int(text), settings)
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         return self._described(
             {
                 "type": "integer",
@@ -135,7 +141,7 @@ class Boolean(Field):
             raise Invalid("must be true or false")
         return value
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         return self._described({"type": "boolean"})
 
 
@@ -144,11 +150,11 @@ class Choice(Field):
     choices: tuple[str, ...] = ()
 
     def check(self, value: Any, settings: Settings) -> str:
-        if value not in self.choices:
+        if not isinstance(value, str) or value not in self.choices:
             raise Invalid(f"must be one of: {', '.join(self.choices)}")
         return value
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         return self._described({"type": "string", "enum": list(self.choices)})
 
 
@@ -159,7 +165,7 @@ class JsonObject(Field):
 
     max_depth: int = 100
 
-    def check(self, value: Any, settings: Settings) -> dict:
+    def check(self, value: Any, settings: Settings) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise Invalid("must be a JSON object")
         problem = _json_problem(value, self.max_depth)
@@ -167,7 +173,7 @@ class JsonObject(Field):
             raise Invalid(problem)
         return value
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         return self._described({"type": "object"})
 
 
@@ -208,7 +214,7 @@ class Integers(Field):
     def parse_text(self, text: str, settings: Settings) -> list[int]:
         return [Integer().parse_text(text, settings)]
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         one = Integer().schema(settings)
         return self._described(
             {"anyOf": [one, {"type": "array", "items": one, "maxItems": self.max_items}]}
@@ -235,7 +241,7 @@ class Timestamp(Field):
             raise Invalid("needs its offset from UTC (Z or +hh:mm)")
         return moment
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         return self._described({"type": "string", "format": "date-time"})
 
 
@@ -243,14 +249,14 @@ class Timestamp(Field):
 class JsonText(JsonObject):
     """A JSON object given as text, in a query parameter (`?data={"k":1}`)."""
 
-    def parse_text(self, text: str, settings: Settings) -> dict:
+    def parse_text(self, text: str, settings: Settings) -> dict[str, Any]:
         try:
             value = orjson.loads(text)
         except orjson.JSONDecodeError:
             raise Invalid('must be a JSON object, such as {"key": "value"}') from None
         return self.check(value, settings)
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         return self._described({"type": "string", "contentMediaType": "application/json"})
 
 
@@ -260,7 +266,7 @@ class Object(Field):
 
     fields: Fields | None = None
 
-    def check(self, value: Any, settings: Settings) -> dict:
+    def check(self, value: Any, settings: Settings) -> dict[str, Any]:
         assert isinstance(self.fields, Body)
         if not isinstance(value, dict):
             raise Invalid("must be a JSON object")
@@ -271,7 +277,7 @@ class Object(Field):
                 "; ".join(f"{name}: {problem}" for name, problem in (exc.errors or {}).items())
             ) from None
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         assert isinstance(self.fields, Body)
         return self._described(self.fields.schema(settings))
 
@@ -312,7 +318,7 @@ class Body(Fields):
             raise ApiError(400, "the request body must be a JSON object")
         return self.check(document, settings)
 
-    def check(self, document: dict, settings: Settings) -> dict[str, Any]:
+    def check(self, document: dict[str, Any], settings: Settings) -> dict[str, Any]:
         """The values of a decoded JSON object; ApiError 422 naming each bad field."""
         values, errors = self._convert(
             document.items(), lambda field, value: field.check(value, settings)
@@ -324,7 +330,7 @@ class Body(Fields):
             raise ApiError(422, "invalid request body", errors)
         return values
 
-    def schema(self, settings: Settings) -> dict:
+    def schema(self, settings: Settings) -> Schema:
         return {
             "type": "object",
             "properties": {name: f.schema(settings) for name, f in self.fields.items()},
@@ -374,7 +380,14 @@ def page_bounds(query: dict[str, Any]) -> tuple[int, int]:
     return query.get("before", BIGINT_MAX), query.get("limit", DEFAULT_LIMIT)
 
 
-def page(rows: list[dict], limit: int) -> dict:
+class _Identified(TypedDict):
+    id: int
+
+
+Item = TypeVar("Item", bound=_Identified)
+
+
+def page(rows: list[Item], limit: int) -> Page[Item]:
     """`{results, next}` from up to limit + 1 rows: `next` is the `before` of the
     following page, null on the last one."""
     results = rows[:limit]

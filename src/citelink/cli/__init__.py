@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("CITELINK_DEBUG", "") not in ("", "0")
     try:
-        status = args.func(args)
+        status: int = args.func(args)
         sys.stdout.flush()  # a reader gone away is noticed here, not at exit
         return status
     except (Exception, KeyboardInterrupt) as exc:

@@ -33,6 +33,7 @@ def _create_user(args: argparse.Namespace, staff: bool) -> int:
             raise Problem(f"user {username!r} already exists") from None
         except asyncpg.CheckViolationError:
             raise Problem("--username: 1-150 letters, digits and @.+-_ only") from None
+        assert row is not None  # INSERT ... RETURNING: the row made
         kind = "staff user" if staff else "user"
         print(f"created {kind} {row['username']!r} (id {row['id']})")
         return 0
@@ -93,6 +94,7 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
 
     async def work(conn: asyncpg.Connection) -> int:
         row = await conn.fetchrow(Q.create_api_key, name, made.prefix, made.digest, scopes, None)
+        assert row is not None  # INSERT ... RETURNING: the row made
         # The key alone on stdout (for a script to capture), the note apart.
         print(made.key)
         print(

@@ -42,14 +42,14 @@ def load_settings(*, migrate_schema: bool = False) -> Settings:
     embedded_db = settings.database_url is None
     settings = resolve(settings)
     if migrate_schema or embedded_db:
-        migrate(settings.database_url)
+        migrate(settings.resolved_url)
     return settings
 
 
 def run(settings: Settings, work: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
     async def main() -> int:
         async with asyncio.timeout(settings.db_connect_seconds):
-            conn = await connect(settings.database_url)
+            conn = await connect(settings.resolved_url)
         try:
             return await work(conn)
         finally:

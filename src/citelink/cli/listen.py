@@ -25,6 +25,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import orjson
 import websockets
+from websockets.typing import Subprotocol
 
 from citelink.identity.callers import REVOKED
 from citelink.problems import Problem
@@ -77,7 +78,8 @@ def sign_in(url: str, username: str, password: str) -> str:
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return orjson.loads(response.read())["access"]
+            token: str = orjson.loads(response.read())["access"]
+            return token
     except urllib.error.HTTPError as exc:
         if exc.code >= 500:
             raise Unreachable(f"the server answered {exc.code}: {_detail(exc)}") from None
@@ -129,7 +131,9 @@ async def listen(
         reason = ""
         try:
             ws_url = socket_url(url, credentials.token(renew))
-            async with websockets.connect(ws_url, max_size=None, subprotocols=[EXTENDED]) as ws:
+            async with websockets.connect(
+                ws_url, max_size=None, subprotocols=[Subprotocol(EXTENDED)]
+            ) as ws:
                 renew, attempt = False, 0
                 learning = last is None
                 if learning:

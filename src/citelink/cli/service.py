@@ -36,7 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = resolve(Settings.from_env())
-    applied = migrate(settings.database_url)
+    applied = migrate(settings.resolved_url)
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     return 0
 
@@ -106,6 +106,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         row = await conn.fetchrow(
             Q.publish, tag_id, None, message, data, None, None, None, None, None, actor["id"]
         )
+        assert row is not None  # citelink_publish answers the notification it made
         print(f"published notification {row['id']} to {row['recipients']} recipient(s)")
         return 0
 

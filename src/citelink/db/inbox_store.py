@@ -23,11 +23,16 @@ import asyncio
 import random
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import asyncpg
 
+from citelink.db.connection import Queryable
 from citelink.db.queries import Q
+
+if TYPE_CHECKING:
+    # Only for the checker: citelink.api imports this module.
+    from citelink.api.shapes import InboxCounts, InboxItem
 
 Status = Literal["all", "unseen", "unread", "read", "archived"]
 # Each status's condition on an item (unseen items are unread ones too:
@@ -66,12 +71,14 @@ class Filter:
 
     status: Status = "all"
     tags: list[int] | None = None
-    data: dict | None = None
+    data: dict[str, Any] | None = None
     since: datetime | None = None
     until: datetime | None = None
 
     @property
-    def args(self) -> tuple:
+    def args(
+        self,
+    ) -> tuple[list[int] | None, dict[str, Any] | None, datetime | None, datetime | None]:
         return self.tags, self.data, self.since, self.until
 
     @property
@@ -85,11 +92,35 @@ EVERYTHING = Filter()
 WRITE_ATTEMPTS = 5
 
 
-def item(row: asyncpg.Record) -> dict:
-    return dict(row)
+def item(row: asyncpg.Record) -> InboxItem:
+    """An item from a row of the inbox_item view (every query of items selects
+    these columns)."""
+    return {
+        "id": row["id"],
+        "notification_id": row["notification_id"],
+        "tag": row["tag"],
+        "tag_name": row["tag_name"],
+        "message": row["message"],
+        "data": row["data"],
+        "timestamp": row["timestamp"],
+        "position": row["position"],
+        "is_seen": row["is_seen"],
+        "seen_at": row["seen_at"],
+        "is_read": row["is_read"],
+        "read_at": row["read_at"],
+        "is_archived": row["is_archived"],
+        "archived_at": row["archived_at"],
+        "interacted_at": row["interacted_at"],
+        "action": row["action"],
+        "priority": row["priority"],
+        "group_key": row["group_key"],
+        "count": row["count"],
+        "notification_ids": row["notification_ids"],
+        "expires_at": row["expires_at"],
+    }
 
 
-def action_ids(item: dict) -> list:
+def action_ids(item: InboxItem) -> list[object]:
     """The ids of an item's actions. Rows inserted by plain SQL skip the
     check at publish, so `actions` may be anything: what is not a list of
     objects offers nothing."""
@@ -100,14 +131,14 @@ def action_ids(item: dict) -> list:
 
 
 async def page(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     user_id: int,
     *,
     before: int | None = None,
     limit: int = 20,
     where: Filter = EVERYTHING,
     pinned_apart: bool = False,
-) -> list[dict]:
+) -> list[InboxItem]:
     """Newest first, the items before item `before` (keyset pagination); from
     the newest when None. With `pinned_apart`, the pinned items are left out
     (a listing shows them above, `pinned`)."""
@@ -119,51 +150,52 @@ async def page(
 PINNING = frozenset({"all", "unread", "unseen"})
 
 
-async def pinned(
-    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, where: Filter, limit: int
-) -> list[dict]:
+async def pinned(conn: Queryable, user_id: int, where: Filter, limit: int) -> list[InboxItem]:
     """The pinned items (high priority, unread) `where` selects, newest first."""
     rows = await conn.fetch(Q.inbox_pinned, user_id, *where.args, limit)
     return [item(r) for r in rows]
 
 
 async def page_by_number(
-    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, page_number: int, page_size: int
-) -> list[dict]:
+    conn: Queryable, user_id: int, page_number: int, page_size: int
+) -> list[InboxItem]:
     """The seed's numbered pages (1-based) of the default list, newest first."""
     rows = await conn.fetch(Q.inbox_page_offset, user_id, (page_number - 1) * page_size, page_size)
     return [item(r) for r in rows]
 
 
-async def after(
-    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, position: int, limit: int
-) -> list[dict]:
+async def after(conn: Queryable, user_id: int, position: int, limit: int) -> list[InboxItem]:
     """The default list above `position` in the user's order, oldest first.
     Positions are given in commit order (sql/triggers.sql), so this never
     skips an item that committed late."""
     return [item(r) for r in await conn.fetch(Q.inbox_after, user_id, position, limit)]
 
 
-async def position_after(
-    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, item_id: int
-) -> int:
+async def position_after(conn: Queryable, user_id: int, item_id: int) -> int:
     """The position that "after item `item_id`" stands for (0: from the start)."""
-    return await conn.fetchval(Q.inbox_position_after, user_id, item_id)
+    position: int = await conn.fetchval(Q.inbox_position_after, user_id, item_id)
+    return position
 
 
-async def get(conn: asyncpg.Connection | asyncpg.Pool, user_id: int, item_id: int) -> dict | None:
+async def get(conn: Queryable, user_id: int, item_id: int) -> InboxItem | None:
     row = await conn.fetchrow(Q.inbox_item, user_id, item_id)
     return item(row) if row else None
 
 
-async def counts(
-    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, where: Filter = EVERYTHING
-) -> dict:
+async def counts(conn: Queryable, user_id: int, where: Filter = EVERYTHING) -> InboxCounts:
     """{unseen, unread, total, archived}: from the counter row (O(1)) unless
     `where` narrows by tags, data or time (its status is not a count's)."""
     if where.narrowed:
-        return dict(await conn.fetchrow(Q.inbox_counts_filtered, user_id, *where.args))
-    return dict(await conn.fetchrow(Q.inbox_counts, user_id))
+        row = await conn.fetchrow(Q.inbox_counts_filtered, user_id, *where.args)
+    else:
+        row = await conn.fetchrow(Q.inbox_counts, user_id)
+    assert row is not None  # both queries answer one row, whatever the user has
+    return {
+        "unseen": row["unseen"],
+        "unread": row["unread"],
+        "total": row["total"],
+        "archived": row["archived"],
+    }
 
 
 async def _write(pool: asyncpg.Pool, query: str, *args: object) -> object:

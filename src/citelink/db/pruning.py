@@ -44,7 +44,7 @@ class Pruner:
         self._retention_days = settings.audit_retention_days
         self._batch_rows = batch_rows
         self._interval = interval
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="citelink-pruning")
@@ -64,7 +64,7 @@ class Pruner:
     async def _families(self) -> int:
         total = batches = 0
         while True:
-            deleted = await self._pool.fetchval(Q.prune_refresh_families, self._batch_rows)
+            deleted: int = await self._pool.fetchval(Q.prune_refresh_families, self._batch_rows)
             total, batches = total + deleted, batches + 1
             if deleted < self._batch_rows:
                 break
@@ -78,8 +78,10 @@ class Pruner:
             row = await self._pool.fetchrow(
                 Q.prune_audit_log, self._retention_days, after, self._batch_rows
             )
-            total, batches = total + row["deleted"], batches + 1
-            if not row["deleted"] or row["scanned"] < self._batch_rows:
+            assert row is not None  # an aggregate: one row, even of an empty batch
+            deleted: int = row["deleted"]
+            total, batches = total + deleted, batches + 1
+            if not deleted or row["scanned"] < self._batch_rows:
                 break
             after = row["last_id"]
             await asyncio.sleep(PAUSE_SECONDS)

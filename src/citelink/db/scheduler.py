@@ -52,7 +52,7 @@ class Scheduler:
         self._pool = pool
         self._idle = idle_seconds
         self._timeout = statement_seconds
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         # Expiries that failed alone, and when this process tries them again.
         self._expiry_waits: dict[int, float] = {}
 
@@ -123,7 +123,8 @@ class Scheduler:
         async with self._pool.acquire() as conn:  # unavailable: the loop waits
             try:
                 async with conn.transaction():
-                    return await conn.fetchval(query, ids, timeout=self._timeout)
+                    settled: int = await conn.fetchval(query, ids, timeout=self._timeout)
+                    return settled
             except (asyncpg.PostgresError, TimeoutError) as exc:
                 if isinstance(exc, LOST):
                     raise

@@ -16,8 +16,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-import asyncpg
-
+from citelink.db.connection import Queryable
 from citelink.db.queries import Q
 
 SCOPES = ("publish", "admin")
@@ -55,7 +54,7 @@ class KeyRow:
     revoked: bool
 
 
-async def find(pool: asyncpg.Pool | asyncpg.Connection, key: str) -> KeyRow | None:
+async def find(pool: Queryable, key: str) -> KeyRow | None:
     """The key's row when `key` is a key citelink made (revoked or not); None otherwise."""
     match = _KEY.fullmatch(key)
     if match is None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from starlette.requests import Request
@@ -71,7 +72,7 @@ async def active_user(pool: asyncpg.Pool, user_id: int, generation: int) -> Curr
     return _user(row)
 
 
-def decode(settings: Settings, token: str, *token_types: tokens.TokenType) -> dict:
+def decode(settings: Settings, token: str, *token_types: tokens.TokenType) -> dict[str, Any]:
     """The claims of a valid token of one of `token_types`, or a 401."""
     assert settings.secret_key
     for token_type in token_types:

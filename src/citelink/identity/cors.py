@@ -53,7 +53,7 @@ class Cors(CORSMiddleware):
         if not self.is_allowed_origin(request_headers["origin"]):
             refused = error_response(403, REFUSED)
         else:
-            detail = answer.body.decode().replace("Disallowed CORS", "not allowed:")
+            detail = bytes(answer.body).decode().replace("Disallowed CORS", "not allowed:")
             refused = error_response(400, detail)
         refused.headers["Vary"] = "Origin"
         return refused

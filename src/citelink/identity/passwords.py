@@ -35,10 +35,10 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True when `password` matches; an unknown user (None) costs the same and fails."""
     try:
-        matched = _hasher.verify(password_hash or _DUMMY_HASH, password)
+        _hasher.verify(password_hash or _DUMMY_HASH, password)  # True, or it raises
     except (VerificationError, InvalidHashError):
         return False
-    return matched and password_hash is not None
+    return password_hash is not None
 
 
 def hash_slots() -> int:

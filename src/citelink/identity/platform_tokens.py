@@ -24,7 +24,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -34,12 +34,20 @@ from citelink.identity.tokens import InvalidToken
 from citelink.problems import Problem
 from citelink.settings import Settings
 
+if TYPE_CHECKING:
+    from jwt.types import Options
+
 # What users.external_id holds (its CHECK in sql/schema.sql).
 EXTERNAL_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 _PEM = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
 
 _SETTING = "CITELINK_PLATFORM_PUBLIC_KEYS"
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+# The key type each asymmetric algorithm is verified with.
+_KEY_TYPES: dict[str, type[rsa.RSAPublicKey] | type[ec.EllipticCurvePublicKey]] = {
+    "RS256": rsa.RSAPublicKey,
+    "ES256": ec.EllipticCurvePublicKey,
+}
 
 
 def is_platform_token(token: str) -> bool:
@@ -74,7 +82,10 @@ def _load_keys(path: Path) -> list[_Key]:
                     raise Problem(f"{_SETTING}: {path} holds a private key; give only public keys")
                 keys.append(_Key(jwk.key_id, key))
         else:
-            keys = [_Key(None, load_pem_public_key(block)) for block in _PEM.findall(raw)]  # type: ignore[arg-type]
+            loaded = [load_pem_public_key(block) for block in _PEM.findall(raw)]
+            keys = [_Key(None, key) for key in loaded if isinstance(key, PublicKey)]
+            if len(keys) < len(loaded):
+                raise Problem(f"{_SETTING}: {path}: only RSA and P-256 (ES256) keys are taken")
     except (ValueError, jwt.PyJWTError) as exc:
         raise Problem(f"{_SETTING}: {path} is no PEM or JWKS file: {exc}") from None
     for found in keys:
@@ -119,7 +130,8 @@ class PlatformTokens:
         alg = header.get("alg")
         if alg == "HS256":
             return [self.secret] if self.secret else []
-        kind = {"RS256": rsa.RSAPublicKey, "ES256": ec.EllipticCurvePublicKey}.get(alg)  # type: ignore[arg-type]
+        # A header may hold any JSON: an `alg` that is no string names no key.
+        kind = _KEY_TYPES.get(alg) if isinstance(alg, str) else None
         if kind is None:
             return []
         kid = header.get("kid")
@@ -141,7 +153,7 @@ class PlatformTokens:
         required = ["sub", "exp", "iat"]
         required += ["aud"] if self.audience else []
         required += ["iss"] if self.issuer else []
-        options = {"require": required, "verify_aud": self.audience is not None}
+        options: Options = {"require": required, "verify_aud": self.audience is not None}
         for key in candidates:
             try:
                 claims = jwt.decode(
@@ -150,7 +162,7 @@ class PlatformTokens:
                     algorithms=[header["alg"]],
                     audience=self.audience,
                     issuer=self.issuer,
-                    options=options,  # type: ignore[arg-type]
+                    options=options,
                 )
             except jwt.InvalidSignatureError:
                 continue  # another key of the set may have signed it

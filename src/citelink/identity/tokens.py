@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 import jwt
 
@@ -47,7 +47,7 @@ def issue(
     `generation` is the user's token generation (0 until first revoked); a
     refresh token names its `family` and `jti` as stored in the database."""
     now = int(time.time())
-    claims: dict = {
+    claims: dict[str, Any] = {
         "token_type": token_type,
         "user_id": user_id,
         "iat": now,
@@ -60,7 +60,7 @@ def issue(
     return jwt.encode(claims, secret_key, algorithm=ALGORITHM)
 
 
-def decode(secret_key: str, token: str, token_type: TokenType) -> dict:
+def decode(secret_key: str, token: str, token_type: TokenType) -> dict[str, Any]:
     """The verified claims of `token`, or InvalidToken."""
     required = [*_REQUIRED, "family"] if token_type == "refresh" else _REQUIRED
     try:

@@ -6,7 +6,10 @@ Payloads carry ids and numbers only: the relay reads content from the tables.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from citelink.api.shapes import InboxItem
 
 CHANNEL = "citelink_events"
 ITEM_KINDS = frozenset({"new", "change", "update", "remove"})
@@ -15,7 +18,7 @@ ITEM_KINDS = frozenset({"new", "change", "update", "remove"})
 SEEN, READ, ARCHIVED, INTERACTED, DELETED, EXPIRED, QUIET, MUTED = 1, 2, 4, 8, 16, 32, 64, 128
 
 
-def state_of(item: dict) -> int:
+def state_of(item: InboxItem) -> int:
     """The state number of an inbox item as citelink.db.inbox_store shows it (neither
     deleted nor expired; how it was delivered is not in its shape, and not
     needed to tell its changes)."""
@@ -68,7 +71,8 @@ def parse_event(payload: str) -> Event | None:
     except ValueError:
         return None
     if kind in ITEM_KINDS and len(n) == 10:
-        return Event(kind, *n[:6], counts=Counts(*n[6:]))
+        user_id, item_id, notification_id, position, old, new = n[:6]
+        return Event(kind, user_id, item_id, notification_id, position, old, new, Counts(*n[6:]))
     if kind == "bulk" and len(n) == 6:
         return Event(kind, n[0], items=n[1], counts=Counts(*n[2:]))
     if kind == "fanout" and len(n) == 2:

@@ -8,7 +8,7 @@ every frame they receive against its type here (tests/wsclient.py), and
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 import msgspec
 
@@ -95,7 +95,7 @@ class ErrorFrame(TypedDict):
 
 SERVER_FRAMES: dict[str, Any] = {
     "notification": NotificationFrame,
-    **{kind: StateFrame for kind in ItemState.__args__},
+    **{kind: StateFrame for kind in get_args(ItemState)},
     "interact": InteractFrame,
     "counts": CountsFrame,
     "refresh": RefreshFrame,
@@ -110,15 +110,15 @@ SERVER_FRAMES: dict[str, Any] = {
 }
 
 
-def check(frame: dict) -> None:
+def check(frame: dict[str, Any]) -> None:
     """Raise msgspec.ValidationError unless `frame` is a frame of its type."""
-    kind = SERVER_FRAMES.get(frame.get("type"))
+    kind = SERVER_FRAMES.get(frame.get("type", ""))
     if kind is None:
         raise msgspec.ValidationError(f"unknown frame type {frame.get('type')!r}")
     msgspec.convert(frame, kind)
 
 
-def frame_schema() -> dict:
+def frame_schema() -> dict[str, Any]:
     """A JSON Schema of every server frame."""
     kinds = list(dict.fromkeys(SERVER_FRAMES.values()))
     refs, components = msgspec.json.schema_components(kinds, ref_template="#/$defs/{name}")

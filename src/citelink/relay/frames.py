@@ -7,10 +7,13 @@ each recipient's frame is its own head followed by it (`push`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from citelink.relay.events import ARCHIVED, DELETED, EXPIRED, INTERACTED, READ, SEEN, Counts
 from citelink.responses import dumps
+
+if TYPE_CHECKING:
+    from citelink.api.shapes import InboxItem
 
 # The state fields of an item nobody has touched yet.
 UNTOUCHED = {
@@ -32,12 +35,12 @@ def frame(kind: str, **fields: Any) -> str:
     return dumps({"type": kind, **fields}).decode()
 
 
-def item(item: dict) -> str:
+def item(item: InboxItem) -> str:
     """The `notification` frame of an inbox item (the shape of citelink.db.inbox_store)."""
     return frame("notification", **item)
 
 
-def content(notification: dict) -> str:
+def content(notification: dict[str, Any]) -> str:
     """What every recipient of a notification is shown while their item is
     untouched, without the opening brace: `push` puts each recipient's own
     head before it."""
@@ -81,7 +84,7 @@ def needs_current(old: int, new: int) -> bool:
 
 
 def changes(
-    item_id: int, old: int, new: int, *, extended: bool, current: dict | None = None
+    item_id: int, old: int, new: int, *, extended: bool, current: InboxItem | None = None
 ) -> list[str]:
     """The frames that take a client from an item's state `old` to `new`.
     `current` (the item as it is now) is needed when it comes back into the

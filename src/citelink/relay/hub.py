@@ -25,11 +25,12 @@ import math
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from citelink.db import inbox_store
-from citelink.db.connection import ERRORS
+from citelink.db.connection import ERRORS, Connection
 from citelink.db.queries import Q
 from citelink.identity.callers import REVOKED, TOKENS_REVOKED
 from citelink.identity.throttle import FrameBudget
@@ -39,6 +40,9 @@ from citelink.relay.peers import Peer
 from citelink.relay.protocol import REPLACED, TOKEN_REFUSED
 from citelink.relay.rendering import QUERY_TIMEOUT, Renderer, current_items
 from citelink.settings import Settings
+
+if TYPE_CHECKING:
+    from citelink.api.shapes import InboxItem
 
 log = logging.getLogger("citelink.relay.hub")
 
@@ -90,7 +94,7 @@ class Hub:
         self._closing = False
         self._empty = asyncio.Event()
         self._empty.set()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._dispatch(), name="citelink-hub")
@@ -238,7 +242,10 @@ class Hub:
                 pinned_apart=apart,
             )
             items = rows[:limit]
-            answer: dict = {"data": items, "next": items[-1]["id"] if len(rows) > limit else None}
+            answer: dict[str, Any] = {
+                "data": items,
+                "next": items[-1]["id"] if len(rows) > limit else None,
+            }
             if apart and before is None:
                 answer["pinned"] = await inbox_store.pinned(
                     self._pool, client.user_id, where, limit
@@ -361,8 +368,8 @@ class Hub:
                     client.release()
 
     @staticmethod
-    async def _items_after(conn: asyncpg.Connection, user_id: int, position: int) -> list[dict]:
-        items: list[dict] = []
+    async def _items_after(conn: Connection, user_id: int, position: int) -> list[InboxItem]:
+        items: list[InboxItem] = []
         while True:
             rows = await inbox_store.after(conn, user_id, position, BATCH_ROWS)
             items.extend(rows)

@@ -25,7 +25,7 @@ import secrets
 import asyncpg
 
 from citelink import metrics
-from citelink.db.connection import ERRORS
+from citelink.db.connection import ERRORS, Queryable
 from citelink.relay.events import CHANNEL, parse_event
 from citelink.relay.hub import Hub
 
@@ -39,7 +39,9 @@ BACKOFF_CAP = 5.0
 def backoff(attempt: int) -> float:
     """Seconds to wait before reconnect `attempt` (0, 1, ...): exponential, capped,
     half of it random so that many processes do not reconnect in step."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
+    # The exponent is bounded: past 2**1023 a float overflows, and the cap is
+    # reached long before (the database may stay away for hours).
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempt, 64))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
@@ -57,7 +59,7 @@ class Listener:
         self._replies: dict[str, asyncio.Future[None]] = {}
         self._broken = asyncio.Event()
         self._alive = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def alive(self) -> bool:
@@ -131,7 +133,7 @@ class Listener:
                 log.warning("listener probe got no answer in %ss", self._probe_seconds)
                 return
 
-    async def barrier(self, conn: asyncpg.Connection | asyncpg.Pool) -> bool:
+    async def barrier(self, conn: Queryable) -> bool:
         """Send a NOTIFY on the private channel through `conn` and wait for it
         here. True means every event committed before the call has been
         received (delivery is in commit order); False, no answer in time.
@@ -148,13 +150,14 @@ class Listener:
         finally:
             self._replies.pop(token, None)
 
-    def _on_probe(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        reply = self._replies.get(payload)
+    # asyncpg hands payloads over as text; its stubs say object.
+    def _on_probe(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        reply = self._replies.get(str(payload))
         if reply is not None and not reply.done():
             reply.set_result(None)
 
-    def _on_event(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        event = parse_event(payload)
+    def _on_event(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        event = parse_event(str(payload))
         if event is None:
             log.debug("ignoring a foreign payload on %s: %.80r", CHANNEL, payload)
             return

@@ -20,11 +20,15 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from citelink.relay import frames
 from citelink.relay.events import DELETED, QUIET, Counts, state_of
 from citelink.relay.protocol import TOO_SLOW
 from citelink.settings import Settings
+
+if TYPE_CHECKING:
+    from citelink.api.shapes import InboxItem
 
 log = logging.getLogger("citelink.relay.peers")
 
@@ -47,7 +51,7 @@ class Delivery:
     new: int
     counts: Counts
     frame: str = ""
-    current: dict | None = None
+    current: InboxItem | None = None
     items: int = 0
 
 
@@ -237,7 +241,7 @@ class Peer:
         if len(self.shown) > SHOWN_LIMIT:
             self.shown.popitem(last=False)
 
-    def remember_items(self, items: Iterable[dict]) -> None:
+    def remember_items(self, items: Iterable[InboxItem]) -> None:
         for item in items:
             self.remember(item["id"], state_of(item))
 
@@ -297,9 +301,9 @@ class Peer:
 
     def backfill(
         self,
-        items: list[dict],
+        items: list[InboxItem],
         states: dict[int, int],
-        current: dict[int, dict],
+        current: dict[int, InboxItem],
         counts: Counts,
     ) -> None:
         """Catch up from the database after events were lost: state changes of

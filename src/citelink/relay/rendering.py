@@ -15,14 +15,19 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from citelink.db import inbox_store
+from citelink.db.connection import Queryable
 from citelink.db.queries import Q
 from citelink.relay import frames
 from citelink.relay.events import MUTED, QUIET, Counts, Event
 from citelink.relay.peers import Delivery
+
+if TYPE_CHECKING:
+    from citelink.api.shapes import InboxItem
 
 log = logging.getLogger("citelink.relay.hub")
 
@@ -31,7 +36,7 @@ QUERY_TIMEOUT = 10.0
 CONTENT_CACHE = 256
 
 
-async def current_items(conn: asyncpg.Connection | asyncpg.Pool, ids: list[int]) -> dict[int, dict]:
+async def current_items(conn: Queryable, ids: list[int]) -> dict[int, InboxItem]:
     """The items of `ids` (the relay's own: ids from the database's events)
     that are not deleted, as citelink.db.inbox_store shows them."""
     if not ids:
@@ -47,7 +52,7 @@ def _touched(event: Event) -> bool:
 
 
 def _render(
-    seq: int, e: Event, content: dict[int, str], current: dict[int, dict]
+    seq: int, e: Event, content: dict[int, str], current: dict[int, InboxItem]
 ) -> Delivery | None:
     """One event as its user's sockets get it; None when there is nothing to
     tell (the item was deleted before it was read)."""

@@ -10,9 +10,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import orjson
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from citelink import metrics
@@ -41,6 +43,10 @@ CLOSE_TIMEOUT = 10.0
 SEED_PAGE_SIZE = 10
 
 
+# A client's frame: a decoded JSON object, checked field by field as it is read.
+Frame = dict[str, Any]
+
+
 class FrameError(Exception):
     """A client frame that is answered with an error frame."""
 
@@ -49,7 +55,7 @@ class FrameError(Exception):
         self.code, self.detail = code, detail
 
 
-def _integer(frame: dict, field: str, *, default: int | None = None, low: int = 1) -> int:
+def _integer(frame: Frame, field: str, *, default: int | None = None, low: int = 1) -> int:
     value = frame.get(field, default)
     # bool is an int in Python, not in JSON.
     if type(value) is not int or not low <= value <= BIGINT_MAX:
@@ -57,7 +63,7 @@ def _integer(frame: dict, field: str, *, default: int | None = None, low: int = 
     return value
 
 
-def _optional_integer(frame: dict, field: str) -> int | None:
+def _optional_integer(frame: Frame, field: str) -> int | None:
     return None if frame.get(field) is None else _integer(frame, field)
 
 
@@ -101,7 +107,7 @@ class Session:
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await self.websocket.close(code, reason)
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
         if task.exception() is not None:
@@ -152,7 +158,7 @@ class Session:
                 answer = frames.error("unavailable", "database unavailable, retry")
                 self.client.send([answer])
 
-    async def _handle(self, message: dict) -> None:
+    async def _handle(self, message: Message) -> None:
         text = message.get("text")
         if text is None:
             raise FrameError("unsupported", "binary frames are not supported; send JSON text")
@@ -170,7 +176,7 @@ class Session:
 
     # Peer frames ------------------------------------------------------------
 
-    async def notifications_list(self, frame: dict) -> None:
+    async def notifications_list(self, frame: Frame) -> None:
         """Cursor form {before, limit, and the filters of citelink.api.inbox}
         (extended protocol), or the seed's numbered pages {page, page_size}."""
         largest = self.settings.max_page_size
@@ -190,7 +196,7 @@ class Session:
             raise FrameError("invalid", "'page' is out of range")
         await self.hub.list_numbered(self.client, page, limit)
 
-    def _filter(self, frame: dict, besides: tuple[str, ...]) -> inbox_store.Filter:
+    def _filter(self, frame: Frame, besides: tuple[str, ...]) -> inbox_store.Filter:
         """The inbox filter in a frame's other fields (status, tag, data, since,
         until), checked as REST checks a bulk action's."""
         fields = {k: v for k, v in frame.items() if k not in besides}
@@ -200,33 +206,33 @@ class Session:
             problems = "; ".join(f"'{k}' {v}" for k, v in (exc.errors or {}).items())
             raise FrameError("invalid", problems) from None
 
-    async def _set(self, frame: dict, **state: bool) -> None:
+    async def _set(self, frame: Frame, **state: bool) -> None:
         # Success is announced by the database's event, to every socket alike.
         if not await inbox_store.set_state(
             self.pool, self.client.user_id, _integer(frame, "id"), **state
         ):
             raise FrameError("not_found", "no such notification")
 
-    async def read(self, frame: dict) -> None:
+    async def read(self, frame: Frame) -> None:
         await self._set(frame, is_read=True)
 
-    async def unread(self, frame: dict) -> None:
+    async def unread(self, frame: Frame) -> None:
         await self._set(frame, is_read=False)
 
-    async def seen(self, frame: dict) -> None:
+    async def seen(self, frame: Frame) -> None:
         await self._set(frame, is_seen=True)
 
-    async def archive(self, frame: dict) -> None:
+    async def archive(self, frame: Frame) -> None:
         await self._set(frame, is_archived=True)
 
-    async def unarchive(self, frame: dict) -> None:
+    async def unarchive(self, frame: Frame) -> None:
         await self._set(frame, is_archived=False)
 
-    async def delete(self, frame: dict) -> None:
+    async def delete(self, frame: Frame) -> None:
         if not await inbox_store.delete(self.pool, self.client.user_id, _integer(frame, "id")):
             raise FrameError("not_found", "no such notification")
 
-    async def interact(self, frame: dict) -> None:
+    async def interact(self, frame: Frame) -> None:
         item_id, action = _integer(frame, "id"), frame.get("action")
         if action is not None and not isinstance(action, str):
             raise FrameError("invalid", "'action' must be a string")
@@ -237,17 +243,17 @@ class Session:
             raise FrameError("invalid", "no such action on this notification")
         await inbox_store.interact(self.pool, self.client.user_id, item_id, action)
 
-    async def read_all(self, frame: dict) -> None:
+    async def read_all(self, frame: Frame) -> None:
         where = self._filter(frame, ("type",))
         updated = await inbox_store.bulk(self.pool, self.client.user_id, "read", where)
         self.client.send([frames.frame("read_all", updated=updated)])
 
-    async def seen_all(self, frame: dict) -> None:
+    async def seen_all(self, frame: Frame) -> None:
         where = self._filter(frame, ("type",))
         updated = await inbox_store.bulk(self.pool, self.client.user_id, "seen", where)
         self.client.send([frames.frame("seen_all", updated=updated)])
 
-    async def bulk(self, frame: dict) -> None:
+    async def bulk(self, frame: Frame) -> None:
         action = frame.get("action")
         if action not in inbox_store.ACTIONS:
             raise FrameError(
@@ -260,18 +266,18 @@ class Session:
         updated = await inbox_store.bulk(self.pool, self.client.user_id, action, where)
         self.client.send([frames.frame("bulk", action=action, updated=updated)])
 
-    async def resume(self, frame: dict) -> None:
+    async def resume(self, frame: Frame) -> None:
         await self.hub.resume(self.client, _integer(frame, "after", low=0))
 
-    async def counts(self, frame: dict) -> None:
+    async def counts(self, frame: Frame) -> None:
         counts = Counts(**await inbox_store.counts(self.pool, self.client.user_id))
         self.client.counts = counts
         self.client.send([frames.counts(counts)])
 
-    async def ping(self, frame: dict) -> None:
+    async def ping(self, frame: Frame) -> None:
         self.client.send(['{"type":"pong"}'])
 
-    async def auth(self, frame: dict) -> None:
+    async def auth(self, frame: Frame) -> None:
         """A fresh access token of the same user pushes the socket's expiry back."""
         token = frame.get("token")
         if not isinstance(token, str):
@@ -304,7 +310,7 @@ ITEM_ACTIONS = frozenset(
 )
 # Peer frame type -> Session method: one table per protocol for every socket,
 # where a dict of bound methods per session was memory 10,000 sockets paid for.
-Handlers = dict[str, Callable[[Session, dict], Awaitable[None]]]
+Handlers = dict[str, Callable[[Session, Frame], Awaitable[None]]]
 # What the seed's server understood: nothing else answers but an error frame.
 SEED_HANDLERS: Handlers = {
     "notifications_list": Session.notifications_list,

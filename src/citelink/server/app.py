@@ -58,12 +58,12 @@ def create_app(settings: Settings) -> App:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         pool = await create_pool(
-            settings.database_url,
+            settings.resolved_url,
             settings.pool_size,
             connect_seconds=settings.db_connect_seconds,
             query_seconds=settings.db_query_seconds,
         )
-        listener = Listener(settings.database_url, probe_seconds=settings.listener_probe_seconds)
+        listener = Listener(settings.resolved_url, probe_seconds=settings.listener_probe_seconds)
         hub = Hub(pool, settings, barrier=listener.barrier, on_failure=listener.reconnect)
         sampler = Sampler(
             lambda: (peer.queue.qsize() for peer in hub.peers()),

@@ -127,8 +127,9 @@ class ConnectionGuard:
 
     def admit(self, host: str | None) -> Slot | None:
         """A slot for a new connection from `host`, or None to close it."""
-        counted = host is not None and not self.trusted(host)
-        if counted and self.by_client.get(host, 0) >= self.per_client:  # type: ignore[arg-type]
+        # The address whose connections are counted (None: not counted).
+        counted = host if host is not None and not self.trusted(host) else None
+        if counted is not None and self.by_client.get(counted, 0) >= self.per_client:
             self._warn(f"client {host} holds {self.per_client} connections already")
             return None
         if self.open >= self.cap:
@@ -138,9 +139,9 @@ class ConnectionGuard:
             oldest = next(iter(self.waiting))
             oldest.make_room()
         self.open += 1
-        if counted:
-            self.by_client[host] = self.by_client.get(host, 0) + 1  # type: ignore[index]
-        return Slot(self, host if counted else None)
+        if counted is not None:
+            self.by_client[counted] = self.by_client.get(counted, 0) + 1
+        return Slot(self, counted)
 
     def release(self, slot: Slot) -> None:
         self.open -= 1
@@ -187,6 +188,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # Connection -------------------------------------------------------------
 
+    # As uvicorn's own: asyncio.Protocol says BaseTransport, a connection is a Transport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.slot = self.guard.admit(self.client[0] if self.client else None)

@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 from contextvars import ContextVar
+from typing import Any
 
 import orjson
 from starlette.types import Message, Scope, Send
@@ -100,7 +101,7 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-def log_config(log_format: str = "text") -> dict:
+def log_config(log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging setup, plus citelink's own loggers at INFO on stderr;
     with "json", every line is a JsonFormatter line."""
     from uvicorn.config import LOGGING_CONFIG

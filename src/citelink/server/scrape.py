@@ -55,7 +55,7 @@ class Sampler:
         self._queue_depths = queue_depths
         self._listening = listening
         self._pool = pool
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def sample(self) -> None:
         """Set the gauges now, and hand over the tally."""

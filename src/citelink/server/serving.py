@@ -71,8 +71,8 @@ def serve(
     signum = None
     try:
         settings = resolve(settings)
-        migrate(settings.database_url)
-        lines = [] if asyncio.run(_has_users(settings.database_url)) else [first_run_hint]
+        migrate(settings.resolved_url)
+        lines = [] if asyncio.run(_has_users(settings.resolved_url)) else [first_run_hint]
         if workers == 1:
             _serve_here(settings, host, sock, forwarded_allow_ips, lines)
         else:

@@ -51,8 +51,10 @@ def server_config(settings: Settings, host: str, port: int, **options: Any) -> u
         create_app(settings),
         host=host,
         port=port,
+        # uvicorn calls `http` as it would a protocol class (its type says a class).
         http=functools.partial(GuardedHttpProtocol, settings=settings, guard=guard),  # type: ignore[arg-type]
         ws=GuardedWebSocketProtocol,
+        # Typed int, but only ever handed to call_later: a float works.
         timeout_keep_alive=settings.http_keepalive_seconds,  # type: ignore[arg-type]
         # On every answer, uvicorn's own (400, 500) and the protocols' included:
         # browsers must not guess a type other than the one declared.
@@ -72,7 +74,7 @@ class GoingAwayServer(uvicorn.Server):
     the app's lifespan ends; the hub gets there first.
     """
 
-    async def shutdown(self, sockets: list | None = None) -> None:
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         lifespan = getattr(self, "lifespan", None)  # absent if startup never ran
         hub: Hub | None = lifespan.state.get("hub") if lifespan else None
         if hub is not None:
@@ -141,7 +143,7 @@ class Server(GoingAwayServer):
         super().__init__(config)
         self._on_started = on_started
 
-    async def startup(self, sockets: list | None = None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             self._on_started()

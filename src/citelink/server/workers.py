@@ -59,7 +59,7 @@ class Worker:
     then end of file when it exits."""
 
     index: int
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     reports: int
     ready: bool = False
 
