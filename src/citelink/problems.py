@@ -29,6 +29,11 @@ CHECK_URL = "check CITELINK_DATABASE_URL and that PostgreSQL runs there"
 _FATAL = re.compile(r"FATAL:\s+(.+)")
 
 
+def debugging() -> bool:
+    """`--debug` or CITELINK_DEBUG=1: tracebacks, of a failed command and in the log."""
+    return os.environ.get("CITELINK_DEBUG", "") not in ("", "0")
+
+
 class Problem(Exception):
     """Something the user can fix; the message says what is wrong and what to do."""
 
@@ -43,7 +48,7 @@ def database_location(url: str | None) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, ""))
 
 
-def _database_failure(exc: BaseException) -> str | None:
+def database_failure(exc: BaseException) -> str | None:
     """Why the database could not be used, in a few words; None if it is not that."""
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
@@ -94,7 +99,7 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
         detail = f" ({exc.detail.rstrip('.')})" if exc.detail else ""
         return f"the database refused it: {exc.message}{detail}"
-    reason = _database_failure(exc)
+    reason = database_failure(exc)
     if reason is None:
         return None
     return f"cannot use the database {where}: {reason}; {CHECK_URL}"

@@ -12,6 +12,8 @@ import pytest
 
 from citelink.db.connection import connect
 from citelink.identity import tokens
+from citelink.relay.listener import Listener
+from citelink.server.logs import log_config
 from tests.support.data import SECRET_KEY, publish, subscribe, unread_counts
 from tests.support.database import pg_ctl, start_postgres
 from tests.support.proxy import FreezableProxy
@@ -255,3 +257,21 @@ async def test_listener_notices_a_broken_link_within_the_bound_and_recovers(
         f"{fault}: noticed after {detected * 1000:.0f} ms (probe every {probe} s), "
         f"listening and back-filled {recovered * 1000:.0f} ms after the link came back"
     )
+
+
+async def test_a_database_that_stays_away_is_one_warning(monkeypatch, caplog):
+    """Retries are told at debug level, with their tracebacks (`--debug`)."""
+    caplog.set_level(logging.DEBUG, logger="citelink.relay.listener")
+    listener = Listener("postgresql://nobody@127.0.0.1:1/none")
+    await listener.start(hub=None, wait=1.0)  # type: ignore[arg-type]  # never connects
+    await listener.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "database unavailable (connection refused); retrying until it is back",
+        "not listening yet; retrying in the background",
+    ]
+    retries = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(retries) >= 3 and all(r.exc_info for r in retries)
+    assert log_config()["loggers"]["citelink"]["level"] == "INFO"
+    monkeypatch.setenv("CITELINK_DEBUG", "1")
+    assert log_config()["loggers"]["citelink"]["level"] == "DEBUG"

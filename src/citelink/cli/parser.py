@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         "uses an embedded PostgreSQL kept in CITELINK_DATA_DIR (default ./.citelink).",
     )
     parser.add_argument(
-        "--debug", action="store_true", help="show the traceback of an error (or CITELINK_DEBUG=1)"
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error, and every retry in serve's log (or CITELINK_DEBUG=1)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

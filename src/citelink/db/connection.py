@@ -161,9 +161,11 @@ async def create_pool(
     """The app's pool. Connecting and waiting for a free connection take at most
     `connect_seconds`, one statement at most `query_seconds` (TimeoutError)."""
     # asyncpg.create_pool's own arguments; it has no way to choose the pool class.
+    # min_size=0: with a floor, asyncpg reconnects it in the background while the
+    # database is down and logs a traceback each try; a statement connects anyway.
     pool = _BoundedPool(
         url,
-        min_size=1,
+        min_size=0,
         max_size=size,
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,

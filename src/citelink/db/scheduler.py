@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from citelink.db.connection import ERRORS
+from citelink.db.connection import ERRORS, UNAVAILABLE
 from citelink.db.queries import Q
 
 log = logging.getLogger("citelink.db.scheduler")
@@ -43,12 +43,20 @@ class Scheduler:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        failing = False
         while True:
             try:
                 await self.work()
                 pause = await self._until_next()
+                failing = False
+            except UNAVAILABLE:
+                # The listener says when the database goes and comes back.
+                log.debug("scheduler: database unavailable; retrying", exc_info=True)
+                pause = self._idle
             except ERRORS as exc:
-                log.warning("scheduler: database unavailable (%r); retrying", exc)
+                if not failing:
+                    log.warning("scheduler failed (%r); retrying every %ss", exc, self._idle)
+                failing = True
                 pause = self._idle
             await asyncio.sleep(pause)
 
