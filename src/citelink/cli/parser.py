@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument(
         "--url",
         default="http://127.0.0.1:8000",
-        help="the server, http(s)://host:port; host:port means http (default "
-        "http://127.0.0.1:8000)",
+        help="the server, http(s)://host:port; host:port means http, and its socket's URL "
+        "(ws://host:port/ws/notifications/) works too (default http://127.0.0.1:8000)",
     )
     listen.add_argument("--username", help="sign in as this user (prompted for when missing)")
     listen.add_argument(
