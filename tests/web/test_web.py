@@ -245,6 +245,31 @@ async def test_markup_in_a_message_is_shown_as_text(chrome, server, people):
     assert dialogs == []
 
 
+async def test_notifications_to_listed_users_have_no_tag_chip(chrome, server, people, conn):
+    alice = people["alice"]
+    page = await chrome.open(server, alice)
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        answer = await http.post(
+            "/api/notifications/",
+            json={"users": [alice.id], "message": "just for you"},
+            headers=people["staff"].headers,
+        )
+    assert answer.status_code == 201, answer.text
+    await conn.execute(
+        "INSERT INTO notification (users, message) VALUES ($1, 'direct by SQL')", [alice.id]
+    )
+    await publish(server, people["staff"], people["news"], "on a tag")
+    for attempt in ("live", "after a reload"):
+        await expect(items(page), attempt).to_have_count(3)
+        for text in ("just for you", "direct by SQL"):
+            await expect(item(page, text).locator(".tag"), attempt).to_have_count(0)
+        await expect(item(page, "on a tag").locator(".tag"), attempt).to_have_text("news")
+        await expect(page.locator("#inbox-list"), attempt).not_to_contain_text("null")
+        if attempt == "live":
+            await page.reload()
+            await expect(page.locator("#conn")).to_have_text("Live")
+
+
 async def test_reconnects_after_a_server_restart_and_catches_up(
     chrome, server, settings, people, conn: asyncpg.Connection
 ):

@@ -389,7 +389,9 @@ async function changed(id, fields) {
   }
 }
 
+/** The item's tag name; null for a notification sent to listed users only (no tag). */
 function tagName(item) {
+  if (item.tag === null || item.tag === undefined) return null;
   return item.tag_name ?? state.tags.get(item.tag) ?? `tag ${item.tag}`;
 }
 
@@ -440,6 +442,7 @@ function outLink(href, attrs, text, onclick) {
 }
 
 function renderItem(item) {
+  const tag = tagName(item);
   const hasData = item.data && typeof item.data === "object" && Object.keys(item.data).length > 0;
   const link = safeLink(item.data?.url);
   const choices = actionsOf(item).map((action) => {
@@ -459,7 +462,7 @@ function renderItem(item) {
       el(
         "div",
         { class: "meta" },
-        el("span", { class: "tag" }, tagName(item)),
+        tag !== null && el("span", { class: "tag" }, tag),
         el("time", { datetime: item.timestamp, title: item.timestamp }, formatTime(item.timestamp)),
         el("span", { class: "status" }),
         el("span", { class: "new" }, "New"),
