@@ -36,6 +36,10 @@ COMMANDS = [
     ["user", "activate"],
     ["publish"],
     ["listen"],
+    ["tag"],
+    ["tag", "create"],
+    ["tag", "list"],
+    ["demo"],
     ["apikey"],
     ["apikey", "create"],
     ["apikey", "list"],
@@ -153,7 +157,7 @@ def test_publish_fans_out_like_any_insert_and_records_who_published(env, db_url)
 
 # What `publish` refuses, and the words that say why.
 REFUSED_PUBLISHES = [
-    (["--as", "ops", "--tag", "nope", "x"], "no tag 'nope'"),
+    (["--as", "ops", "--tag", "nope", "x"], "no tag 'nope'; create it with: "),
     (["--as", "ops", "--tag", "news", "--data", "[1]", "x"], "--data must be a JSON object"),
     (["--as", "ann", "--tag", "news", "x"], "--as ann: no active staff user"),
     (["--as", "nobody", "--tag", "news", "x"], "--as nobody: no active staff user"),
@@ -175,6 +179,51 @@ def test_publish_refuses_what_the_api_refuses(env, db_url):
         assert_one_line(citelink("publish", *args, env=env), words)
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM notification").fetchone() == (0,)
+
+
+def test_tags_are_created_and_listed(env):
+    empty = citelink("tag", "list", env=env)
+    assert (empty.returncode, empty.stdout) == (0, "")
+    assert "no tags yet; create one with: " in empty.stderr
+    assert "tag create NAME" in empty.stderr
+    created = citelink("tag", "create", "releases", env=env)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("created tag 'releases' (id ")
+    assert_one_line(citelink("tag", "create", "releases", env=env), "'releases' already exists")
+    assert_one_line(citelink("tag", "create", " ", env=env), "1 to 100 characters")
+    assert_one_line(citelink("tag", "create", "x" * 101, env=env), "1 to 100 characters")
+    listing = citelink("tag", "list", env=env).stdout.splitlines()
+    assert [line.split()[1:] for line in listing] == [["releases", "0", "subscriber(s)"]]
+
+
+def test_demo_gives_a_new_superuser_a_first_notification(env, db_url):
+    created = citelink("createsuperuser", "--username", "admin", "--password", "pw", env=env)
+    assert "demo --username admin" in created.stderr
+    first = citelink("demo", "--username", "ADMIN", env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        "tag 'welcome': created",
+        "admin: subscribed to 'welcome'",
+        "published a welcome notification to 1 recipient(s)",
+    ]
+    # Idempotent: a second run changes nothing.
+    again = citelink("demo", "--username", "admin", env=env)
+    assert again.stdout.splitlines() == [
+        "tag 'welcome': already there",
+        "admin: already subscribed to 'welcome'",
+        "admin: already has a notification on 'welcome'",
+    ]
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT t.name, n.message, n.created_by = u.id FROM user_notification i "
+            "JOIN notification n ON n.id = i.notification_id JOIN tag t ON t.id = n.tag_id "
+            "JOIN users u ON u.id = i.user_id WHERE u.username = 'admin'"
+        ).fetchall()
+    assert len(rows) == 1
+    name, message, by_admin = rows[0]
+    assert (name, by_admin) == ("welcome", True)
+    assert message.startswith("Welcome to citelink!") and "publish --as admin" in message
+    assert_one_line(citelink("demo", "--username", "nobody", env=env), "no user 'nobody'")
 
 
 def test_publish_needs_a_publisher(offline_env):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 import asyncpg
@@ -35,6 +36,8 @@ def _create_user(args: argparse.Namespace, staff: bool) -> int:
             raise Problem("--username: 1-150 letters, digits and @.+-_ only") from None
         kind = "staff user" if staff else "user"
         print(f"created {kind} {row['username']!r} (id {row['id']})")
+        demo = f"{command_name()} demo --username {shlex.quote(row['username'])}"
+        print(f"a first tag and notification for them: {demo}", file=sys.stderr)
         return 0
 
     return run(settings, work)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from citelink.cli import accounts, service
+from citelink.cli import accounts, service, tags
 from citelink.identity import api_keys
 
 
@@ -133,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
         "revoke", accounts.cmd_apikey_revoke, "revoke an API key at once", apikey_commands
     )
     revoke.add_argument("key", metavar="ID-or-PREFIX", help="as `apikey list` shows it")
+
+    tag = commands.add_parser("tag", help="manage tags", description="manage tags")
+    tag_commands = tag.add_subparsers(dest="tag_command", required=True, metavar="ACTION")
+    command("create", tags.cmd_tag_create, "create a tag", tag_commands).add_argument("name")
+    command("list", tags.cmd_tag_list, "list tags and their subscribers", tag_commands)
+
+    demo = command(
+        "demo",
+        tags.cmd_demo,
+        f"a first inbox item: create the tag {tags.DEMO_TAG!r}, subscribe a user to it and "
+        "publish a welcome notification there (once per user; its other subscribers get it too)",
+    )
+    demo.add_argument("--username", required=True, help="the user to welcome")
 
     publish = command(
         "publish", service.cmd_publish, "post a notification to every subscriber of a tag"
