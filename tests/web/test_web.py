@@ -35,6 +35,9 @@ pytestmark = pytest.mark.skipif(
 expect.set_options(timeout=10_000)
 
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+SIZES = pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
 XSS = "<img src=x onerror=alert(1)>"
 # The `exp` claim of the page's stored access token.
 TOKEN_EXPIRY = (
@@ -245,9 +248,12 @@ async def test_markup_in_a_message_is_shown_as_text(chrome, server, people):
     assert dialogs == []
 
 
-async def test_notifications_to_listed_users_have_no_tag_chip(chrome, server, people, conn):
+@SIZES
+async def test_notifications_to_listed_users_have_no_tag_chip(
+    chrome, server, people, conn, viewport
+):
     alice = people["alice"]
-    page = await chrome.open(server, alice)
+    page = await chrome.open(server, alice, viewport=viewport)
     async with httpx.AsyncClient(base_url=server.http) as http:
         answer = await http.post(
             "/api/notifications/",
@@ -755,11 +761,6 @@ async def test_short_lived_tokens_are_refreshed_and_the_socket_stays_open(chrome
         await server.stop()
 
 
-PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 800}
-SIZES = pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
-
-
 @SIZES
 async def test_the_header_stays_while_the_list_scrolls(chrome, server, people, conn, viewport):
     await conn.execute(
@@ -887,7 +888,7 @@ async def test_narrow_screen_and_screenshot(chrome, server, people, conn, tmp_pa
     alice, staff = people["alice"], people["staff"]
     tags = {name: await subscribe(conn, alice.id, name) for name in ("deploys", "reviews")}
     tags["news"] = people["news"]
-    phone = await chrome.open(server, alice, viewport={"width": 375, "height": 700})
+    phone = await chrome.open(server, alice, viewport=PHONE)
     desktop = await chrome.open(server, alice, viewport={"width": 1100, "height": 720})
     await publish(server, staff, tags["news"], "Weekly report for week 18 is ready", week=18)
     await publish(server, staff, tags["deploys"], "Build #812 deployed to production", build=812)
@@ -915,7 +916,7 @@ async def test_narrow_screen_and_screenshot(chrome, server, people, conn, tmp_pa
 
     await expect(items(phone)).to_have_count(4)
     await expect(item(phone, "Weekly report").locator(".status")).to_have_text("Read")
-    assert await phone.evaluate("document.documentElement.scrollWidth") <= 375
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
     target = SCREENSHOT if os.environ.get("CITELINK_UPDATE_SCREENSHOT") else tmp_path / "s.png"
     await desktop.mouse.move(0, 0)
