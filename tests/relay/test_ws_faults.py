@@ -17,12 +17,19 @@ from citelink.server.logs import log_config
 from tests.support.data import SECRET_KEY, publish, subscribe, unread_counts
 from tests.support.database import pg_ctl, start_postgres
 from tests.support.proxy import FreezableProxy
+from tests.support.waiting import wait_until
 from tests.support.wsclient import StalledSocket, logged, messages, open_socket, serving
 
-TERMINATE_OTHERS = (
-    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-    "WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), $1)"
+OTHERS = (
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), $1)"
 )
+TERMINATE_OTHERS = f"SELECT count(pg_terminate_backend(pid)) {OTHERS}"
+APP_CONNECTIONS = f"SELECT count(*) {OTHERS}"
+
+
+async def app_connections(conn, publisher) -> bool:
+    """Whether the app holds its listener and a pool connection (or more)."""
+    return await conn.fetchval(APP_CONNECTIONS, publisher.get_server_pid()) >= 2
 
 
 async def test_terminating_every_app_connection_while_publishing(
@@ -45,7 +52,9 @@ async def test_terminating_every_app_connection_while_publishing(
             for i, message in enumerate(expected):
                 await publish(publisher, news, message)
                 if i in (20, 40):
-                    # The listener and every pool connection of the app, at once.
+                    # The listener and every pool connection of the app, at once,
+                    # once both are there (the pool reconnects on its next use).
+                    await wait_until(lambda: app_connections(conn, publisher), within=10)
                     killed = await conn.fetchval(TERMINATE_OTHERS, publisher.get_server_pid())
                     assert killed >= 1
                 if i == 21:
