@@ -56,10 +56,11 @@ async def main() -> int:
         ).raise_for_status()
 
         ws_url = args.listen_via.replace("http", "ws", 1) + f"/ws/notifications/?token={token}"
-        async with websockets.connect(ws_url) as ws:
+        # ping/pong is the extended protocol's: the seed protocol answers it with an error.
+        async with websockets.connect(ws_url, subprotocols=["citelink.v1"]) as ws:
             await ws.send(orjson.dumps({"type": "ping"}).decode())
-            while orjson.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "pong":
-                pass
+            while (frame := orjson.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "pong":
+                assert frame["type"] != "error", frame
             message = f"smoke {secrets.token_hex(4)}"
             sent = time.perf_counter()
             (

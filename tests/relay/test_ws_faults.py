@@ -12,16 +12,24 @@ import pytest
 
 from citelink.db.connection import connect
 from citelink.identity import tokens
-from citelink.relay.listener import BACKOFF_CAP, backoff
+from citelink.relay.listener import BACKOFF_CAP, Listener, backoff
+from citelink.server.logs import log_config
 from tests.support.data import SECRET_KEY, publish, subscribe, unread_counts
 from tests.support.database import pg_ctl, start_postgres
 from tests.support.proxy import FreezableProxy
+from tests.support.waiting import wait_until
 from tests.support.wsclient import StalledSocket, logged, messages, open_socket, serving
 
-TERMINATE_OTHERS = (
-    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-    "WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), $1)"
+OTHERS = (
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), $1)"
 )
+TERMINATE_OTHERS = f"SELECT count(pg_terminate_backend(pid)) {OTHERS}"
+APP_CONNECTIONS = f"SELECT count(*) {OTHERS}"
+
+
+async def app_connections(conn, publisher) -> bool:
+    """Whether the app holds its listener and a pool connection (or more)."""
+    return await conn.fetchval(APP_CONNECTIONS, publisher.get_server_pid()) >= 2
 
 
 async def test_terminating_every_app_connection_while_publishing(
@@ -44,7 +52,9 @@ async def test_terminating_every_app_connection_while_publishing(
             for i, message in enumerate(expected):
                 await publish(publisher, news, message)
                 if i in (20, 40):
-                    # The listener and every pool connection of the app, at once.
+                    # The listener and every pool connection of the app, at once,
+                    # once both are there (the pool reconnects on its next use).
+                    await wait_until(lambda: app_connections(conn, publisher), within=10)
                     killed = await conn.fetchval(TERMINATE_OTHERS, publisher.get_server_pid())
                     assert killed >= 1
                 if i == 21:
@@ -263,3 +273,21 @@ def test_the_listener_waits_within_the_cap_however_many_attempts_failed():
     which ended the listener for good."""
     for attempt in (0, 1, 6, 1023, 1024, 100_000):
         assert 0 < backoff(attempt) <= BACKOFF_CAP
+
+
+async def test_a_database_that_stays_away_is_one_warning(monkeypatch, caplog):
+    """Retries are told at debug level, with their tracebacks (`--debug`)."""
+    caplog.set_level(logging.DEBUG, logger="citelink.relay.listener")
+    listener = Listener("postgresql://nobody@127.0.0.1:1/none")
+    await listener.start(hub=None, wait=1.0)  # type: ignore[arg-type]  # never connects
+    await listener.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "database unavailable (connection refused); retrying until it is back",
+        "not listening yet; retrying in the background",
+    ]
+    retries = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(retries) >= 3 and all(r.exc_info for r in retries)
+    assert log_config()["loggers"]["citelink"]["level"] == "INFO"
+    monkeypatch.setenv("CITELINK_DEBUG", "1")
+    assert log_config()["loggers"]["citelink"]["level"] == "DEBUG"

@@ -220,3 +220,24 @@ async def test_json_logs_carry_request_ids_and_never_a_token(conn, db_url, tmp_p
     assert "token=[redacted]" in accepted[0]["message"]
     assert any(line["message"].startswith("serving on http://") for line in lines)
     assert alice.token.split(".")[2] not in log
+
+
+async def test_listen_takes_the_sockets_own_url(server, make_user):
+    alice = await make_user("alice")
+    url = f"{server.ws}/ws/notifications/"  # as the README gives it for sockets
+    async with citelink_listen("--url", url, "--token", alice.token) as listen:
+        assert listen.stderr
+        assert await line_of(listen.stderr) == "citelink listen: connected, newest item 0"
+
+
+async def test_listen_stops_at_once_when_the_socket_is_refused(server, make_user):
+    """A 403 (no socket at that path) is not worth retrying for 30 s."""
+    alice = await make_user("alice")
+    url = f"{server.http}/elsewhere"
+    async with citelink_listen("--url", url, "--token", alice.token) as listen:
+        assert await asyncio.wait_for(listen.wait(), 5) == 1
+        assert listen.stderr
+        assert (await listen.stderr.read()).decode() == (
+            f"citelink listen: {url}/ws/notifications/ refused the socket (HTTP 403); "
+            "--url is the server's address, http(s)://host:port\n"
+        )

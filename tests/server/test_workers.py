@@ -18,7 +18,8 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.data import publish, subscribe
-from tests.support.processes import Serve, citelink_serve
+from tests.support.processes import Serve, citelink, citelink_serve
+from tests.support.waiting import wait_until
 from tests.support.wsclient import Socket, messages, open_socket
 
 SCRAPER_TOKEN = "scraper-token-of-the-workers-test"
@@ -174,3 +175,29 @@ def metrics_dir_of(pid: int) -> str:
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     (found,) = [v for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
     return found.split(b"=", 1)[1].decode()
+
+
+async def test_db_stop_under_two_workers_logs_each_change_once(own_postgres):
+    """`citelink db-stop` under `serve --workers 2` on the embedded server: while
+    it is down, each worker says so once (no traceback, no line per retry), and
+    once more when it is back."""
+    _, pgdata = own_postgres
+    data_dir = Path(pgdata).parent
+    env = os.environ | {"CITELINK_DATABASE_URL": "", "CITELINK_DATA_DIR": str(data_dir)}
+    env["CITELINK_SECRET_KEY"] = SCRAPER_TOKEN * 2
+    async with citelink_serve("", data_dir, "--workers", "2") as serve:
+        await wait_until(lambda: b"createsuperuser" in serve.output, within=30)
+        before = len(serve.output)
+        stopped = await asyncio.to_thread(citelink, "db-stop", env=env)
+        assert stopped.returncode == 0, stopped.stderr
+        # Long enough for asyncpg's pool to retry 4 times, the listener 8 and
+        # the scheduler 10.
+        await asyncio.sleep(10)
+        down = serve.output[before:].decode()
+        started = await asyncio.to_thread(citelink, "db-url", env=env)
+        assert started.returncode == 0, started.stderr
+        await wait_until(lambda: serve.output.count(b"database available again") == 2, within=30)
+        back = serve.output[before:].decode()
+    assert "Traceback" not in back, back
+    assert len(down.splitlines()) <= 4, down
+    assert down.count("database unavailable") == 2, down

@@ -200,3 +200,71 @@ async def test_token_provider_renews_and_headless_client(chrome: Chrome, server,
     async with httpx.AsyncClient(base_url=server.http) as http:
         r = await http.get("/api/inbox/counts/", headers=alice.headers)
     assert r.json()["unread"] == 22
+
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+
+
+def luminance(rgb: str) -> float:
+    """WCAG relative luminance of a computed `rgb(r, g, b)` colour."""
+    channels = [int(c) / 255 for c in rgb[rgb.index("(") + 1 : -1].split(",")[:3]]
+    r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(one: str, other: str) -> float:
+    high, low = sorted((luminance(one), luminance(other)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+@pytest.mark.parametrize("viewport", [PHONE, DESKTOP], ids=["phone", "desktop"])
+async def test_the_demo_explains_itself_and_its_bell_stands_out(
+    chrome: Chrome, server, make_user, viewport
+):
+    """The hostile CSS is the host page's: it hits the host's content, not the
+    demo's own explanation, labels and button."""
+    alice = await make_user("alice")
+    page = await chrome.new_page(viewport=viewport)
+    await page.goto(f"{server.http}/embed/demo")
+    explanation = page.get_by_text("hostile on purpose")
+    await expect(explanation).to_be_visible()
+    style = "e => [getComputedStyle(e).color, getComputedStyle(e).fontSize]"
+    color, size = await explanation.evaluate(style)
+    assert color != "rgba(0, 0, 0, 0)" and float(size[:-2]) >= 12, (color, size)
+    token = page.get_by_label("Token")
+    await expect(token).to_be_visible()
+    assert (await page.get_by_text("Token", exact=True).evaluate(style))[0] != "rgba(0, 0, 0, 0)"
+    await expect(page.get_by_label("Server")).to_have_count(0)
+    # The host page's own content still gets the hostile CSS.
+    host = page.get_by_text("The host page's own content.")
+    assert (await host.evaluate(style))[0] == "rgba(0, 0, 0, 0)"
+    assert await page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+
+    await token.fill(alice.token)
+    await page.get_by_role("button", name="Show the inbox").click()
+    bell = page.locator("citelink-inbox").locator(".bell")
+    await expect(bell).to_have_attribute("aria-label", "Notifications")
+    await expect(page.locator("citelink-inbox").locator(".state")).to_have_text("")
+    icon, background = await bell.evaluate(
+        "b => [getComputedStyle(b).color, getComputedStyle(b).backgroundColor]"
+    )
+    # An opaque face whatever is behind it (stripes here), and an icon that shows on it.
+    assert background.startswith("rgb("), background
+    assert contrast(icon, background) >= 4.5, (icon, background)
+
+
+async def test_the_demo_connects_only_to_its_own_origin(chrome: Chrome, server, make_user):
+    """A link to the demo with ?server= must not send the token elsewhere."""
+    alice = await make_user("alice")
+    page = await chrome.new_page()
+    sockets: list[str] = []
+    requests: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    page.on("request", lambda request: requests.append(request.url))
+    elsewhere = "http://127.0.0.2:9"
+    await page.goto(f"{server.http}/embed/demo?server={quote(elsewhere)}&token={alice.token}")
+    await expect(page.locator("citelink-inbox").locator(".bell")).to_be_visible()
+    await expect(page.locator("citelink-inbox").locator(".state")).to_have_text("")
+    assert sockets and all(url.startswith(f"{server.ws}/ws/notifications/") for url in sockets)
+    assert not [url for url in requests if not url.startswith(server.http)]

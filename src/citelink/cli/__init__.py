@@ -16,7 +16,9 @@ from citelink.cli.parser import build_parser
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    debug = args.debug or os.environ.get("CITELINK_DEBUG", "") not in ("", "0")
+    if args.debug:
+        os.environ["CITELINK_DEBUG"] = "1"  # for serve's log and its workers too
+    debug = problems.debugging()
     try:
         status: int = args.func(args)
         sys.stdout.flush()  # a reader gone away is noticed here, not at exit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 import asyncpg
@@ -36,6 +37,8 @@ def _create_user(args: argparse.Namespace, staff: bool) -> int:
         assert row is not None  # INSERT ... RETURNING: the row made
         kind = "staff user" if staff else "user"
         print(f"created {kind} {row['username']!r} (id {row['id']})")
+        demo = f"{command_name()} demo --username {shlex.quote(row['username'])}"
+        print(f"a first tag and notification for them: {demo}", file=sys.stderr)
         return 0
 
     return run(settings, work)

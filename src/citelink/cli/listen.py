@@ -52,13 +52,15 @@ class Unreachable(Exception):
 
 def server_url(url: str) -> str:
     """http(s)://host[:port][/prefix] for what `--url` was given: a scheme-less
-    host:port means http, and ws(s):// the server of that socket."""
+    host:port means http, and ws(s):// the server of that socket (the socket's
+    own URL, /ws/notifications/ included, names the same server)."""
     if "://" not in url:
         url = f"http://{url}"
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES or not parts.netloc:
         raise Problem(f"--url must be http(s)://host:port (or host:port), got {url!r}")
-    return urlunsplit((SCHEMES[parts.scheme], parts.netloc, parts.path.rstrip("/"), "", ""))
+    path = parts.path.rstrip("/").removesuffix(SOCKET_PATH.rstrip("/"))
+    return urlunsplit((SCHEMES[parts.scheme], parts.netloc, path, "", ""))
 
 
 def _detail(error: urllib.error.HTTPError) -> str:
@@ -158,6 +160,15 @@ async def listen(
         except websockets.ConnectionClosed as closed:
             code, reason = (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (1006, "")
         except (Unreachable, OSError, websockets.InvalidHandshake) as exc:
+            status = exc.response.status_code if isinstance(exc, websockets.InvalidStatus) else 0
+            if 400 <= status < 500 and status not in (408, 429):
+                # No socket at that path, or not for this client: asking again cannot help.
+                print(
+                    f"citelink listen: {url}{SOCKET_PATH} refused the socket (HTTP {status}); "
+                    "--url is the server's address, http(s)://host:port",
+                    file=sys.stderr,
+                )
+                return 1
             code = None
             if attempt >= retries:
                 print(

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import NoReturn
 
-from citelink.cli import accounts, service
+from citelink.cli import accounts, service, tags
 from citelink.identity import api_keys
 
 
@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         "uses an embedded PostgreSQL kept in CITELINK_DATA_DIR (default ./.citelink).",
     )
     parser.add_argument(
-        "--debug", action="store_true", help="show the traceback of an error (or CITELINK_DEBUG=1)"
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error, and every retry in serve's log (or CITELINK_DEBUG=1)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -138,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("key", metavar="ID-or-PREFIX", help="as `apikey list` shows it")
 
+    tag = commands.add_parser("tag", help="manage tags", description="manage tags")
+    tag_commands = tag.add_subparsers(dest="tag_command", required=True, metavar="ACTION")
+    command("create", tags.cmd_tag_create, "create a tag", tag_commands).add_argument("name")
+    command("list", tags.cmd_tag_list, "list tags and their subscribers", tag_commands)
+
+    demo = command(
+        "demo",
+        tags.cmd_demo,
+        f"a first inbox item: create the tag {tags.DEMO_TAG!r}, subscribe a user to it and "
+        "publish a welcome notification there (once per user; its other subscribers get it too)",
+    )
+    demo.add_argument("--username", required=True, help="the user to welcome")
+
     publish = command(
         "publish", service.cmd_publish, "post a notification to every subscriber of a tag"
     )
@@ -160,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument(
         "--url",
         default="http://127.0.0.1:8000",
-        help="the server, http(s)://host:port; host:port means http (default "
-        "http://127.0.0.1:8000)",
+        help="the server, http(s)://host:port; host:port means http, and its socket's URL "
+        "(ws://host:port/ws/notifications/) works too (default http://127.0.0.1:8000)",
     )
     listen.add_argument("--username", help="sign in as this user (prompted for when missing)")
     listen.add_argument(

@@ -8,7 +8,14 @@ import asyncpg
 import orjson
 
 from citelink import problems
-from citelink.cli.common import STATUS_NOT_RUNNING, create_superuser_hint, load_settings, run
+from citelink.cli.common import (
+    STATUS_NOT_RUNNING,
+    command_name,
+    create_superuser_hint,
+    load_settings,
+    run,
+)
+from citelink.cli.tags import create_tag_hint
 from citelink.db import embedded
 from citelink.db.connection import resolve
 from citelink.db.migrations import migrate
@@ -30,6 +37,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         forwarded_allow_ips=args.forwarded_allow_ips,
         first_run_hint=(
             f"no users yet; create a staff user to sign in with:\n    {create_superuser_hint()}"
+            f"\nthen give them a first tag and notification:\n    {command_name()} demo "
+            "--username admin"
         ),
     )
 
@@ -102,7 +111,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             raise Problem(f"--as {args.actor}: no active staff user of that name")
         tag_id = await conn.fetchval(Q.tag_id_by_name, args.tag)
         if tag_id is None:
-            raise Problem(f"no tag {args.tag!r}")
+            raise Problem(f"no tag {args.tag!r}; create it with: {create_tag_hint(args.tag)}")
         row = await conn.fetchrow(
             Q.publish, tag_id, None, message, data, None, None, None, None, None, actor["id"]
         )

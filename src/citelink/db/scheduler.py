@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from citelink.db.connection import ERRORS
+from citelink.db.connection import ERRORS, UNAVAILABLE
 from citelink.db.queries import Q
 
 log = logging.getLogger("citelink.db.scheduler")
@@ -72,6 +72,7 @@ class Scheduler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _loop(self, work: Callable[[], Awaitable[tuple[int, int]]], next_due: str) -> None:
+        failing = False
         while True:
             try:
                 found, settled = await work()
@@ -81,8 +82,15 @@ class Scheduler:
                     # Due now but not settled (held by another process, or
                     # waiting to be tried again): not before the idle time.
                     pause = await self._until(next_due) or self._idle
+                failing = False
+            except UNAVAILABLE:
+                # The listener says when the database goes and comes back.
+                log.debug("scheduler: database unavailable; retrying", exc_info=True)
+                pause = self._idle
             except ERRORS as exc:
-                log.warning("scheduler: database unavailable (%r); retrying", exc)
+                if not failing:
+                    log.warning("scheduler failed (%r); retrying every %ss", exc, self._idle)
+                failing = True
                 pause = self._idle
             await asyncio.sleep(pause)
 

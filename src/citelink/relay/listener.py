@@ -26,6 +26,7 @@ import asyncpg
 
 from citelink import metrics
 from citelink.db.connection import ERRORS, Queryable
+from citelink.problems import database_failure
 from citelink.relay.events import CHANNEL, parse_event
 from citelink.relay.hub import Hub
 
@@ -88,11 +89,18 @@ class Listener:
 
     async def _run(self, hub: Hub) -> None:
         attempt = 0
+        # A line when the database goes and one when it is back, not one per
+        # attempt (the attempts, with tracebacks, at debug level).
+        down = False
         while True:
             try:
                 conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT)
             except ERRORS as exc:
-                log.warning("cannot connect to listen (attempt %d): %r", attempt + 1, exc)
+                if not down:
+                    why = database_failure(exc) or repr(exc)
+                    log.warning("database unavailable (%s); retrying until it is back", why)
+                    down = True
+                log.debug("cannot connect to listen (attempt %d)", attempt + 1, exc_info=True)
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
                 continue
@@ -104,7 +112,11 @@ class Listener:
                 await hub.resync()
                 self._alive.set()
                 attempt = 0
-                log.info("listening on %s", CHANNEL)
+                if down:
+                    log.info("database available again; listening on %s", CHANNEL)
+                    down = False
+                else:
+                    log.info("listening on %s", CHANNEL)
                 await self._watch(conn, broken)
                 log.warning("listener connection lost; reconnecting")
                 metrics.LISTENER_RECONNECTS.inc()

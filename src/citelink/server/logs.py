@@ -25,6 +25,8 @@ from typing import Any
 import orjson
 from starlette.types import Message, Scope, Send
 
+from citelink.problems import debugging
+
 _TOKEN = re.compile(r"(token=)[^&\s\"']+")
 _API_KEY = re.compile(r"(cl_[0-9a-f]{12}_)[A-Za-z0-9_-]+")
 # What a request id from a proxy may look like; anything else is replaced.
@@ -102,12 +104,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def log_config(log_format: str = "text") -> dict[str, Any]:
-    """uvicorn's logging setup, plus citelink's own loggers at INFO on stderr;
-    with "json", every line is a JsonFormatter line."""
+    """uvicorn's logging setup, plus citelink's own loggers on stderr (at INFO,
+    or DEBUG with `--debug`); with "json", every line is a JsonFormatter line."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["citelink"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    level = "DEBUG" if debugging() else "INFO"
+    config["loggers"]["citelink"] = {"handlers": ["default"], "level": level, "propagate": False}
     # On the handlers too: a logger's filter misses what its children log.
     config.setdefault("filters", {})["redact"] = {"()": RedactTokens}
     for handler in config["handlers"].values():

@@ -2,8 +2,8 @@
 worker processes on the same port, and stop cleanly.
 
 "serving on" is printed once the port is bound and the app has started, never
-before. A port in use, a bad host or a privileged port is one line (a
-`Problem`) before anything else happens.
+before. Database settings that cannot work, then a port in use, a bad host or
+a privileged port, are one line (a `Problem`) before anything starts.
 
 With `--workers N` the port is served by N processes (citelink/server/workers.py).
 
@@ -19,7 +19,7 @@ import socket
 from types import FrameType
 
 from citelink.db import embedded
-from citelink.db.connection import connect, resolve
+from citelink.db.connection import check, connect, resolve
 from citelink.db.migrations import migrate
 from citelink.db.queries import Q
 from citelink.problems import Problem
@@ -66,7 +66,10 @@ def serve(
     if workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
         raise Problem("--workers needs SO_REUSEPORT (Linux, BSD, macOS): serve one process")
     own_database = settings.database_url is None and embedded.status(settings.data_dir) is None
-    # The port before anything else: one in use is told before a database starts.
+    # Settings that cannot work first (the likelier problem: a container on the
+    # host's network without its database URL finds port 8000 taken too), then
+    # the port, before a database starts.
+    check(settings)
     sock = bind(host, port)
     signum = None
     try:

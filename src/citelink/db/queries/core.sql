@@ -67,3 +67,22 @@ SELECT min(greatest(send_at, retry_at)) FROM notification WHERE delivered_at IS 
 
 -- name: scheduler_next_expiry
 SELECT min(expires_at) FROM notification WHERE expires_at IS NOT NULL AND expired_at IS NULL;
+
+-- name: list_tags
+SELECT t.id, t.name, (SELECT count(*) FROM subscription s WHERE s.tag_id = t.id) AS subscribers
+FROM tag AS t
+ORDER BY t.name;
+
+-- name: ensure_tag
+-- The tag named $1, made if missing; `created` says which.
+WITH made AS (INSERT INTO tag (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id)
+SELECT id, true AS created FROM made
+UNION ALL
+SELECT id, false FROM tag WHERE name = $1
+LIMIT 1;
+
+-- name: has_item_on_tag
+SELECT EXISTS (
+    SELECT 1 FROM user_notification AS i JOIN notification AS n ON n.id = i.notification_id
+    WHERE i.user_id = $1 AND n.tag_id = $2
+);

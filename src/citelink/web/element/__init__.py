@@ -25,10 +25,11 @@ MODULE_HEADERS = {
 DEMO_HEADERS = {
     "Cache-Control": "no-cache",
     "Referrer-Policy": "no-referrer",
-    # The demo's hostile CSS is inline on purpose; scripts are its own files.
+    # The demo's hostile CSS is inline on purpose; scripts are its own files,
+    # and it connects to its own origin only.
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        "connect-src 'self' ws: wss:; img-src 'self' data:; base-uri 'none'; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
         "form-action 'self'; frame-ancestors 'none'"
     ),
 }

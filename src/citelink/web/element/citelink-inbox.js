@@ -352,10 +352,11 @@ button {
 button:focus-visible, a:focus-visible {
   outline: 2px solid var(--citelink-accent, #0969da); outline-offset: 2px;
 }
+/* An opaque face by default: the host's bar may be dark, or striped. */
 .bell {
   position: relative; display: inline-flex; align-items: center; justify-content: center;
   width: 2.5em; height: 2.5em; border-radius: 50%; padding: 0;
-  background: var(--citelink-bell-bg, transparent); border-color: transparent;
+  background: var(--citelink-bell-bg, #fff); box-shadow: 0 1px 3px rgba(0, 0, 0, 0.3);
 }
 .bell svg { width: 1.4em; height: 1.4em; fill: currentColor; display: block; }
 .badge {

@@ -1,19 +1,18 @@
-// The demo page: the element gets its server and token from the query string
-// (?server=&token=) or the form, and is put in the page's navigation bar.
-const params = new URLSearchParams(location.search);
+// The demo page: the element gets its token from the query string (?token=)
+// or the form, and is put in the host page's navigation bar. It has no
+// server attribute, so it talks to this page's own origin: a link to the
+// demo cannot send the token anywhere else.
 const form = document.getElementById("controls");
 
-function mount(server, token) {
+function mount(token) {
   const inbox = document.createElement("citelink-inbox");
-  if (server) inbox.setAttribute("server", server);
   inbox.setAttribute("token", token);
   document.getElementById("host").replaceChildren(inbox);
 }
 
-form.server.value = params.get("server") ?? "";
-form.token.value = params.get("token") ?? "";
+form.token.value = new URLSearchParams(location.search).get("token") ?? "";
 form.addEventListener("submit", (event) => {
   event.preventDefault();
-  mount(form.server.value.trim(), form.token.value.trim());
+  mount(form.token.value.trim());
 });
-if (form.token.value) mount(form.server.value.trim(), form.token.value);
+if (form.token.value) mount(form.token.value.trim());

@@ -29,6 +29,7 @@ const state = {
   lastPosition: 0,
   tags: new Map(), // id -> name
   users: new Map(), // id -> username (staff)
+  keys: new Map(), // API key id -> name (staff)
   auditNext: null,
 };
 
@@ -389,7 +390,9 @@ async function changed(id, fields) {
   }
 }
 
+/** The item's tag name; null for a notification sent to listed users only (no tag). */
 function tagName(item) {
+  if (item.tag === null || item.tag === undefined) return null;
   return item.tag_name ?? state.tags.get(item.tag) ?? `tag ${item.tag}`;
 }
 
@@ -407,8 +410,29 @@ function show(item) {
   const older = Array.from(list.children).find((r) => Number(r.dataset.position) < item.position);
   list.insertBefore(row, older ?? null);
   paint(item);
+  fitMessage(row);
   updateEmpty();
   return row;
+}
+
+/**
+ * A long message is clamped to a few lines (app.css); its "Show more" button
+ * is offered only where the clamp hides something. Measured, so again when
+ * the inbox is shown or the window resized.
+ */
+function fitMessage(row) {
+  const message = row.querySelector(".message");
+  const expanded = row.classList.contains("expanded");
+  row.querySelector(".expand").hidden = !expanded && message.scrollHeight <= message.clientHeight;
+}
+
+const fitMessages = () => $$("#inbox-list > li").forEach(fitMessage);
+
+function toggleExpanded(event) {
+  const button = event.currentTarget;
+  const expanded = button.closest("li").classList.toggle("expanded");
+  button.setAttribute("aria-expanded", String(expanded));
+  button.textContent = expanded ? "Show less" : "Show more";
 }
 
 /**
@@ -440,6 +464,7 @@ function outLink(href, attrs, text, onclick) {
 }
 
 function renderItem(item) {
+  const tag = tagName(item);
   const hasData = item.data && typeof item.data === "object" && Object.keys(item.data).length > 0;
   const link = safeLink(item.data?.url);
   const choices = actionsOf(item).map((action) => {
@@ -459,12 +484,17 @@ function renderItem(item) {
       el(
         "div",
         { class: "meta" },
-        el("span", { class: "tag" }, tagName(item)),
+        tag !== null && el("span", { class: "tag" }, tag),
         el("time", { datetime: item.timestamp, title: item.timestamp }, formatTime(item.timestamp)),
         el("span", { class: "status" }),
         el("span", { class: "new" }, "New"),
       ),
       el("p", { class: "message" }, item.message),
+      el(
+        "button",
+        { type: "button", class: "expand", "aria-expanded": "false", hidden: true, onclick: toggleExpanded },
+        "Show more",
+      ),
       link ? el("p", { class: "link" }, outLink(link, {}, item.data.url, () => interact(item.id))) : null,
       choices.length ? el("div", { class: "choices" }, choices) : null,
       hasData
@@ -533,6 +563,7 @@ function updateEmpty() {
   empty.textContent = state.filter.tags.size ? "Nothing here with these tags." : EMPTY[state.filter.status];
   empty.hidden = state.items.size > 0 || state.next !== null;
   $("#load-more").hidden = state.next === null;
+  for (const button of $$("[data-bulk]")) button.disabled = !empty.hidden;
 }
 
 /** The first page of the current view (reset) or the next older one. */
@@ -775,7 +806,13 @@ async function loadSubscriptions() {
   $("#sub-empty").hidden = subs.length > 0;
   const free = [...state.tags].filter(([id]) => !held.has(id));
   $("#sub-tag").replaceChildren(...free.map(([id, name]) => el("option", { value: id }, name)));
-  $("#sub-form button").disabled = free.length === 0;
+  // Nothing to pick: say why instead of an empty list and a dead button.
+  $("#sub-tag-field").hidden = $("#sub-button").hidden = free.length === 0;
+  const who = owner === state.me.id ? "You are" : `${state.users.get(owner) ?? "This user"} is`;
+  const none = state.tags.size === 0 ? "There are no tags yet." : `${who} subscribed to every tag.`;
+  const more = state.tags.size === 0 ? " Create one in Tags." : " Create more in Tags.";
+  $("#sub-none").textContent = none + (state.me.is_staff ? more : "");
+  $("#sub-none").hidden = free.length > 0;
 }
 
 async function subscribe(event) {
@@ -840,17 +877,78 @@ async function publish(event) {
   }
 }
 
-/** "field: old → new" lines of an audit entry's {field: [old, new]}. */
-function describeChanges(changes) {
-  const short = (v) => {
-    const text = JSON.stringify(v) ?? "null";
-    return text.length > 120 ? `${text.slice(0, 119)}…` : text;
-  };
-  return Object.entries(changes ?? {}).map(([field, change]) => {
-    const [before, after] = Array.isArray(change) ? change : [null, change];
-    const text = before === null ? short(after) : `${short(before)} → ${short(after)}`;
-    return el("div", {}, el("code", {}, field), " ", text);
-  });
+// What an inbox item's audited change did, by the field that says it: [field, value, words].
+const ITEM_CHANGES = [
+  ["is_deleted", true, "Deleted"],
+  ["is_deleted", false, "Restored"],
+  ["is_expired", true, "Expired"],
+  ["is_archived", true, "Archived"],
+  ["is_archived", false, "Unarchived"],
+  ["is_read", true, "Read"],
+  ["is_read", false, "Marked unread"],
+  ["is_seen", true, "Saw"],
+  ["is_seen", false, "Marked unseen"],
+];
+
+/** An audit entry in words: "Read inbox item 4", "Subscribed alice to "news"". */
+function describeEntry(entry) {
+  const changes = entry.changes ?? {};
+  const after = (field) => (Array.isArray(changes[field]) ? changes[field][1] : undefined);
+  const before = (field) => (Array.isArray(changes[field]) ? changes[field][0] : undefined);
+  const value = (field) => (entry.action === "delete" ? before(field) : after(field));
+  const quote = (text) => `"${String(text).length > 60 ? `${String(text).slice(0, 59)}…` : text}"`;
+  const tag = (id) => quote(state.tags.get(id) ?? `tag ${id}`);
+  const user = (id) => state.users.get(id) ?? `user ${id}`;
+  const id = entry.object_id;
+  switch (`${entry.resource} ${entry.action}`) {
+    case "tag create":
+      return `Created tag ${quote(after("name"))}`;
+    case "tag delete":
+      return `Deleted tag ${quote(before("name"))}`;
+    case "tag update":
+      return "name" in changes
+        ? `Renamed tag ${quote(before("name"))} to ${quote(after("name"))}`
+        : `Made tag ${tag(id)} ${after("critical") ? "critical" : "not critical"}`;
+    case "subscription create":
+      return `Subscribed ${user(value("user_id"))} to ${tag(value("tag_id"))}`;
+    case "subscription delete":
+      return `Unsubscribed ${user(value("user_id"))} from ${tag(value("tag_id"))}`;
+    case "subscription update":
+      return `Set subscription ${id} to ${after("mode")}`;
+    case "notification create": {
+      const on = value("tag_id") === null ? "" : ` on ${tag(value("tag_id"))}`;
+      const n = after("recipients");
+      return `Published ${quote(value("message"))}${on} to ${n} ${n === 1 ? "recipient" : "recipients"}`;
+    }
+    case "notification delete":
+      return `Deleted notification ${id} (${quote(before("message"))})`;
+    case "user_notification create":
+      return `Put notification ${value("notification_id")} in ${user(value("user_id"))}'s inbox`;
+    case "user_notification delete":
+      return `Removed inbox item ${id}`;
+    case "user_notification update": {
+      if (after("action")) return `Chose ${quote(after("action"))} on inbox item ${id}`;
+      const found = ITEM_CHANGES.find(([field, to]) => after(field) === to);
+      if (found) return `${found[2]} inbox item ${id}`;
+      break;
+    }
+    default:
+      break;
+  }
+  const fields = Object.keys(changes).join(", ");
+  return `${entry.action[0].toUpperCase()}${entry.action.slice(1)}d ${entry.resource.replace("_", " ")} ${id}${fields ? ` (${fields})` : ""}`;
+}
+
+/** Who made a change: a user, an API key (by name), or plain SQL (neither). */
+function describeActor(entry) {
+  if (entry.actor !== null) return state.users.get(entry.actor) ?? `user ${entry.actor}`;
+  if (entry.actor_key !== null) return `API key "${state.keys.get(entry.actor_key) ?? entry.actor_key}"`;
+  return "plain SQL";
+}
+
+async function loadKeys() {
+  const keys = await all("/api/keys/");
+  state.keys = new Map(keys.map((k) => [k.id, k.name]));
 }
 
 async function loadAudit(reset) {
@@ -860,17 +958,18 @@ async function loadAudit(reset) {
   if (!reset && state.auditNext) params.set("before", String(state.auditNext));
   try {
     const page = await api("GET", `/api/audit/?${params}`);
-    const rows = page.results.map((entry) =>
-      el(
+    const rows = page.results.map((entry) => {
+      const { resource, object_id, action, changes } = entry;
+      const raw = JSON.stringify({ resource, object_id, action, changes }, null, 2);
+      return el(
         "tr",
         {},
         el("td", { class: "nowrap" }, formatTime(entry.timestamp)),
-        el("td", {}, entry.actor === null ? "SQL" : (state.users.get(entry.actor) ?? `user ${entry.actor}`)),
-        el("td", {}, `${entry.resource} ${entry.object_id}`),
-        el("td", {}, entry.action),
-        el("td", { class: "changes" }, describeChanges(entry.changes)),
-      ),
-    );
+        el("td", {}, describeActor(entry)),
+        el("td", { class: "what" }, describeEntry(entry)),
+        el("td", {}, el("details", { class: "data" }, el("summary", {}, "Row"), el("pre", {}, raw))),
+      );
+    });
     if (reset) $("#audit-rows").replaceChildren(...rows);
     else $("#audit-rows").append(...rows);
     state.auditNext = page.next;
@@ -892,7 +991,7 @@ const viewLoaders = {
   publish: loadTags,
   tags: loadTags,
   audit: async () => {
-    await loadUsers();
+    await Promise.all([loadUsers(), loadKeys(), loadTags()]);
     await loadAudit(true);
   },
 };
@@ -903,6 +1002,7 @@ async function showView(name) {
     else button.removeAttribute("aria-current");
   }
   for (const view of $$(".view")) view.hidden = view.id !== `view-${name}`;
+  if (name === "inbox") fitMessages(); // measured as 0 while hidden
   try {
     await viewLoaders[name]();
   } catch (err) {
@@ -1030,6 +1130,7 @@ function wire() {
   $("#audit-resource").addEventListener("change", () => loadAudit(true));
   $("#audit-refresh").addEventListener("click", () => loadAudit(true));
   $("#audit-more").addEventListener("click", () => loadAudit(false));
+  window.addEventListener("resize", fitMessages);
   // Back online: do not wait for the backoff timer.
   window.addEventListener("online", () => {
     if (state.tokens && !socket.ws) connect();
