@@ -45,12 +45,12 @@ CREATE TABLE subscription (
 -- API, the CLI, plain SQL). The API's CITELINK_MAX_MESSAGE_CHARS may be set
 -- lower, never higher: a CHECK is assumed immutable, so it cannot follow a
 -- setting (one reading a session setting would be one `SET` away from off).
--- `recipients` counts the inbox rows made for the notification, kept by
--- triggers; the API answers it from here, never from the audit log.
+-- How many inbox rows it made is in notification_recipients (below).
 -- Who gets it: the subscribers of `tag_id` and the users listed in `users`
 -- (once each; the users must exist when it is inserted). When: at insert, or
 -- at `send_at` (the app's scheduler fans out what is due, sql/triggers.sql
--- "Schedules"); `delivered_at` is when it was fanned out, NULL while it waits.
+-- "Schedules"); `delivered_at` is when it was fanned out, NULL while it waits
+-- (set by a trigger when there is a `send_at`; otherwise now, the default).
 -- A scheduled delivery that failed keeps its `delivery_error`, counts its
 -- `delivery_attempts` and is tried again at `retry_at` (infinity: given up).
 -- Until when: `expires_at`, after which its
@@ -67,7 +67,7 @@ CREATE TABLE notification (
     group_key    text        CHECK (char_length(group_key) BETWEEN 1 AND 200),
     group_window interval    NOT NULL DEFAULT '10 minutes' CHECK (group_window > '0'),
     send_at      timestamptz,
-    delivered_at timestamptz,
+    delivered_at timestamptz DEFAULT now(),
     delivery_attempts integer NOT NULL DEFAULT 0,
     delivery_error text,
     retry_at     timestamptz,
@@ -75,13 +75,21 @@ CREATE TABLE notification (
     expired_at   timestamptz,
     created_at   timestamptz NOT NULL DEFAULT now(),
     created_by   bigint      REFERENCES users (id) ON DELETE SET NULL,
-    recipients   bigint      NOT NULL DEFAULT 0,
     CHECK (tag_id IS NOT NULL OR users IS NOT NULL),
     -- data nests 100 levels at most, as the API takes it: no object or array
     -- 100 levels below the top one.
     CONSTRAINT notification_data_depth CHECK (
         NOT jsonb_path_exists(data, 'strict $.**{100} ? (@.type() == "object" || @.type() == "array")')
     )
+);
+
+-- How many inbox rows each notification made (or updated, grouped), kept by
+-- triggers; the API answers it from here, never from the audit log. A table
+-- of its own, inserted once by the fan-out: updating the notification row the
+-- same statement had just inserted cost a quarter of a publish. No row: none.
+CREATE TABLE notification_recipients (
+    notification_id bigint PRIMARY KEY,
+    recipients      bigint NOT NULL
 );
 
 -- One row per recipient of a notification; `id` is the inbox item id.

@@ -33,9 +33,7 @@
 --    lock stay hash joins, linear at any size. Lateral probes are nested
 --    loops still: nothing else can compute them.
 --  * `EXISTS (... OFFSET 0)`: a correlated probe per row, never turned into a
---    join that could read a whole index. `id = ANY ((SELECT notes ...))`: the
---    rows to update found by their primary key, never joined; their new
---    values looked up in a jsonb object, in log time.
+--    join that could read a whole index.
 --  * `CROSS JOIN LATERAL (... WHERE tag_id = n.tag_id OFFSET 0)`: the tag id
 --    comes from the outer row, so the subscribers are read by a parameterized
 --    probe of the (tag_id, user_id) index; with the tag id as a plain
@@ -82,7 +80,9 @@
 --
 -- Lock order: every writer of a user's items locks the user's counter row
 -- (inbox_count) first, then items; a statement for several users locks their
--- counter rows in user id order, all before any item. The fan-out and
+-- counter rows in user id order, all before any item. Notification rows come
+-- before both: a publisher's own new ones, those the scheduler claims for
+-- delivery or expiry, the one a plain SQL inbox row counts itself on. The fan-out and
 -- grouping upsert them (citelink_fan_out, citelink_lock_inboxes); the app's
 -- writes (REST, socket frames, bulk) lock them with citelink_lock_inbox before
 -- their UPDATE; expiry and the deletion of a notification lock its
@@ -125,14 +125,6 @@ LANGUAGE sql STABLE AS $$
     SELECT nullif(current_setting('citelink.actor_id', true), '')::bigint
 $$;
 
--- field -> [null, value] for every field of a new row, the id left out: what
--- citelink_row_diff(NULL, row) says, cheaper.
-CREATE FUNCTION citelink_created(new_row jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT coalesce(jsonb_object_agg(key, jsonb_build_array(NULL, value)), '{}')
-    FROM jsonb_each(new_row - 'id')
-$$;
-
 -- field -> [old, new] for every field that differs, the id left out.
 CREATE FUNCTION citelink_row_diff(old_row jsonb, new_row jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE AS $$
@@ -155,7 +147,7 @@ DECLARE
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
-        SELECT TG_TABLE_NAME, r.id, 'create', citelink_created(to_jsonb(r) - hidden),
+        SELECT TG_TABLE_NAME, r.id, 'create', citelink_row_diff(NULL, to_jsonb(r) - hidden),
                citelink_actor_id()
         FROM new_rows AS r ORDER BY r.id;
     ELSIF TG_OP = 'UPDATE' THEN
@@ -274,27 +266,36 @@ AS $$
     ON CONFLICT (user_id) DO UPDATE SET last_position = c.last_position
 $$;
 
--- A new notification: due at once unless it is scheduled for later
--- (`send_at`; then it waits, undelivered, for the scheduler); the users it
--- lists must exist (a missing one is named, not found later as a failed
--- fan-out).
-CREATE FUNCTION citelink_check_notification() RETURNS trigger
+-- The users a notification lists must exist: those missing are named (not
+-- found later as a failed fan-out).
+CREATE FUNCTION citelink_require_users(listed bigint[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    missing bigint[];
+    missing bigint[] := ARRAY(SELECT DISTINCT u FROM unnest(listed) AS u
+                              WHERE NOT EXISTS (SELECT FROM users WHERE id = u) ORDER BY u);
 BEGIN
-    NEW.delivered_at := CASE WHEN NEW.send_at IS NULL OR NEW.send_at <= now() THEN now() END;
+    IF missing <> '{}' THEN
+        RAISE foreign_key_violation USING
+            MESSAGE = format('notification.users names users that do not exist: %s%s',
+                             array_to_string(missing[1:20], ', '),
+                             CASE WHEN cardinality(missing) > 20
+                                  THEN format(' and %s more', cardinality(missing) - 20) END),
+            COLUMN = 'users', TABLE = 'notification';
+    END IF;
+END
+$$;
+
+-- A new notification: due at once unless it is scheduled for later
+-- (`send_at`; then it waits, undelivered, for the scheduler); the users it
+-- lists exist. Its listed users changed before delivery: checked again.
+CREATE FUNCTION citelink_check_notification() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.delivered_at := CASE WHEN NEW.send_at IS NULL OR NEW.send_at <= now() THEN now() END;
+    END IF;
     IF NEW.users IS NOT NULL THEN
-        missing := ARRAY(SELECT DISTINCT u FROM unnest(NEW.users) AS u
-                         WHERE NOT EXISTS (SELECT FROM users WHERE id = u) ORDER BY u);
-        IF missing <> '{}' THEN
-            RAISE foreign_key_violation USING
-                MESSAGE = format('notification.users names users that do not exist: %s%s',
-                                 array_to_string(missing[1:20], ', '),
-                                 CASE WHEN cardinality(missing) > 20
-                                      THEN format(' and %s more', cardinality(missing) - 20) END),
-                COLUMN = 'users', TABLE = 'notification';
-        END IF;
+        PERFORM citelink_require_users(NEW.users);
     END IF;
     RETURN NEW;
 END
@@ -302,7 +303,7 @@ $$;
 
 -- New notifications: those due now are fanned out (grouped ones by
 -- citelink_group_notifications), then each gets one audit row that summarises
--- it, with its recipient count.
+-- it: field -> [null, value], and its recipient count.
 CREATE FUNCTION citelink_fan_out_notification() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -319,9 +320,14 @@ BEGIN
         PERFORM citelink_fan_out(plain);
     END IF;
     INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
-    SELECT 'notification', n.id, 'create', citelink_created(to_jsonb(n)), citelink_actor_id()
-    FROM new_rows AS r
-    CROSS JOIN LATERAL (SELECT * FROM notification WHERE id = r.id OFFSET 0) AS n
+    SELECT 'notification', n.id, 'create',
+           (SELECT jsonb_object_agg(key, jsonb_build_array(NULL, value))
+            FROM jsonb_each(to_jsonb(n) - 'id'))
+           || jsonb_build_object('recipients', jsonb_build_array(NULL, coalesce(
+               (SELECT recipients FROM notification_recipients WHERE notification_id = n.id),
+               0))),
+           citelink_actor_id()
+    FROM new_rows AS n
     ORDER BY n.id;
     RETURN NULL;
 END
@@ -388,16 +394,10 @@ BEGIN
         FROM pairs AS p JOIN numbered AS b ON b.user_id = p.user_id
         ORDER BY p.notification_id, p.user_id
         RETURNING id, user_id, notification_id, position, mode
-    ), per_note AS (
-        -- {notification id: items} (a jsonb object: a binary search per key)
-        SELECT jsonb_object_agg(notification_id, items) AS items,
-               array_agg(notification_id) AS notes
-        FROM (SELECT notification_id, count(*) AS items FROM inserted
-              GROUP BY notification_id) AS c
     ), counted AS (
-        UPDATE notification AS n
-        SET recipients = n.recipients + ((SELECT items FROM per_note) ->> n.id::text)::bigint
-        WHERE n.id = ANY ((SELECT notes FROM per_note)::bigint[])
+        INSERT INTO notification_recipients AS r (notification_id, recipients)
+        SELECT notification_id, count(*) FROM inserted GROUP BY notification_id
+        ON CONFLICT (notification_id) DO UPDATE SET recipients = r.recipients + excluded.recipients
     )
     SELECT count(pg_notify('citelink_events', e.payload)) INTO sent
     FROM (
@@ -417,12 +417,6 @@ BEGIN
     ) AS e;
     PERFORM set_config('citelink.fan_out', '', true);
 END
-$$;
-
--- Whether the statement running is a fan-out's insert (citelink_fan_out).
-CREATE FUNCTION citelink_in_fan_out() RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(current_setting('citelink.fan_out', true) = 'on', false)
 $$;
 
 -- The notifications `grouped` (due, with a group key) and `plain` (due,
@@ -509,8 +503,9 @@ BEGIN
         FROM moved AS m
         WHERE i.id = ANY (found.targets) AND i.user_id = m.user_id;
         PERFORM set_config('citelink.grouping', '', true);
-        UPDATE notification SET recipients = recipients + cardinality(found.targets)
-        WHERE id = note.id;
+        INSERT INTO notification_recipients AS r (notification_id, recipients)
+        VALUES (note.id, cardinality(found.targets))
+        ON CONFLICT (notification_id) DO UPDATE SET recipients = r.recipients + excluded.recipients;
     END IF;
     PERFORM citelink_fan_out(ARRAY[note.id], found.owners);
 END
@@ -569,6 +564,7 @@ LANGUAGE sql AS $$
                                            interval '5 seconds' * 2 ^ delivery_attempts)
                                      * (0.75 + random() / 2) END
     WHERE id = note_id AND delivered_at IS NULL
+      AND greatest(send_at, retry_at) <= now()  -- once per failed try, however many saw it
 $$;
 
 -- Marks the items of those of the notifications `ids` whose expires_at has
@@ -610,36 +606,36 @@ $$;
 -- Publishing as the API does it, in one round trip: the publisher is the
 -- audit actor, the notification is inserted like any other (the triggers
 -- fan it out, or leave it to the scheduler), and it comes back with its
--- number of recipients. Called outside an explicit transaction, it commits as
+-- number of recipients (`(p.note).*, p.recipients`). Called outside an explicit transaction, it commits as
 -- soon as it returns, so the recipients' counter rows are locked for no
 -- client round trip.
 CREATE FUNCTION citelink_publish(tag bigint, users bigint[], body text, extra jsonb,
                                  priority text, group_key text, group_window interval,
-                                 send_at timestamptz, expires_at timestamptz, actor bigint)
-RETURNS SETOF notification
+                                 send_at timestamptz, expires_at timestamptz, actor bigint,
+                                 OUT note notification, OUT recipients bigint)
 LANGUAGE plpgsql AS $$
-DECLARE
-    note_id bigint;
 BEGIN
     PERFORM set_config('citelink.actor_id', coalesce(actor::text, ''), true);
-    INSERT INTO notification (tag_id, users, message, data, priority, group_key, group_window,
-                              send_at, expires_at, created_by)
+    INSERT INTO notification AS n (tag_id, users, message, data, priority, group_key,
+                                   group_window, send_at, expires_at, created_by)
     VALUES (tag, users, body, extra, coalesce(priority, 'normal'), group_key,
             coalesce(group_window, interval '10 minutes'), send_at, expires_at, actor)
-    RETURNING notification.id INTO note_id;
-    -- Read back: the fan-out has set the recipient count since.
-    RETURN QUERY SELECT * FROM notification AS n WHERE n.id = note_id;
+    RETURNING n.* INTO note;
+    -- The row as inserted; the fan-out has counted its recipients since.
+    recipients := coalesce((SELECT r.recipients FROM notification_recipients AS r
+                            WHERE r.notification_id = note.id), 0);
 END
 $$;
 
 -- An inbox row inserted by plain SQL (not by the fan-out, which does all of
--- this set-based): its states imply one another as on an update; its owner's
--- counter row is locked (before the row exists: the lock order), counts it and
--- gives it the next position (whatever position the statement gave is
--- replaced); its notification counts it as a recipient, which also fails the
--- insert when there is no such notification ("Inbox keys"); it is audited and
--- told. Row by row: a statement of rows for several users locks their counter
--- rows in its own row order, so list them in user id order.
+-- this set-based): its states imply one another as on an update; its
+-- notification counts it as a recipient, which also fails the insert when
+-- there is no such notification ("Inbox keys"); its owner's counter row is
+-- locked (the lock order: before the row exists), counts it and gives it the
+-- next position (whatever position the statement gave is replaced); it is
+-- audited and told; one the user has already is refused. Row by row: a
+-- statement of rows for several users or notifications locks them in its own
+-- row order, so list them in notification, then user id order.
 CREATE FUNCTION citelink_add_direct_item() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -648,6 +644,29 @@ DECLARE
 BEGIN
     NEW.is_read := NEW.is_read OR NEW.interacted_at IS NOT NULL;
     NEW.is_seen := NEW.is_seen OR NEW.is_read;
+    -- The notification first, its recipients' counter rows next (the lock
+    -- order). Updated, not only locked: its deletion then waits until commit,
+    -- and under REPEATABLE READ or SERIALIZABLE fails to serialize instead of
+    -- missing this row ("Inbox keys").
+    UPDATE notification SET created_at = created_at WHERE id = NEW.notification_id;
+    IF NOT FOUND THEN
+        RAISE foreign_key_violation USING
+            MESSAGE = 'inbox row names no such notification',
+            DETAIL = format('Key (notification_id)=(%s) is not present in table "notification".',
+                            NEW.notification_id);
+    END IF;
+    -- Counted before PostgreSQL checks the unique key (BEFORE triggers come
+    -- first, and ON CONFLICT DO NOTHING would skip the row after they ran): so
+    -- a row the user has already is refused here, under their counter lock.
+    PERFORM FROM inbox_count WHERE user_id = NEW.user_id FOR NO KEY UPDATE;
+    IF EXISTS (SELECT FROM user_notification
+               WHERE notification_id = NEW.notification_id AND user_id = NEW.user_id) THEN
+        RAISE unique_violation USING
+            MESSAGE = format('user %s has an inbox row of notification %s already',
+                             NEW.user_id, NEW.notification_id),
+            CONSTRAINT = 'user_notification_notification_id_user_id_key',
+            HINT = 'leave it out of the insert (WHERE NOT EXISTS ...): ON CONFLICT cannot skip it';
+    END IF;
     added := citelink_item_counts(NEW);
     INSERT INTO inbox_count AS c (user_id, unseen, unread, total, archived, last_position)
     VALUES (NEW.user_id, added.unseen, added.unread, added.total, added.archived, 1)
@@ -657,15 +676,11 @@ BEGIN
             last_position = c.last_position + 1
     RETURNING c.last_position, c.unseen, c.unread, c.total, c.archived INTO now_counts;
     NEW.position := now_counts.last_position;
-    UPDATE notification SET recipients = recipients + 1 WHERE id = NEW.notification_id;
-    IF NOT FOUND THEN
-        RAISE foreign_key_violation USING
-            MESSAGE = 'inbox row names no such notification',
-            DETAIL = format('Key (notification_id)=(%s) is not present in table "notification".',
-                            NEW.notification_id);
-    END IF;
+    INSERT INTO notification_recipients AS r (notification_id, recipients)
+    VALUES (NEW.notification_id, 1)
+    ON CONFLICT (notification_id) DO UPDATE SET recipients = r.recipients + 1;
     INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
-    VALUES ('user_notification', NEW.id, 'create', citelink_created(to_jsonb(NEW)),
+    VALUES ('user_notification', NEW.id, 'create', citelink_row_diff(NULL, to_jsonb(NEW)),
             citelink_actor_id());
     IF NOT NEW.is_deleted THEN
         PERFORM pg_notify('citelink_events',
@@ -835,6 +850,7 @@ BEGIN
         WHERE user_id IN (SELECT user_id FROM user_notification WHERE notification_id = ANY (ids))
         ORDER BY user_id FOR NO KEY UPDATE;
         DELETE FROM user_notification WHERE notification_id = ANY (ids);
+        DELETE FROM notification_recipients WHERE notification_id = ANY (ids);
     END IF;
     RETURN NULL;
 END
@@ -844,7 +860,7 @@ $$;
 CREATE FUNCTION citelink_empty_inbox() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    TRUNCATE user_notification, group_member;
+    TRUNCATE user_notification, group_member, notification_recipients;
     RETURN NULL;
 END
 $$;
@@ -966,18 +982,31 @@ $$;
 
 -- Triggers -------------------------------------------------------------------
 
+-- A notification with neither send_at nor listed users needs no check: due
+-- at once (delivered_at's default), no one to look for.
 CREATE TRIGGER citelink_check
     BEFORE INSERT ON notification
-    FOR EACH ROW EXECUTE FUNCTION citelink_check_notification();
+    FOR EACH ROW
+    WHEN (NEW.send_at IS NOT NULL OR NEW.users IS NOT NULL OR NEW.delivered_at IS NULL)
+    EXECUTE FUNCTION citelink_check_notification();
+
+-- Listed users changed by plain SQL before delivery are checked as at insert.
+CREATE TRIGGER citelink_check_listed_users
+    BEFORE UPDATE OF users ON notification
+    FOR EACH ROW WHEN (NEW.users IS DISTINCT FROM OLD.users AND NEW.users IS NOT NULL)
+    EXECUTE FUNCTION citelink_check_notification();
 
 CREATE TRIGGER citelink_fan_out
     AFTER INSERT ON notification
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION citelink_fan_out_notification();
 
+-- Not for a fan-out's own inserts (citelink_fan_out sets citelink.fan_out).
+-- Spelt out, not a SQL function: PostgreSQL prepares a trigger's WHEN once per
+-- statement, and inlining a function there parses its body every time.
 CREATE TRIGGER citelink_add_direct_items
     BEFORE INSERT ON user_notification
-    FOR EACH ROW WHEN (NOT citelink_in_fan_out())
+    FOR EACH ROW WHEN (current_setting('citelink.fan_out', true) IS DISTINCT FROM 'on')
     EXECUTE FUNCTION citelink_add_direct_item();
 
 CREATE TRIGGER citelink_keep_keys

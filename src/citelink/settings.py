@@ -135,6 +135,19 @@ class Settings:
     # pool) and for one statement; past either a REST call answers 503.
     db_connect_seconds: float = setting(5.0, low=0.1)
     db_query_seconds: float = setting(60.0, low=0.1)
+    # The per-user budget (citelink.db.budget): database operations one user
+    # may run at once, REST and sockets together (staff and API keys, who
+    # publish: publisher_concurrency), at most pool_size - 1 either way; past
+    # it 429 or a `rate_limited` frame. And the longest statement of a user's
+    # own reads and writes, and of a bulk action; staff work and background
+    # work have db_query_seconds.
+    user_concurrency: int = setting(4, low=1)
+    publisher_concurrency: int = setting(8, low=1)
+    user_query_seconds: float = setting(5.0, low=0.1)
+    bulk_query_seconds: float = setting(30.0, low=0.1)
+    # A listing filtered by tags, data or time looks at this many of the
+    # user's items at most, per page (its `next` goes on from there).
+    filter_window: int = setting(5000, low=1)
     # `citelink serve`: port and worker processes when the flags are not given.
     port: int = setting(8000, low=0, high=65535)
     workers: int = setting(1, low=1, high=64)
@@ -183,6 +196,11 @@ class Settings:
     # Origins besides the service's own that browsers may call the REST API
     # and open sockets from (citelink.identity.cors); empty: same origin only.
     cors_origins: tuple[str, ...] = setting((), parse=_origins)
+
+    def concurrency(self, publisher: bool) -> int:
+        """Database operations one caller may run at once: never the whole pool."""
+        wanted = self.publisher_concurrency if publisher else self.user_concurrency
+        return max(1, min(wanted, self.pool_size - 1))
 
     @property
     def resolved_url(self) -> str:

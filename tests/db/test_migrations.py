@@ -151,8 +151,10 @@ def test_per_user_order_migration_keeps_existing_inboxes(server_url):
             assert conn.execute("SELECT bool_and(unseen = unread) FROM inbox_count").fetchone() == (
                 True,
             )
-            recipients = conn.execute("SELECT recipients FROM notification ORDER BY id").fetchall()
-            assert recipients == [(2,), (1,), (2,)]
+            recipients = conn.execute(
+                "SELECT notification_id, recipients FROM notification_recipients ORDER BY 1"
+            ).fetchall()
+            assert recipients == [(1, 2), (2, 1), (3, 2)]
             assert conn.execute("SELECT count(*) FROM audit_log").fetchone()[0] == audit_rows
             # And the database works on: a new item numbers after the old ones.
             conn.execute("INSERT INTO notification (tag_id, message) VALUES (2, 'four')")

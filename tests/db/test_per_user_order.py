@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from citelink.db import connection
-from tests.support.data import add_users, publish, subscribe
+from tests.support.data import add_users, assert_gapless, publish, subscribe
 from tests.support.waiting import blockers, waits_for
 
 ISOLATION = ["read_committed", "repeatable_read", "serializable"]
@@ -41,18 +41,6 @@ async def positions(conn: asyncpg.Connection, user_id: int) -> list[tuple[int, s
         user_id,
     )
     return [tuple(r) for r in rows]
-
-
-async def assert_gapless(conn: asyncpg.Connection) -> None:
-    """Every user's positions are 1..n, n being their counter's last position."""
-    rows = await conn.fetch(
-        "SELECT c.user_id, c.last_position, array_agg(i.position ORDER BY i.position) AS taken "
-        "FROM inbox_count c LEFT JOIN user_notification i ON i.user_id = c.user_id "
-        "GROUP BY c.user_id, c.last_position"
-    )
-    for row in rows:
-        taken = [p for p in row["taken"] if p is not None]
-        assert taken == list(range(1, row["last_position"] + 1)), dict(row)
 
 
 @pytest.mark.parametrize("isolation", ISOLATION)

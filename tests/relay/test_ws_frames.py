@@ -38,8 +38,15 @@ from tests.support.wsclient import open_socket, serving
         ),
         (
             '{"type": "notifications_list", "page": 922337203685477582}',
-            "invalid",
-            "'page' is out of range",
+            "page_too_deep",
+            "numbered pages go 10,000 items deep; older items are listed with the cursor "
+            "form {before, limit} (the citelink.v1 protocol)",
+        ),
+        (
+            '{"type": "notifications_list", "page": 101, "page_size": 100}',
+            "page_too_deep",
+            "numbered pages go 10,000 items deep; older items are listed with the cursor "
+            "form {before, limit} (the citelink.v1 protocol)",
         ),
         (
             '{"type": "notifications_list", "before": null, "limit": 1000}',

@@ -99,3 +99,37 @@ async def subscribe(conn: asyncpg.Connection, user_id: int, tag: str) -> int:
         "INSERT INTO subscription (user_id, tag_id) VALUES ($1, $2)", user_id, tag_id
     )
     return tag_id
+
+
+async def assert_gapless(conn: asyncpg.Connection) -> None:
+    """Every user's positions are 1..n, n being their counter's last position,
+    but for the places grouped items left when they moved to the top (each
+    item that collected `count` notifications moved count - 1 times)."""
+    rows = await conn.fetch(
+        "SELECT c.user_id, c.last_position, array_agg(i.position ORDER BY i.position) AS taken, "
+        "coalesce(sum(i.count - 1), 0) AS moves "
+        "FROM inbox_count c LEFT JOIN user_notification i ON i.user_id = c.user_id "
+        "GROUP BY c.user_id, c.last_position"
+    )
+    for row in rows:
+        taken = [p for p in row["taken"] if p is not None]
+        if row["moves"] == 0:
+            assert taken == list(range(1, row["last_position"] + 1)), dict(row)
+        else:
+            assert len(set(taken)) == len(taken) and max(taken) == row["last_position"]
+            assert len(taken) + row["moves"] == row["last_position"], dict(row)
+
+
+async def assert_counters_match(conn: asyncpg.Connection) -> None:
+    """Every counter row equals a recount of its user's items."""
+    wrong = await conn.fetch(
+        "SELECT c.user_id, c.unseen, c.unread, c.total, c.archived, r.* FROM inbox_count c "
+        "CROSS JOIN LATERAL (SELECT coalesce(sum((k).unseen), 0) AS r_unseen, "
+        "coalesce(sum((k).unread), 0) AS r_unread, coalesce(sum((k).total), 0) AS r_total, "
+        "coalesce(sum((k).archived), 0) AS r_archived "
+        "FROM (SELECT citelink_item_counts(i) AS k FROM user_notification i "
+        "WHERE i.user_id = c.user_id) AS s) AS r "
+        "WHERE (c.unseen, c.unread, c.total, c.archived) "
+        "IS DISTINCT FROM (r.r_unseen, r.r_unread, r.r_total, r.r_archived)"
+    )
+    assert not wrong, [dict(r) for r in wrong]

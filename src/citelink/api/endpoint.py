@@ -29,7 +29,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from citelink.api.validation import NO_QUERY, Body, Query, read_body
-from citelink.db.connection import BIGINT_MAX, CONNECTION_LOST, UNAVAILABLE, transaction
+from citelink.db.budget import Busy, WorkBudget
+from citelink.db.connection import (
+    BIGINT_MAX,
+    CONNECTION_LOST,
+    UNAVAILABLE,
+    statement_seconds,
+    transaction,
+)
 from citelink.errors import ApiError
 from citelink.identity.callers import CurrentUser, authenticate
 from citelink.identity.passwords import HashSlots
@@ -58,6 +65,8 @@ class Operation:
     # Statuses beyond those the declaration implies (401, 403, 404, 400, 413, 422).
     errors: dict[int, str] = field(default_factory=dict)
     key_scope: KeyScope = None
+    # Changes every item a filter selects: the bulk statement timeout.
+    bulk: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,10 +158,43 @@ class Endpoint:
         if op.body is not None:
             body = op.body.parse(await read_body(request, settings.max_body_bytes), settings)
         call = Call(request, user, item_id, query, body)
-        result = await _repeatable(pool, request.method in ("GET", "HEAD"), self.handler, call)
+        read = request.method in ("GET", "HEAD")
+        if user is None:
+            result = await _repeatable(pool, read, self.handler, call)
+        else:
+            result = await self._within_budget(request, user, call, read)
         if op.response is None:
             return Response(status_code=op.status)
         return json_response(result, status=op.status)
+
+    async def _within_budget(
+        self, request: Request, user: CurrentUser, call: Call, read: bool
+    ) -> Any:
+        """The handler, within the caller's budget of database work (a user's
+        or an API key's, citelink.db.budget) and its class's statement timeout."""
+        settings: Settings = request.state.settings
+        work: WorkBudget = request.state.work
+        publisher = user.is_staff or user.api_key is not None
+        if self.operation.access == "staff":
+            seconds = None  # staff work: CITELINK_DB_QUERY_SECONDS
+        elif self.operation.bulk:
+            seconds = settings.bulk_query_seconds
+        else:
+            seconds = settings.user_query_seconds
+        key = ("key", user.api_key) if user.api_key is not None else user.id
+        try:
+            async with work.claim(key, publisher=publisher):
+                token = statement_seconds.set(seconds)
+                try:
+                    return await _repeatable(request.state.pool, read, self.handler, call)
+                finally:
+                    statement_seconds.reset(token)
+        except Busy:
+            raise ApiError(
+                429,
+                "too many of your requests are running at once; try again in a moment",
+                headers={"Retry-After": "1"},
+            ) from None
 
 
 async def _repeatable(
@@ -182,6 +224,7 @@ def endpoint(
     status: int = 200,
     errors: dict[int, str] | None = None,
     key_scope: KeyScope | Literal["default"] = "default",
+    bulk: bool = False,
 ) -> Callable[[Handler], Endpoint]:
     """Declare a handler's operation (see the module docstring). By default a
     staff operation takes an `admin` key and others take no key."""
@@ -192,7 +235,7 @@ def endpoint(
         response = typing.get_type_hints(handler, include_extras=True)["return"]
         response = None if response is type(None) else response
         operation = Operation(
-            summary, access, body, query, status, response, errors or {}, key_scope
+            summary, access, body, query, status, response, errors or {}, key_scope, bulk
         )
         return Endpoint(handler, operation)
 

@@ -12,15 +12,14 @@ from citelink.api.validation import (
     Body,
     Boolean,
     Choice,
+    DataFilter,
     Integer,
     Integers,
-    JsonObject,
     JsonText,
     Object,
     Query,
     String,
     Timestamp,
-    page,
     page_bounds,
 )
 from citelink.db import inbox_store
@@ -37,7 +36,10 @@ UNTIL = Timestamp(description="only items published before this time")
 FILTERS = {
     "status": STATUS,
     "tag": TAGS,
-    "data": JsonText(description="only items whose data contains this JSON object"),
+    "data": JsonText(
+        description="only items whose data contains this JSON object (at most 1,024 bytes, "
+        "4 levels, 16 keys or values per object or array)"
+    ),
     "since": SINCE,
     "until": UNTIL,
 }
@@ -47,7 +49,7 @@ FILTER = Body(
     {
         "status": Choice(choices=STATUS.choices, required=False),
         "tag": Integers(required=False),
-        "data": JsonObject(required=False),
+        "data": DataFilter(required=False),
         "since": Timestamp(required=False),
         "until": Timestamp(required=False),
     }
@@ -86,11 +88,16 @@ async def list_items(call: Call) -> InboxPage:
     where, before = filter_of(call.query), call.query.get("before")
     # High-priority unread items are pinned: listed apart, on the first page.
     apart = where.status in inbox_store.PINNING
-    rows = await inbox_store.page(
-        call.pool, call.user_id, before=before, limit=limit + 1, where=where, pinned_apart=apart
+    results, after = await inbox_store.page(
+        call.pool,
+        call.user_id,
+        before=before,
+        limit=limit,
+        where=where,
+        pinned_apart=apart,
+        window=call.settings.filter_window,
     )
-    first = page(rows, limit)
-    answer: InboxPage = {"results": first["results"], "next": first["next"]}
+    answer: InboxPage = {"results": results, "next": after}
     if apart and before is None:
         answer["pinned"] = await inbox_store.pinned(call.pool, call.user_id, where, limit)
     return answer
@@ -166,6 +173,7 @@ async def delete_item(call: Call) -> None:
 @endpoint(
     "Mark every unread item the filters select read",
     query=Query(FILTERS),
+    bulk=True,
 )
 async def read_all(call: Call) -> Updated:
     return {
@@ -176,6 +184,7 @@ async def read_all(call: Call) -> Updated:
 @endpoint(
     "Mark every unseen item the filters select seen (the badge goes to 0)",
     query=Query(FILTERS),
+    bulk=True,
 )
 async def seen_all(call: Call) -> Updated:
     return {
@@ -191,6 +200,7 @@ async def seen_all(call: Call) -> Updated:
             "filter": Object(fields=FILTER, required=False, description="default: everything"),
         }
     ),
+    bulk=True,
 )
 async def bulk(call: Call) -> Updated:
     where = filter_of(call.body.get("filter", {}))

@@ -8,6 +8,7 @@ import secrets
 import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import TypeAlias
 
 import asyncpg
@@ -82,6 +83,29 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         encoder=decoding.encode_timestamp,
         decoder=decoding.decode_timestamp,
     )
+
+
+# The longest one statement of the work at hand may run, in seconds: set per
+# request class (a user's own reads and writes, bulk actions, staff work) by
+# whoever starts the work (citelink.api.endpoint, citelink.relay.session);
+# None: the pool's command timeout (CITELINK_DB_QUERY_SECONDS).
+statement_seconds: ContextVar[float | None] = ContextVar("statement_seconds", default=None)
+
+
+class _Connection(asyncpg.Connection):
+    """asyncpg's connection, whose statements without a timeout of their own
+    get the one of the work they are part of (`statement_seconds`); asyncpg
+    cancels a statement on the server when it runs out."""
+
+    # asyncpg's own method (fetch, fetchrow, fetchval and execute with arguments
+    # call it), with its signature.
+    async def _execute(self, query, args, limit, *rest, **options):  # type: ignore[no-untyped-def]
+        timeout, *more = rest  # asyncpg's positional `timeout`
+        if timeout is None:
+            timeout = statement_seconds.get()
+        return await super()._execute(  # type: ignore[misc]  # private: not in the stubs
+            query, args, limit, timeout, *more, **options
+        )
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -192,7 +216,7 @@ async def create_pool(
         init=_init_connection,
         reset=_keep_session,
         loop=None,
-        connection_class=asyncpg.Connection,
+        connection_class=_Connection,
         record_class=asyncpg.Record,
         timeout=connect_seconds,
         command_timeout=query_seconds,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -55,6 +55,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "delete": ("is_deleted = true", "true"),
 }
 _PAGE = {status: Q.inbox_page.replace("/*status*/", cond) for status, cond in STATUS.items()}
+_WINDOW = {status: Q.inbox_window.replace("/*status*/", cond) for status, cond in STATUS.items()}
 _BULK = {
     (action, status): Q.inbox_bulk.replace("/*status*/", cond)
     .replace("/*set*/", sets)
@@ -138,12 +139,31 @@ async def page(
     limit: int = 20,
     where: Filter = EVERYTHING,
     pinned_apart: bool = False,
-) -> list[InboxItem]:
-    """Newest first, the items before item `before` (keyset pagination); from
-    the newest when None. With `pinned_apart`, the pinned items are left out
-    (a listing shows them above, `pinned`)."""
-    rows = await conn.fetch(_PAGE[where.status], user_id, before, *where.args, limit, pinned_apart)
-    return [item(r) for r in rows]
+    window: int | None = None,
+) -> tuple[list[InboxItem], int | None]:
+    """Newest first, up to `limit` items before item `before` (keyset
+    pagination; None: from the newest), and the `before` of the next page
+    (None on the last). With `pinned_apart`, the pinned items are left out (a
+    listing shows them above, `pinned`). A filter that narrows by tags, data
+    or time looks at no more than `window` items of the status's list: a page
+    may then hold fewer items, and the next one goes on below the last item
+    looked at. Without the bound a rare filter walks the whole inbox."""
+    floor = None
+    if window is not None and where.narrowed:
+        floor = await conn.fetchrow(_WINDOW[where.status], user_id, before, window)
+    rows = await conn.fetch(
+        _PAGE[where.status],
+        user_id,
+        before,
+        *where.args,
+        limit + 1,
+        pinned_apart,
+        floor["position"] if floor else None,
+    )
+    items = [item(r) for r in rows[:limit]]
+    if len(rows) > limit:
+        return items, items[-1]["id"]
+    return items, floor["id"] if floor else None
 
 
 # The statuses whose listing pins the high-priority unread items above the rest.
@@ -242,6 +262,9 @@ async def bulk(pool: asyncpg.Pool, user_id: int, action: Action, where: Filter =
     """Apply `action` to every item `where` selects, in one statement; how
     many it changed. A second bulk call of the same user waits for the first
     (their counter row)."""
+    if action == "unarchive" and where.status == "all":
+        # The default list holds no archived item: unarchiving means the archived ones.
+        where = replace(where, status="archived")
     changed = await _write(pool, _BULK[action, where.status], user_id, *where.args)
     assert isinstance(changed, int)
     return changed

@@ -5,13 +5,14 @@ Two loops, delivery and expiry, so that neither ever waits for the other.
 Each finds what is due, then settles it a batch per transaction
 (citelink_deliver / citelink_expire in sql/triggers.sql claim with FOR UPDATE
 SKIP LOCKED, so any number of processes may run them and each notification is
-delivered, and each expiry done, exactly once). A batch that fails -- an
-error, or longer than the statement timeout -- is cut in halves and each half
-tried on its own, until the one notification that fails is alone: a delivery
-is then marked failed with its error (tried again later with backoff, see
-citelink_delivery_failed), an expiry is left for a later round; the others
-of the batch go on. What another process holds is skipped, and the loop then
-sleeps until the next due time instead of trying it again at once.
+delivered, and each expiry done, exactly once). Batches are cut by their
+recipients, so that none nears the statement timeout; a batch that fails
+anyway -- an error, or past the timeout -- is tried again one notification
+per transaction: the one that fails is marked failed with its error (tried
+again later with backoff, see citelink_delivery_failed), or for an expiry
+left to a later round, and the others of the batch go on. What another
+process holds is skipped, and the loop then sleeps until the next due time
+instead of trying it again at once.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from citelink.db.queries import Q
 
 log = logging.getLogger("citelink.db.scheduler")
 
-# Notifications settled per transaction: one fan-out statement for a batch.
+# Notifications settled per transaction: one fan-out statement for a batch,
+# of at most this many recipients.
 BATCH = 500
+BATCH_RECIPIENTS = 50_000
 # An expiry that failed alone is tried again by this process after this long.
 EXPIRY_RETRY_SECONDS = 30.0
 # Failures of the database itself, not of a batch: the loop waits them out.
@@ -105,19 +108,32 @@ class Scheduler:
         return min(self._idle, max(0.0, (due - datetime.now(UTC)).total_seconds()))
 
     async def deliver(self) -> tuple[int, int]:
-        """Deliver what is due now (a batch): how many were found, how many delivered."""
+        """Deliver what is due now: how many were found, how many delivered.
+        Batches hold at most BATCH_RECIPIENTS recipients (as the subscriptions
+        are now), so that a batch of small ones stays well within the
+        statement timeout and a big one goes alone."""
         due = await self._pool.fetch(Q.scheduler_due_deliveries, BATCH, timeout=self._timeout)
-        ids = [r["id"] for r in due]
-        return len(ids), await self._settle(ids, Q.scheduler_deliver, self._failed)
+        delivered, size = 0, 0
+        batch: list[int] = []
+        for row in due:
+            if batch and size + row["recipients"] > BATCH_RECIPIENTS:
+                delivered += await self._settle(batch, Q.scheduler_deliver, self._failed)
+                batch, size = [], 0
+            batch.append(row["id"])
+            size += row["recipients"]
+        delivered += await self._settle(batch, Q.scheduler_deliver, self._failed)
+        return len(due), delivered
 
     async def expire(self) -> tuple[int, int]:
         """Expire what is due now (a batch): how many notifications were found,
         how many settled."""
         now = time.monotonic()
         self._expiry_waits = {k: t for k, t in self._expiry_waits.items() if t > now}
-        due = await self._pool.fetch(Q.scheduler_due_expiries, BATCH, timeout=self._timeout)
-        ids = [r["id"] for r in due if r["id"] not in self._expiry_waits]
-        return len(due), await self._settle(ids, Q.scheduler_expire, self._expiry_failed)
+        due = await self._pool.fetch(
+            Q.scheduler_due_expiries, BATCH, list(self._expiry_waits), timeout=self._timeout
+        )
+        ids = [r["id"] for r in due]
+        return len(ids), await self._settle(ids, Q.scheduler_expire, self._expiry_failed)
 
     async def _settle(
         self,
@@ -125,7 +141,9 @@ class Scheduler:
         query: str,
         failed: Callable[[int, BaseException], Awaitable[None]],
     ) -> int:
-        """`query` over `ids` in one transaction; halves on failure."""
+        """`query` over `ids` in one transaction; when that fails, over each
+        id in a transaction of its own, so that the one that fails is told
+        apart and the others go on."""
         if not ids:
             return 0
         async with self._pool.acquire() as conn:  # unavailable: the loop waits
@@ -140,10 +158,7 @@ class Scheduler:
         if len(ids) == 1:
             await failed(ids[0], failure)
             return 0
-        half = len(ids) // 2
-        return await self._settle(ids[:half], query, failed) + await self._settle(
-            ids[half:], query, failed
-        )
+        return sum([await self._settle([one], query, failed) for one in ids])
 
     async def _failed(self, note_id: int, exc: BaseException) -> None:
         error = _describe(exc, self._timeout)

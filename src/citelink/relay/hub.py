@@ -233,19 +233,16 @@ class Hub:
         `next` cursor."""
         apart = where.status in inbox_store.PINNING
         async with self.snapshot(client):
-            rows = await inbox_store.page(
+            items, after = await inbox_store.page(
                 self._pool,
                 client.user_id,
                 before=before,
-                limit=limit + 1,
+                limit=limit,
                 where=where,
                 pinned_apart=apart,
+                window=self._settings.filter_window,
             )
-            items = rows[:limit]
-            answer: dict[str, Any] = {
-                "data": items,
-                "next": items[-1]["id"] if len(rows) > limit else None,
-            }
+            answer: dict[str, Any] = {"data": items, "next": after}
             if apart and before is None:
                 answer["pinned"] = await inbox_store.pinned(
                     self._pool, client.user_id, where, limit

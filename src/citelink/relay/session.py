@@ -20,7 +20,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from citelink import metrics
 from citelink.api.inbox import FILTER, filter_of
 from citelink.db import inbox_store
-from citelink.db.connection import BIGINT_MAX, ERRORS
+from citelink.db.budget import Busy, WorkBudget
+from citelink.db.connection import BIGINT_MAX, ERRORS, statement_seconds
 from citelink.db.queries import Q
 from citelink.errors import ApiError
 from citelink.identity import api_keys
@@ -41,6 +42,9 @@ KEY_REFUSED = "API keys are not accepted on sockets: use a user's access token"
 CLOSE_TIMEOUT = 10.0
 # Page size of the seed's numbered pages when the client does not say.
 SEED_PAGE_SIZE = 10
+# How deep numbered pages go: page p of size s starts (p - 1) * s items in,
+# and skipping items costs as much as reading them.
+SEED_PAGES_DEPTH = 10_000
 
 
 # A client's frame: a decoded JSON object, checked field by field as it is read.
@@ -83,6 +87,7 @@ class Session:
         self.expiry: asyncio.TimerHandle | None = None
         self.expire_at(expires)
         self.budget = hub.frame_budget(client.user_id)
+        self.work: WorkBudget = websocket.state.work
         self.limited = False  # within a run of dropped frames
 
     async def run(self) -> None:
@@ -172,7 +177,24 @@ class Session:
         if handler is None:
             raise FrameError("unknown_type", f"unknown frame type {frame['type'][:50]!r}")
         self.client.heard(frame["type"] in ITEM_ACTIONS)
-        await handler(self, frame)
+        if handler is Session.ping:
+            await handler(self, frame)
+            return
+        # The user's budget of database work (citelink.db.budget), shared with
+        # their REST requests, and the statement timeout of the frame's class.
+        bulk = frame["type"] in BULK_FRAMES
+        seconds = self.settings.bulk_query_seconds if bulk else self.settings.user_query_seconds
+        try:
+            async with self.work.claim(self.client.user_id):
+                token = statement_seconds.set(seconds)
+                try:
+                    await handler(self, frame)
+                finally:
+                    statement_seconds.reset(token)
+        except Busy:
+            raise FrameError(
+                "rate_limited", "too much of your database work at once; try again"
+            ) from None
 
     # Peer frames ------------------------------------------------------------
 
@@ -191,9 +213,13 @@ class Session:
         page = _integer(frame, "page", default=1)
         # The seed's client always asks for 100: it gets the largest page there is.
         limit = min(_integer(frame, "page_size", default=SEED_PAGE_SIZE), largest)
-        # The page's OFFSET must fit in a bigint too (no inbox is that long).
-        if (page - 1) * limit > BIGINT_MAX:
-            raise FrameError("invalid", "'page' is out of range")
+        # OFFSET walks every item it skips: deep pages are bounded.
+        if (page - 1) * limit >= SEED_PAGES_DEPTH:
+            raise FrameError(
+                "page_too_deep",
+                f"numbered pages go {SEED_PAGES_DEPTH:,} items deep; older items are listed "
+                "with the cursor form {before, limit} (the citelink.v1 protocol)",
+            )
         await self.hub.list_numbered(self.client, page, limit)
 
     def _filter(self, frame: Frame, besides: tuple[str, ...]) -> inbox_store.Filter:
@@ -308,6 +334,8 @@ class Session:
 ITEM_ACTIONS = frozenset(
     {"read", "deleted", "delete", "unread", "seen", "archive", "unarchive", "interact"}
 )
+# Frames that change every item a filter selects: the bulk statement timeout.
+BULK_FRAMES = frozenset({"read_all", "seen_all", "bulk"})
 # Peer frame type -> Session method: one table per protocol for every socket,
 # where a dict of bound methods per session was memory 10,000 sockets paid for.
 Handlers = dict[str, Callable[[Session, Frame], Awaitable[None]]]

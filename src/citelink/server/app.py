@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from citelink import api
+from citelink.db.budget import WorkBudget
 from citelink.db.connection import create_pool
 from citelink.db.pruning import Pruner
 from citelink.db.scheduler import Scheduler
@@ -44,6 +45,8 @@ class State(TypedDict):
     listener: Listener
     passwords: HashSlots
     sign_ins: SignInThrottle
+    # Each user's budget of database work (REST and sockets alike).
+    work: WorkBudget
     # None when no platform is configured: platform tokens are then refused.
     platform: PlatformTokens | None
     sampler: Sampler
@@ -90,6 +93,7 @@ def create_app(settings: Settings) -> App:
                 "listener": listener,
                 "passwords": HashSlots(settings.password_hash_slots or hash_slots()),
                 "sign_ins": SignInThrottle(settings),
+                "work": WorkBudget(settings.concurrency(False), settings.concurrency(True)),
                 "platform": platform,
                 "sampler": sampler,
             }

@@ -67,17 +67,17 @@ RETURNING id;
 
 -- name: notifications_page
 -- /*status*/ stands for a status's condition (citelink.api.notifications).
-SELECT id, tag_id, users, message, data, priority, group_key, group_window, send_at,
-       delivered_at, expires_at, expired_at, created_at, recipients
-FROM notification
+SELECT n.*, coalesce(r.recipients, 0) AS recipients
+FROM notification AS n
+LEFT JOIN notification_recipients AS r ON r.notification_id = n.id
 WHERE ($1::bigint IS NULL OR tag_id = $1) AND /*status*/ AND id < $2
 ORDER BY id DESC
 LIMIT $3;
 
 -- name: notification_by_id
-SELECT id, tag_id, users, message, data, priority, group_key, group_window, send_at,
-       delivered_at, expires_at, expired_at, created_at, recipients
-FROM notification
+SELECT n.*, coalesce(r.recipients, 0) AS recipients
+FROM notification AS n
+LEFT JOIN notification_recipients AS r ON r.notification_id = n.id
 WHERE id = $1;
 
 -- name: cancel_notification

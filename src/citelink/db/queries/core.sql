@@ -32,17 +32,25 @@ SELECT id FROM tag WHERE name = $1;
 
 -- name: publish
 -- One statement, run outside an explicit transaction (sql/triggers.sql).
-SELECT id, tag_id, users, message, data, priority, group_key, group_window, send_at,
-       delivered_at, expires_at, expired_at, created_at, recipients
-FROM citelink_publish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+SELECT (p.note).*, p.recipients
+FROM citelink_publish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS p;
 
 -- name: scheduler_due_deliveries
 -- Scheduled notifications due now (send_at, or the next try after a
--- failure), oldest first, up to $1; settled by scheduler_deliver.
-SELECT id FROM notification AS n
-WHERE delivered_at IS NULL AND greatest(send_at, retry_at) <= now()
-ORDER BY greatest(send_at, retry_at), id
-LIMIT $1;
+-- failure), oldest first, up to $1, with how many recipients each would have
+-- now (each tag's subscribers counted once); settled by scheduler_deliver.
+WITH due AS MATERIALIZED (
+    SELECT id, tag_id, cardinality(users) AS listed FROM notification
+    WHERE delivered_at IS NULL AND greatest(send_at, retry_at) <= now()
+    ORDER BY greatest(send_at, retry_at), id
+    LIMIT $1
+), tags AS (
+    SELECT tag_id, (SELECT count(*) FROM subscription AS s WHERE s.tag_id = t.tag_id) AS subscribers
+    FROM (SELECT DISTINCT tag_id FROM due WHERE tag_id IS NOT NULL) AS t
+)
+SELECT d.id, coalesce(t.subscribers, 0) + coalesce(d.listed, 0) AS recipients
+FROM due AS d LEFT JOIN tags AS t ON t.tag_id = d.tag_id
+ORDER BY d.id;
 
 -- name: scheduler_deliver
 -- Fans out those of $1 still due, skipping any another process holds
@@ -53,8 +61,11 @@ SELECT citelink_deliver($1::bigint[]);
 SELECT citelink_delivery_failed($1, $2);
 
 -- name: scheduler_due_expiries
+-- Up to $1 notifications due to expire, but for $2 (those this process waits
+-- to try again).
 SELECT id FROM notification
 WHERE expires_at IS NOT NULL AND expired_at IS NULL AND expires_at <= now()
+  AND id <> ALL ($2::bigint[])
 ORDER BY expires_at, id
 LIMIT $1;
 

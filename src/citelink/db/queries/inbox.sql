@@ -23,8 +23,21 @@ WHERE user_id = $1 AND NOT is_deleted AND /*status*/ AND NOT expired
   AND ($5::timestamptz IS NULL OR timestamp >= $5)
   AND ($6::timestamptz IS NULL OR timestamp < $6)
   AND NOT ($8 AND priority = 'high' AND NOT is_read)
+  -- $9: the bottom of a filtered listing's window (inbox_window), NULL for none.
+  AND ($9::bigint IS NULL OR position >= $9)
 ORDER BY position DESC
 LIMIT $7;
+
+-- name: inbox_window
+-- The last of the $3 newest items of the status's list below item $2 (the
+-- cursor): the bottom of a filtered page's window, so that a filter that
+-- matches little never walks the whole inbox (from the index alone).
+SELECT id, position FROM user_notification
+WHERE user_id = $1 AND NOT is_deleted AND /*status*/
+  AND position < coalesce(citelink_position_before($1, $2), 9223372036854775807)
+ORDER BY position DESC
+OFFSET $3 - 1
+LIMIT 1;
 
 -- name: inbox_pinned
 -- High-priority unread items of the default list, newest first: pinned above
