@@ -68,7 +68,8 @@ RETURNING id;
 -- name: notifications_page
 -- /*status*/ stands for a status's condition (citelink.api.notifications).
 SELECT id, tag_id, users, message, data, priority, group_key, group_window, send_at,
-       delivered_at, expires_at, expired_at, created_at, recipients
+       delivered_at, delivery_attempts, delivery_error, retry_at, expires_at, expired_at,
+       created_at, recipients
 FROM notification
 WHERE ($1::bigint IS NULL OR tag_id = $1) AND /*status*/ AND id < $2
 ORDER BY id DESC
@@ -76,7 +77,8 @@ LIMIT $3;
 
 -- name: notification_by_id
 SELECT id, tag_id, users, message, data, priority, group_key, group_window, send_at,
-       delivered_at, expires_at, expired_at, created_at, recipients
+       delivered_at, delivery_attempts, delivery_error, retry_at, expires_at, expired_at,
+       created_at, recipients
 FROM notification
 WHERE id = $1;
 

@@ -33,7 +33,8 @@ SELECT id FROM tag WHERE name = $1;
 -- name: publish
 -- One statement, run outside an explicit transaction (sql/triggers.sql).
 SELECT id, tag_id, users, message, data, priority, group_key, group_window, send_at,
-       delivered_at, expires_at, expired_at, created_at, recipients
+       delivered_at, delivery_attempts, delivery_error, retry_at, expires_at, expired_at,
+       created_at, recipients
 FROM citelink_publish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
 
 -- name: scheduler_due_deliveries
