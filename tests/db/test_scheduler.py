@@ -183,7 +183,7 @@ async def test_delivery_and_expiry_never_wait_for_each_other(pool, conn, world: 
             else:
                 await wait_until(lambda: sleeping(conn), within=10)
 
-        if broken == "delivery":  # bob's item of the news expires
+        if broken == "delivery":  # the news (alice's and bob's items) expires
             other = world.news_note
             await conn.execute(
                 "UPDATE notification SET expires_at = clock_timestamp() WHERE id = $1", other
