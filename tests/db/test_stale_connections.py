@@ -91,7 +91,7 @@ async def locker(db_url):
 
 
 # The statement of GET /api/notifications/ (queries/api.sql, notifications_page).
-LIST = "delivered_at, expires_at, expired_at, created_at, recipients"
+LIST = "delivered_at, delivery_attempts, delivery_error, retry_at, expires_at, expired_at"
 
 
 async def blocked_backend(watcher: asyncpg.Connection, besides: set[int], statement: str) -> int:
