@@ -119,6 +119,13 @@ async def test_every_answer_matches_the_document_and_its_type(
         "VALUES ($1, 'later', now() + interval '1 day') RETURNING id",
         world.news,
     )
+    # One failed delivery short of giving up: failed, its retry_at 'infinity' in the database.
+    given_up = await conn.fetchval(
+        "INSERT INTO notification (tag_id, message, send_at, delivery_attempts) "
+        "VALUES ($1, 'failing', now() + interval '1 day', 9) RETURNING id",
+        world.news,
+    )
+    await conn.execute("SELECT citelink_delivery_failed($1, 'it broke')", given_up)
     linked = await conn.fetchval(
         "INSERT INTO notification (tag_id, message, data) VALUES ($1, 'act', "
         """'{"actions": [{"id": "ok", "label": "OK"}]}') RETURNING id""",
@@ -153,6 +160,8 @@ async def test_every_answer_matches_the_document_and_its_type(
         ("POST", "/api/notifications/", staff, {"message": "m", "tag": world.news, "data": {}}),
         ("GET", "/api/notifications/", staff, None),
         ("GET", f"/api/notifications/{world.news_note}/", staff, None),
+        ("GET", f"/api/notifications/{given_up}/", staff, None),
+        ("GET", "/api/notifications/?status=failed", staff, None),
         ("DELETE", f"/api/notifications/{scheduled}/", staff, None),
         ("DELETE", f"/api/notifications/{world.news_note}/", staff, None),
         ("GET", "/api/inbox/?limit=1", alice, None),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -142,7 +142,8 @@ NEW_NOTIFICATION = Body(
     }
 )
 STATUSES = {
-    "scheduled": "delivered_at IS NULL",
+    "scheduled": "delivered_at IS NULL AND delivery_error IS NULL",
+    "failed": "delivered_at IS NULL AND delivery_error IS NOT NULL",
     "delivered": "delivered_at IS NOT NULL",
     "expired": "expired_at IS NOT NULL",
 }
@@ -159,13 +160,25 @@ def _notification(row: asyncpg.Record) -> Notification:
         "group_key": row["group_key"],
         "group_window": int(row["group_window"].total_seconds()),
         "send_at": row["send_at"],
+        "status": _status(row),
         "delivered_at": row["delivered_at"],
+        "delivery_attempts": row["delivery_attempts"],
+        "delivery_error": row["delivery_error"],
+        # Given up: 'infinity' in the database, no next attempt here.
+        "retry_at": None if row["retry_at"] == "infinity" else row["retry_at"],
         "expires_at": row["expires_at"],
         "expired_at": row["expired_at"],
         "recipients": row["recipients"],
         "tag": row["tag_id"],
         "timestamp": row["created_at"],
     }
+
+
+def _status(row: asyncpg.Record) -> Literal["scheduled", "delivered", "failed"]:
+    """As STATUSES says."""
+    if row["delivered_at"] is not None:
+        return "delivered"
+    return "scheduled" if row["delivery_error"] is None else "failed"
 
 
 async def _check(call: Call) -> list[int] | None:
@@ -254,7 +267,8 @@ async def _publish_once(call: Call, args: tuple[Any, ...]) -> asyncpg.Record:
             "tag": Integer(description="only this tag's"),
             "status": Choice(
                 choices=tuple(STATUSES),
-                description="scheduled (waiting for send_at), delivered, expired",
+                description="scheduled (waiting for send_at), failed (waiting after a "
+                "failed delivery, or given up), delivered, expired",
             ),
         }
     ),

@@ -105,7 +105,16 @@ class Notification(TypedDict):
     group_key: str | None
     group_window: Annotated[int, Meta(description="seconds")]
     send_at: When
+    status: Annotated[
+        Literal["scheduled", "delivered", "failed"],
+        Meta(description="failed: waiting, its last delivery attempt failed (or it was given up)"),
+    ]
     delivered_at: Annotated[When, Meta(description="null while it waits for send_at")]
+    delivery_attempts: Annotated[int, Meta(description="failed delivery attempts")]
+    delivery_error: Annotated[str | None, Meta(description="why the last attempt failed")]
+    retry_at: Annotated[
+        When, Meta(description="the next attempt after a failure; null once given up (10 attempts)")
+    ]
     expires_at: When
     expired_at: Annotated[When, Meta(description="when its items were marked expired")]
     timestamp: Timestamp
