@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import hmac
 import json
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -314,3 +317,104 @@ def test_bad_platform_settings_stop_the_start(settings, tmp_path):
     (tmp_path / "private.json").write_text(json.dumps({"keys": [jwk]}))
     with pytest.raises(Problem, match="private key"):
         start(platform_public_keys=tmp_path / "private.json")
+
+
+def _raw_token(header: bytes, payload: bytes, secret: str = PLATFORM_SECRET) -> str:
+    """A token of these exact header and payload bytes, HMAC-SHA256 signed with
+    `secret` whatever they say."""
+    signing_input = f"{_b64(header)}.{_b64(payload)}"
+    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def malformed_tokens() -> dict[str, str]:
+    """Tokens whose header or claims are of the wrong shape, each signed with
+    the platform's secret (or citelink's) so that every check is reached."""
+    now = int(time.time())
+    claims = json.dumps({"sub": "42", "iat": now, "exp": now + 600}).encode()
+    ours = json.dumps(
+        {"token_type": "access", "user_id": 1, "iat": now, "exp": now + 600, "jti": "0", "gen": 0}
+    ).encode()
+    headers = {
+        "alg a list": b'{"alg": ["HS256"]}',
+        "alg an object": b'{"alg": {"HS256": true}}',
+        "alg null": b'{"alg": null}',
+        "alg a number": b'{"alg": 256}',
+        "no alg": b'{"typ": "JWT"}',
+        "kid a list": b'{"alg": "HS256", "kid": ["a"]}',
+        "kid an object, RS256": b'{"alg": "RS256", "kid": {"a": 1}}',
+        "kid a number, ES256": b'{"alg": "ES256", "kid": 7}',
+        "crit": b'{"alg": "HS256", "crit": ["exp"]}',
+        "b64 false": b'{"alg": "HS256", "b64": false}',
+        "header a list": b'["HS256"]',
+        "header a string": b'"HS256"',
+        "header null": b"null",
+        "header a number": b"1",
+        "header cut short": b'{"alg": "HS256"',
+        "header NaN": b'{"alg": NaN}',
+        "header not UTF-8": b'{"alg": "HS256\xff"}',
+        "header deeply nested": b'{"alg": "HS256", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    }
+    tokens_ = {label: _raw_token(header, claims) for label, header in headers.items()}
+    tokens_["citelink claims, alg a list"] = _raw_token(b'{"alg": ["HS256"]}', ours, SECRET_KEY)
+    tokens_["citelink claims, alg an object"] = _raw_token(b'{"alg": {}}', ours, SECRET_KEY)
+    hs256 = b'{"alg": "HS256"}'
+    payloads = {
+        "claims a list": b"[1, 2]",
+        "claims a string": b'"sub"',
+        "claims null": b"null",
+        "iat a string": b'{"sub": "42", "iat": "%d", "exp": %d}' % (now, now + 600),
+        "exp a string": b'{"sub": "42", "iat": %d, "exp": "%d"}' % (now, now + 600),
+        "exp a list": b'{"sub": "42", "iat": %d, "exp": [%d]}' % (now, now + 600),
+        "exp true": b'{"sub": "42", "iat": %d, "exp": true}' % now,
+        "iat true": b'{"sub": "42", "iat": true, "exp": %d}' % (now + 600),
+        "exp NaN": b'{"sub": "42", "iat": %d, "exp": NaN}' % now,
+        "exp Infinity": b'{"sub": "42", "iat": %d, "exp": Infinity}' % now,
+        "exp 1e400": b'{"sub": "42", "iat": %d, "exp": 1e400}' % now,
+        "nbf a string": b'{"sub": "42", "iat": %d, "exp": %d, "nbf": "x"}' % (now, now + 600),
+        "sub a list": b'{"sub": ["42"], "iat": %d, "exp": %d}' % (now, now + 600),
+        "sub an object": b'{"sub": {"id": "42"}, "iat": %d, "exp": %d}' % (now, now + 600),
+    }
+    tokens_ |= {label: _raw_token(hs256, payload) for label, payload in payloads.items()}
+    signed = _raw_token(hs256, claims)
+    tokens_ |= {
+        "two segments": signed.rsplit(".", 1)[0],
+        "four segments": signed + ".x",
+        "empty segments": "..",
+        "a dot": ".",
+        "not base64": "@@@." + signed.split(".", 1)[1],
+        "signature not base64": signed.rsplit(".", 1)[0] + ".@@@",
+        "bytes past the end": signed + "%00",
+        "a space inside": signed[:10] + " " + signed[10:],
+    }
+    return tokens_
+
+
+@pytest.mark.parametrize("configured", ["platform", "no platform"])
+async def test_a_malformed_token_is_a_401_never_a_500(settings, keys_file, make_user, configured):
+    alice = await make_user("alice")
+    changes = {"platform_token_secret": PLATFORM_SECRET, "platform_public_keys": keys_file}
+    wrong = []
+    async with (
+        serving(settings, **(changes if configured == "platform" else {})) as server,
+        httpx.AsyncClient(base_url=server.http) as http,
+    ):
+        attacks = malformed_tokens()
+        for label, token in attacks.items():
+            r = await http.get("/api/users/me/", headers=bearer(token))
+            if r.status_code != 401 or not r.json().get("detail"):
+                wrong.append(f"REST {label}: {r.status_code} {r.text[:200]}")
+            r = await http.post("/api/token/verify/", json={"token": token})
+            if r.status_code not in (401, 422):
+                wrong.append(f"verify {label}: {r.status_code} {r.text[:200]}")
+        async with open_socket(server, alice.token) as ws:
+            for label, token in attacks.items():
+                answer = await ws.request("auth", token=token)
+                if answer.get("code") != "invalid_token":
+                    wrong.append(f"auth frame {label}: {answer}")
+            assert await ws.request("ping") == {"type": "pong"}
+        for label in ("alg a list", "header a list", "exp a string", "exp NaN", "iat true"):
+            async with open_socket(server, quote(attacks[label])) as ws:
+                if (code := await ws.close_code()) != 4401:
+                    wrong.append(f"socket {label}: {code}")
+    assert wrong == []

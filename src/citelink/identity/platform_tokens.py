@@ -21,6 +21,7 @@ HS256 with a public key's PEM as the secret fails (key-type confusion), and
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,11 @@ def _load_keys(path: Path) -> list[_Key]:
     return keys
 
 
+def _is_time(value: object) -> bool:
+    """A NumericDate: seconds since the epoch, a JSON number (not a boolean)."""
+    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+
+
 class PlatformTokens:
     """Verifies platform tokens with the configured secret and keys."""
 
@@ -168,6 +174,10 @@ class PlatformTokens:
                 continue  # another key of the set may have signed it
             except jwt.PyJWTError as exc:
                 raise InvalidToken(str(exc)) from None
+            # pyjwt takes any value int() takes ("1700000000", true): times
+            # are compared and scheduled as numbers from here on.
+            if any(not _is_time(claims[c]) for c in ("iat", "exp", "nbf") if c in claims):
+                raise InvalidToken("iat, exp and nbf must be numbers")
             if not isinstance(claims["sub"], str) or not EXTERNAL_ID.fullmatch(claims["sub"]):
                 raise InvalidToken("sub must be an external id: 1 to 255 characters")
             if "token_type" in claims:
