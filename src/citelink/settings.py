@@ -199,6 +199,9 @@ class Settings:
     # Checked when set (`aud`, `iss` of platform tokens).
     platform_audience: str | None = None
     platform_issuer: str | None = None
+    # The longest a platform token may live (its exp - iat): a leaked one is
+    # good for this long at most, whatever the platform minted.
+    platform_token_max_minutes: int = setting(60, low=1)
     # An external id citelink has not seen (in a platform token, or named by a
     # publisher) becomes a user; off, it is refused.
     platform_provisioning: bool = True

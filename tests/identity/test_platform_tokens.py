@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from citelink.identity import tokens
+from citelink.identity.platform_tokens import TOO_LONG
 from citelink.problems import Problem
 from citelink.server.app import create_app
 from tests.support.data import SECRET_KEY, subscribe
@@ -174,6 +175,8 @@ def platform_attacks(rsa_key, ec_key) -> dict[str, str]:
         "expired": mint(PLATFORM_SECRET, exp=now - 10),
         "no exp": mint(PLATFORM_SECRET, exp=None),
         "no iat": mint(PLATFORM_SECRET, iat=None),
+        "lives 61 minutes": mint(PLATFORM_SECRET, exp=now + 61 * 60),
+        "issued long ago, valid a while": mint(rsa_key, "RS256", iat=now - 86400),
         "issued in the future (iat)": mint(PLATFORM_SECRET, iat=now + 600),
         "not yet valid (nbf)": mint(PLATFORM_SECRET, nbf=now + 600),
         "no sub": mint(PLATFORM_SECRET, sub=None),
@@ -371,6 +374,9 @@ def malformed_tokens() -> dict[str, str]:
         "exp NaN": b'{"sub": "42", "iat": %d, "exp": NaN}' % now,
         "exp Infinity": b'{"sub": "42", "iat": %d, "exp": Infinity}' % now,
         "exp 1e400": b'{"sub": "42", "iat": %d, "exp": 1e400}' % now,
+        # Valid times, but a lifetime past CITELINK_PLATFORM_TOKEN_MAX_MINUTES.
+        "exp 10^30": b'{"sub": "42", "iat": %d, "exp": 1%s}' % (now, b"0" * 30),
+        "iat -10^30": b'{"sub": "42", "iat": -1%s, "exp": %d}' % (b"0" * 30, now + 600),
         "nbf a string": b'{"sub": "42", "iat": %d, "exp": %d, "nbf": "x"}' % (now, now + 600),
         "sub a list": b'{"sub": ["42"], "iat": %d, "exp": %d}' % (now, now + 600),
         "sub an object": b'{"sub": {"id": "42"}, "iat": %d, "exp": %d}' % (now, now + 600),
@@ -418,3 +424,31 @@ async def test_a_malformed_token_is_a_401_never_a_500(settings, keys_file, make_
                 if (code := await ws.close_code()) != 4401:
                     wrong.append(f"socket {label}: {code}")
     assert wrong == []
+
+
+async def test_platform_token_lifetime_is_capped(settings, make_user):
+    """exp - iat at most CITELINK_PLATFORM_TOKEN_MAX_MINUTES, whatever exp says."""
+    alice = await make_user("alice")
+    now = int(time.time())
+    too_long = {"detail": TOO_LONG}
+    async with (
+        serving(
+            settings, platform_token_secret=PLATFORM_SECRET, platform_token_max_minutes=5
+        ) as server,
+    ):
+        assert (await me(server, mint(PLATFORM_SECRET, exp=now + 300))).status_code == 200
+        # Issued a while ago, still within its five minutes: taken.
+        ok = mint(PLATFORM_SECRET, iat=now - 200, exp=now + 100)
+        assert (await me(server, ok)).status_code == 200
+        r = await me(server, mint(PLATFORM_SECRET, exp=now + 301))
+        assert (r.status_code, r.json()) == (401, too_long)
+        r = await me(server, mint(PLATFORM_SECRET, iat=now - 400, exp=now + 100))
+        assert (r.status_code, r.json()) == (401, too_long)
+        r = await me(server, mint(PLATFORM_SECRET, iat=None, exp=now + 60))
+        assert (r.status_code, r.json()) == (401, {"detail": "token is invalid or expired"})
+        async with open_socket(server, mint(PLATFORM_SECRET, exp=now + 3600)) as ws:
+            assert await ws.close_code() == 4401
+            assert ws.connection.close_reason == TOO_LONG
+        async with open_socket(server, alice.token) as ws:
+            answer = await ws.request("auth", token=mint(PLATFORM_SECRET, exp=now + 3600))
+            assert (answer["code"], answer["detail"]) == ("invalid_token", TOO_LONG)

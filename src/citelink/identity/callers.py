@@ -19,7 +19,7 @@ from citelink.db.connection import BIGINT_MAX
 from citelink.db.queries import Q
 from citelink.errors import ApiError
 from citelink.identity import api_keys, tokens
-from citelink.identity.platform_tokens import PlatformTokens, is_platform_token
+from citelink.identity.platform_tokens import TOO_LONG, PlatformTokens, TooLong, is_platform_token
 from citelink.settings import Settings
 
 # Why a token of a user is refused (a 401 on REST, a 4401 close on a socket):
@@ -113,6 +113,8 @@ async def identity(
             raise ApiError(401, "token is invalid or expired")
         try:
             claims = platform.decode(token)
+        except TooLong:
+            raise ApiError(401, TOO_LONG) from None
         except tokens.InvalidToken:
             raise ApiError(401, "token is invalid or expired") from None
         row = await platform_user(pool, settings, claims["sub"])

@@ -1,8 +1,9 @@
 """Access tokens minted by the platform citelink is embedded in.
 
 The platform's backend signs short-lived tokens for its own users: `sub` is
-the user's external id (users.external_id), `exp` and `iat` are required,
-`aud` and `iss` are checked when configured. HS256 with a shared secret
+the user's external id (users.external_id), `exp` and `iat` are required and
+at most CITELINK_PLATFORM_TOKEN_MAX_MINUTES apart, `aud` and `iss` are
+checked when configured. HS256 with a shared secret
 (CITELINK_PLATFORM_TOKEN_SECRET), or RS256 / ES256 (P-256) with public keys
 read once at start-up from a PEM or JWKS file (CITELINK_PLATFORM_PUBLIC_KEYS),
 never fetched from the network.
@@ -43,6 +44,9 @@ EXTERNAL_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 _PEM = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
 
 _SETTING = "CITELINK_PLATFORM_PUBLIC_KEYS"
+# Why a well-signed token is refused for its lifetime: said as it is, so that
+# the platform's developers learn what to change.
+TOO_LONG = "platform token lives longer than CITELINK_PLATFORM_TOKEN_MAX_MINUTES allows (exp - iat)"
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 # The key type each asymmetric algorithm is verified with.
 _KEY_TYPES: dict[str, type[rsa.RSAPublicKey] | type[ec.EllipticCurvePublicKey]] = {
@@ -105,6 +109,10 @@ def _is_time(value: object) -> bool:
     return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
 
 
+class TooLong(InvalidToken):
+    """A valid token that lives longer than the setting allows."""
+
+
 class PlatformTokens:
     """Verifies platform tokens with the configured secret and keys."""
 
@@ -114,9 +122,11 @@ class PlatformTokens:
         keys: list[_Key],
         audience: str | None = None,
         issuer: str | None = None,
+        max_seconds: float = 3600,
     ):
         self.secret, self.keys = secret, keys
         self.audience, self.issuer = audience, issuer
+        self.max_seconds = max_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformTokens | None:
@@ -130,7 +140,13 @@ class PlatformTokens:
         keys = _load_keys(settings.platform_public_keys) if settings.platform_public_keys else []
         if secret is None and not keys:
             return None
-        return cls(secret, keys, settings.platform_audience, settings.platform_issuer)
+        return cls(
+            secret,
+            keys,
+            settings.platform_audience,
+            settings.platform_issuer,
+            settings.platform_token_max_minutes * 60,
+        )
 
     def _candidates(self, header: dict[str, Any]) -> list[Any]:
         alg = header.get("alg")
@@ -178,6 +194,8 @@ class PlatformTokens:
             # are compared and scheduled as numbers from here on.
             if any(not _is_time(claims[c]) for c in ("iat", "exp", "nbf") if c in claims):
                 raise InvalidToken("iat, exp and nbf must be numbers")
+            if claims["exp"] - claims["iat"] > self.max_seconds:
+                raise TooLong(TOO_LONG)
             if not isinstance(claims["sub"], str) or not EXTERNAL_ID.fullmatch(claims["sub"]):
                 raise InvalidToken("sub must be an external id: 1 to 255 characters")
             if "token_type" in claims:
