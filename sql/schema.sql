@@ -16,7 +16,10 @@ CREATE TABLE users (
     -- deactivated, and by the app when the user signs out everywhere.
     token_generation integer  NOT NULL DEFAULT 0,
     -- The platform's own id of the user (the `sub` of its tokens), if any.
-    external_id   text        UNIQUE CHECK (external_id ~ '^[^[:cntrl:]]{1,255}$')
+    external_id   text        UNIQUE CHECK (external_id ~ '^[^[:cntrl:]]{1,255}$'),
+    -- When the generation last moved on. Platform tokens carry no generation:
+    -- one issued (`iat`) at or before this time is refused instead.
+    tokens_valid_after timestamptz
 );
 
 -- A `critical` tag's notifications reach every subscriber live, whatever

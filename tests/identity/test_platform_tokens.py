@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import math
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -244,6 +245,58 @@ async def test_deactivation_refuses_platform_tokens_and_closes_sockets(platform,
     async with open_socket(platform, token) as ws:
         assert await ws.close_code() == 4401
         assert ws.connection.close_reason == "user is inactive or deleted"
+    # Active again: the tokens of before stay revoked, as citelink's do.
+    await conn.execute("UPDATE users SET is_active = true WHERE external_id = '42'")
+    r = await me(platform, token)
+    assert (r.status_code, r.json()) == (401, {"detail": "token has been revoked"})
+    await past_revocation(conn)
+    assert (await me(platform, mint(PLATFORM_SECRET))).status_code == 200
+
+
+async def past_revocation(conn, external_id: str = "42") -> None:
+    """Wait until a token minted now is issued after the user's tokens were
+    last revoked (`iat` counts whole seconds)."""
+    cutoff = await conn.fetchval(
+        "SELECT extract(epoch FROM tokens_valid_after)::float8 FROM users WHERE external_id = $1",
+        external_id,
+    )
+    await asyncio.sleep(max(0.0, math.floor(cutoff) + 1 - time.time()))
+
+
+async def test_sign_out_everywhere_revokes_platform_tokens_and_closes_their_sockets(platform, conn):
+    token = mint(PLATFORM_SECRET)
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        assert (await http.get("/api/users/me/", headers=bearer(token))).status_code == 200
+        async with open_socket(platform, token) as ws, open_socket(platform, token) as other:
+            assert await ws.request("ping") == {"type": "pong"}
+            assert await other.request("ping") == {"type": "pong"}
+            r = await http.post("/api/token/revoke-all/", headers=bearer(token))
+            assert r.status_code == 204
+            for socket in (ws, other):
+                assert await socket.close_code() == 4401
+                assert socket.connection.close_reason == "token has been revoked"
+        r = await http.get("/api/users/me/", headers=bearer(token))
+        assert (r.status_code, r.json()) == (401, {"detail": "token has been revoked"})
+        # Minted again in the same second: refused too (the platform may not
+        # tell which of the two came first).
+        r = await http.get("/api/users/me/", headers=bearer(mint(PLATFORM_SECRET)))
+        assert r.status_code == 401
+    async with open_socket(platform, token) as ws:
+        assert await ws.close_code() == 4401
+        assert ws.connection.close_reason == "token has been revoked"
+    await past_revocation(conn)
+    fresh = mint(PLATFORM_SECRET)
+    assert (await me(platform, fresh)).status_code == 200
+    async with open_socket(platform, fresh) as ws:
+        assert await ws.request("ping") == {"type": "pong"}
+        # An auth frame with a token of before is refused; the socket stays.
+        answer = await ws.request("auth", token=token)
+        assert (answer["code"], answer["detail"]) == ("invalid_token", "the token has been revoked")
+        # A new password (plain SQL) revokes them as well.
+        await conn.execute("UPDATE users SET password_hash = 'new' WHERE external_id = '42'")
+        assert await ws.close_code() == 4401
+    r = await me(platform, fresh)
+    assert (r.status_code, r.json()) == (401, {"detail": "token has been revoked"})
 
 
 async def test_a_platform_token_opens_a_socket_and_renews_it(platform, conn):

@@ -23,7 +23,10 @@ WHERE id = $1 OR prefix = $2
 RETURNING id, name, prefix, revoked_at;
 
 -- name: user_by_external_id
-SELECT id, username, is_staff, is_active, token_generation FROM users WHERE external_id = $1;
+-- tokens_valid_after in seconds since the epoch, as a token's `iat`.
+SELECT id, username, is_staff, is_active, token_generation,
+       extract(epoch FROM tokens_valid_after)::float8 AS tokens_valid_after
+FROM users WHERE external_id = $1;
 
 -- name: provision_users
 -- The users of these external ids, made for those not seen before.

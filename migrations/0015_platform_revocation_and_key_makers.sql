@@ -1,0 +1,8 @@
+-- Secrets and tokens (the same as sql/schema.sql):
+--  * users.tokens_valid_after, stamped with every new token generation
+--    (sql/triggers.sql, citelink_bump_token_generation): platform tokens
+--    carry no generation, so one issued at or before it is refused.
+-- Functions and triggers: sql/triggers.sql (applied after migrating).
+-- depends: 0014_delivery_failures_and_groups
+
+ALTER TABLE users ADD COLUMN tokens_valid_after timestamptz;
