@@ -335,7 +335,9 @@ async def test_publish_to_external_ids(platform, conn, make_user):
             assert r.status_code == 422 and "users" in r.json()["errors"], bad
 
 
-async def test_unknown_external_ids_are_named_when_provisioning_is_off(settings, make_user, conn):
+async def test_with_provisioning_off_no_route_makes_users_and_unknown_ids_are_named(
+    settings, make_user, conn
+):
     staff = await make_user("admin", staff=True)
     await conn.execute(
         "INSERT INTO users (username, password_hash, external_id) VALUES ('carol', '!', 'c')"
@@ -350,11 +352,29 @@ async def test_unknown_external_ids_are_named_when_provisioning_is_off(settings,
             422,
             {
                 "detail": "invalid request body",
-                "errors": {"users": "no such external ids: ext:nobody, ext:ghost"},
+                "errors": {
+                    "users": "no such external ids: ext:nobody, ext:ghost "
+                    "(CITELINK_PLATFORM_PROVISIONING is off: no user is made for them)"
+                },
             },
         )
         r = await http.post("/api/notifications/", json={"message": "hi", "users": ["ext:c"]})
         assert r.json()["recipients"] == 1
+        r = await http.post("/api/subscriptions/", json={"user": "ext:nobody", "tag": 1})
+        assert r.status_code == 422 and "ext:nobody" in r.json()["errors"]["user"]
+        # Nor does the route made for it: it finds the known ones only.
+        body = {"external_ids": ["ext:c", "ext:nobody"]}
+        r = await http.post("/api/users/external/", json=body)
+        assert (r.status_code, r.json()["errors"]) == (
+            422,
+            {
+                "external_ids": "no such external ids: ext:nobody "
+                "(CITELINK_PLATFORM_PROVISIONING is off: no user is made for them)"
+            },
+        )
+        r = await http.post("/api/users/external/", json={"external_ids": ["ext:c"]})
+        assert [u["username"] for u in r.json()["users"]] == ["carol"]
+        assert await conn.fetchval("SELECT count(*) FROM users") == 2
 
 
 def test_bad_platform_settings_stop_the_start(settings, tmp_path):
