@@ -198,7 +198,9 @@ CREATE TABLE api_key (
         CHECK (cardinality(scopes) >= 1 AND scopes <@ ARRAY['publish', 'admin']),
     created_at timestamptz NOT NULL DEFAULT now(),
     revoked_at timestamptz,
-    created_by bigint      REFERENCES users (id) ON DELETE SET NULL
+    -- Who made it: a staff user, or a key with the admin scope (the CLI: neither).
+    created_by bigint      REFERENCES users (id) ON DELETE SET NULL,
+    created_by_key bigint  REFERENCES api_key (id) ON DELETE SET NULL
 );
 
 -- Which sql/triggers.sql made the database's functions and triggers (its

@@ -894,6 +894,10 @@ async def test_the_audit_log_says_what_happened_and_who_did_it(chrome, server, p
         mine = await http.get("/api/inbox/", headers=alice.headers)
         item_id = mine.json()["results"][0]["id"]
         await http.patch(f"/api/inbox/{item_id}/", json={"is_read": True}, headers=alice.headers)
+        r = await http.post(
+            "/api/users/external/", json={"external_ids": ["ext:42"]}, headers=as_key
+        )
+        assert r.status_code == 200, r.text
     await conn.execute("INSERT INTO tag (name) VALUES ('by-sql')")
     page = await chrome.open(server, staff)
     audit = await open_section(page, "Audit log", "Audit log")
@@ -907,6 +911,15 @@ async def test_the_audit_log_says_what_happened_and_who_did_it(chrome, server, p
     made = rows.filter(has_text=f'Created tag "{tag["name"]}"')
     await expect(made.locator("td").nth(1)).to_have_text('API key "shop"')
     await expect(rows.filter(has_text='Subscribed alice to "news"')).to_have_count(1)
+    key_made = rows.filter(has_text='Made API key "shop" (publish)')
+    await expect(key_made.locator("td").nth(1)).to_have_text("admin")
+    user_made = rows.filter(has_text='Created user "ext.42"')
+    await expect(user_made.locator("td").nth(1)).to_have_text('API key "shop"')
+    # Users alone: the four made here, by plain SQL (the test's) and the key.
+    await audit.get_by_label("Resource").select_option("users")
+    await expect(rows).to_have_count(4)
+    await expect(rows.filter(has_text='Created staff user "admin"')).to_have_count(1)
+    await audit.get_by_label("Resource").select_option("")
     # The row as stored, one click away.
     await expect(read.locator("pre")).to_be_hidden()
     await read.get_by_text("Row").click()

@@ -210,7 +210,12 @@ async def _check(call: Call) -> list[int] | None:
         raise ApiError(422, "invalid request body", {"group_window": "needs a group_key"})
     if "users" not in body:
         return None
-    users = await user_ids(call.pool, call.settings, body["users"], "users")
+    if call.settings.platform_provisioning and any(isinstance(r, str) for r in body["users"]):
+        # Users made for new external ids are audited as made by the caller.
+        async with call.transaction() as conn:
+            users = await user_ids(conn, call.settings, body["users"], "users")
+    else:
+        users = await user_ids(call.pool, call.settings, body["users"], "users")
     unknown = await call.pool.fetchval(Q.unknown_users, users)
     if unknown:
         listed = ", ".join(map(str, unknown[:20])) + (" ..." if len(unknown) > 20 else "")

@@ -5,12 +5,12 @@ SELECT id, name, prefix, hash, scopes, revoked_at IS NOT NULL AS revoked
 FROM api_key WHERE prefix = $1;
 
 -- name: create_api_key
-INSERT INTO api_key (name, prefix, hash, scopes, created_by)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING id, name, prefix, scopes, created_at, revoked_at, created_by;
+INSERT INTO api_key (name, prefix, hash, scopes, created_by, created_by_key)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, name, prefix, scopes, created_at, revoked_at, created_by, created_by_key;
 
 -- name: api_keys_page
-SELECT id, name, prefix, scopes, created_at, revoked_at, created_by
+SELECT id, name, prefix, scopes, created_at, revoked_at, created_by, created_by_key
 FROM api_key WHERE id < $1 ORDER BY id DESC LIMIT $2;
 
 -- name: list_api_keys

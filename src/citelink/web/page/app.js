@@ -934,6 +934,13 @@ function describeEntry(entry) {
       return `Put notification ${value("notification_id")} in ${user(value("user_id"))}'s inbox`;
     case "user_notification delete":
       return `Removed inbox item ${id}`;
+    case "users create":
+      return `Created ${after("is_staff") ? "staff user" : "user"} ${quote(after("username"))}`;
+    case "api_key create":
+      return `Made API key ${quote(after("name"))} (${(after("scopes") ?? []).join(", ")})`;
+    case "api_key update":
+      if (after("revoked_at")) return `Revoked API key ${quote(state.keys.get(id) ?? id)}`;
+      break;
     case "user_notification update": {
       if (after("action")) return `Chose ${quote(after("action"))} on inbox item ${id}`;
       const found = ITEM_CHANGES.find(([field, to]) => after(field) === to);
