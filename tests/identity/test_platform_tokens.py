@@ -449,6 +449,7 @@ def malformed_tokens() -> dict[str, str]:
         "exp 1e400": b'{"sub": "42", "iat": %d, "exp": 1e400}' % now,
         # Valid times, but a lifetime past CITELINK_PLATFORM_TOKEN_MAX_MINUTES.
         "exp 10^30": b'{"sub": "42", "iat": %d, "exp": 1%s}' % (now, b"0" * 30),
+        "exp 10^400": b'{"sub": "42", "iat": %d, "exp": 1%s}' % (now, b"0" * 400),
         "iat -10^30": b'{"sub": "42", "iat": -1%s, "exp": %d}' % (b"0" * 30, now + 600),
         "nbf a string": b'{"sub": "42", "iat": %d, "exp": %d, "nbf": "x"}' % (now, now + 600),
         "sub a list": b'{"sub": ["42"], "iat": %d, "exp": %d}' % (now, now + 600),

@@ -105,8 +105,11 @@ def _load_keys(path: Path) -> list[_Key]:
 
 
 def _is_time(value: object) -> bool:
-    """A NumericDate: seconds since the epoch, a JSON number (not a boolean)."""
-    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+    """A NumericDate: seconds since the epoch, a JSON number (not a boolean);
+    an integer of any size (10**400 is no float: math.isfinite would raise)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 class TooLong(InvalidToken):
