@@ -16,7 +16,10 @@ CREATE TABLE users (
     -- deactivated, and by the app when the user signs out everywhere.
     token_generation integer  NOT NULL DEFAULT 0,
     -- The platform's own id of the user (the `sub` of its tokens), if any.
-    external_id   text        UNIQUE CHECK (external_id ~ '^[^[:cntrl:]]{1,255}$')
+    external_id   text        UNIQUE CHECK (external_id ~ '^[^[:cntrl:]]{1,255}$'),
+    -- When the generation last moved on. Platform tokens carry no generation:
+    -- one issued (`iat`) at or before this time is refused instead.
+    tokens_valid_after timestamptz
 );
 
 -- A `critical` tag's notifications reach every subscriber live, whatever
@@ -203,7 +206,9 @@ CREATE TABLE api_key (
         CHECK (cardinality(scopes) >= 1 AND scopes <@ ARRAY['publish', 'admin']),
     created_at timestamptz NOT NULL DEFAULT now(),
     revoked_at timestamptz,
-    created_by bigint      REFERENCES users (id) ON DELETE SET NULL
+    -- Who made it: a staff user, or a key with the admin scope (the CLI: neither).
+    created_by bigint      REFERENCES users (id) ON DELETE SET NULL,
+    created_by_key bigint  REFERENCES api_key (id) ON DELETE SET NULL
 );
 
 -- Which sql/triggers.sql made the database's functions and triggers (its

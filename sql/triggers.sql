@@ -934,12 +934,19 @@ LANGUAGE sql STABLE STRICT AS $$
         0)
 $$;
 
--- A new password or a deactivation revokes every token the user holds: a
--- token carries the generation it was issued in.
+-- A new password, a deactivation or a sign-out everywhere revokes every
+-- token the user holds. citelink's tokens carry the generation they were
+-- issued in: a new password or a deactivation bumps it here; a sign-out
+-- everywhere has bumped it already (the app's UPDATE, or plain SQL).
+-- Platform tokens carry their issue time (`iat`) only: the time is stamped,
+-- and one issued at or before it is refused (citelink.identity.callers).
 CREATE FUNCTION citelink_bump_token_generation() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.token_generation := OLD.token_generation + 1;
+    IF NEW.token_generation = OLD.token_generation THEN
+        NEW.token_generation := OLD.token_generation + 1;
+    END IF;
+    NEW.tokens_valid_after := clock_timestamp();
     RETURN NEW;
 END
 $$;
@@ -1053,9 +1060,10 @@ CREATE TRIGGER citelink_empty_inbox_of_truncated_notifications
     FOR EACH STATEMENT EXECUTE FUNCTION citelink_empty_inbox();
 
 CREATE TRIGGER citelink_bump_token_generation
-    BEFORE UPDATE OF password_hash, is_active ON users
+    BEFORE UPDATE OF password_hash, is_active, token_generation ON users
     FOR EACH ROW
-    WHEN (NEW.password_hash IS DISTINCT FROM OLD.password_hash OR (OLD.is_active AND NOT NEW.is_active))
+    WHEN (NEW.password_hash IS DISTINCT FROM OLD.password_hash OR (OLD.is_active AND NOT NEW.is_active)
+          OR NEW.token_generation <> OLD.token_generation)
     EXECUTE FUNCTION citelink_bump_token_generation();
 
 CREATE TRIGGER citelink_revoke_user_tokens

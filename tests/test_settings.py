@@ -69,3 +69,31 @@ def test_a_bad_value_is_refused_with_its_name(monkeypatch, variable, value, mess
     with pytest.raises(Problem, match=re.escape(message)) as refused:
         Settings.from_env()
     assert "secret" not in str(refused.value)
+
+
+@pytest.mark.parametrize("variable", ["CITELINK_SECRET_KEY", "CITELINK_PLATFORM_TOKEN_SECRET"])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # .env.example's, 33 bytes: long enough, and known to everyone.
+        ("change-me-to-a-long-random-string", "is the example's placeholder"),
+        ("Change_Me-and-make-it-long-enough-to-pass", "is the example's placeholder"),
+        ("x", "must be at least 32 bytes long, got 1"),
+        ("s3cr3t-but-31-bytes-long-......", "must be at least 32 bytes long, got 31"),
+        ("é" * 15, "must be at least 32 bytes long, got 30"),
+    ],
+)
+def test_a_guessable_signing_secret_is_refused_without_echoing_it(
+    monkeypatch, variable, value, message
+):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(Problem, match=re.escape(f"{variable} {message}")) as refused:
+        Settings.from_env()
+    assert value not in str(refused.value) and "token_urlsafe" in str(refused.value)
+
+
+def test_a_signing_secret_of_32_bytes_is_taken(monkeypatch):
+    monkeypatch.setenv("CITELINK_SECRET_KEY", "k" * 32)
+    monkeypatch.setenv("CITELINK_PLATFORM_TOKEN_SECRET", "é" * 16)
+    settings = Settings.from_env()
+    assert (settings.secret_key, settings.platform_token_secret) == ("k" * 32, "é" * 16)

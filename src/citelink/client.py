@@ -223,12 +223,13 @@ class Client:
 
     def users(self, *external_ids: str) -> list[User]:
         """The users of these external ids ("42" or "ext:42"), made for those
-        citelink has not seen yet."""
+        citelink has not seen yet (InvalidRequest naming them instead when
+        the server's CITELINK_PLATFORM_PROVISIONING is off)."""
         answer: Users = self._call("POST", "/api/users/external/", json=_external(external_ids))
         return answer["users"]
 
     def user(self, external_id: str) -> User:
-        """The user of one external id (made if new)."""
+        """The user of one external id (made if new, when provisioning is on)."""
         return self.users(external_id)[0]
 
     def close(self) -> None:

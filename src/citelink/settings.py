@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -93,6 +94,27 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+# HS256 keys: at least as long as the hash (RFC 7518, 3.2), so that they
+# cannot be guessed offline from one token.
+SECRET_BYTES = 32
+# The placeholders of .env.example and of the docs: published, so any token
+# signed with one can be forged by anyone.
+_PLACEHOLDER = re.compile(r"\s*change[-_ ]?me", re.IGNORECASE)
+SECRET_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def _secret(name: str, raw: str) -> str:
+    """A signing secret: no placeholder, at least SECRET_BYTES bytes (never echoed)."""
+    if _PLACEHOLDER.match(raw):
+        raise Problem(f"{name} is the example's placeholder; {SECRET_HINT}")
+    if len(raw.encode()) < SECRET_BYTES:
+        raise Problem(
+            f"{name} must be at least {SECRET_BYTES} bytes long, got {len(raw.encode())}; "
+            f"{SECRET_HINT}"
+        )
+    return raw
+
+
 def _check_database_url(url: str) -> None:
     """CITELINK_DATABASE_URL's shape (never echoed: it may hold a password)."""
     scheme = urlsplit(url).scheme if "://" in url else ""
@@ -110,7 +132,7 @@ class Settings:
 
     database_url: str | None = None
     data_dir: Path = Path(".citelink")
-    secret_key: str | None = None
+    secret_key: str | None = setting(None, parse=_secret)
     access_token_minutes: int = setting(59, low=1)
     refresh_token_minutes: int = setting(24 * 60, low=1)
     max_body_bytes: int = setting(1024 * 1024, low=1024)
@@ -185,11 +207,14 @@ class Settings:
     # citelink is embedded in mints for its users, `sub` = their external id.
     # HS256 with this shared secret, and/or RS256/ES256 with the public keys of
     # this file (PEM or JWKS), read at start-up.
-    platform_token_secret: str | None = None
+    platform_token_secret: str | None = setting(None, parse=_secret)
     platform_public_keys: Path | None = None
     # Checked when set (`aud`, `iss` of platform tokens).
     platform_audience: str | None = None
     platform_issuer: str | None = None
+    # The longest a platform token may live (its exp - iat): a leaked one is
+    # good for this long at most, whatever the platform minted.
+    platform_token_max_minutes: int = setting(60, low=1)
     # An external id citelink has not seen (in a platform token, or named by a
     # publisher) becomes a user; off, it is refused.
     platform_provisioning: bool = True

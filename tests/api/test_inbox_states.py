@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from tests.support.attack import LINK_ATTACKS
 from tests.support.data import publish, subscribe
 from tests.support.world import World
 from tests.support.wsclient import open_socket, serving
@@ -227,9 +228,10 @@ async def test_bad_input_on_the_new_routes_is_a_422_naming_the_field(
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
-        ({"url": "javascript:alert(1)"}, "url must be an http(s) URL or a path"),
-        ({"url": "//evil.example/"}, "url must be an http(s) URL or a path"),
-        ({"url": " https://example.com/"}, "url must be an http(s) URL or a path"),
+        ({"url": "javascript:alert(1)"}, "url must be an http(s) URL with a host, or a path"),
+        ({"url": "//evil.example/"}, "url must be an http(s) URL with a host, or a path"),
+        ({"url": " https://example.com/"}, "url must be an http(s) URL with a host, or a path"),
+        ({"actions": [{"id": "a", "label": "A", "url": "/\\evil.example/x"}]}, "actions[0]"),
         ({"actions": []}, "actions must be a list of 1 to 3 actions"),
         ({"actions": [{"id": str(n), "label": "x"} for n in range(4)]}, "1 to 3 actions"),
         ({"actions": [{"id": "a"}]}, "actions[0]: 'label' must be a string"),
@@ -246,6 +248,44 @@ async def test_links_and_actions_are_checked_at_publish(client, world: World, da
     )
     assert r.status_code == 422, r.text
     assert problem in r.json()["errors"]["data"]
+
+
+@pytest.mark.parametrize("link", LINK_ATTACKS)
+async def test_links_that_could_open_another_site_are_refused(client, world: World, link):
+    for data, field in (
+        ({"url": link}, "url"),
+        ({"actions": [{"id": "a", "label": "A", "url": link}]}, "actions[0]: 'url'"),
+    ):
+        r = await client.post(
+            "/api/notifications/",
+            json={"message": "m", "tag": world.news, "data": data},
+            headers=world.staff.headers,
+        )
+        assert r.status_code == 422, (link, r.text)
+        assert r.json()["errors"]["data"].startswith(
+            f"{field} must be an http(s) URL with a host, or a path starting with a single /"
+        )
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "/orders/42",
+        "/",
+        "/search?q=a b#top",
+        "/%5Cnot-a-backslash",
+        "HTTPS://Example.com/x",
+        "http://[::1]:8080/x",
+        "https://user@example.com/",
+    ],
+)
+async def test_links_of_this_site_or_with_a_host_publish(client, world: World, link):
+    r = await client.post(
+        "/api/notifications/",
+        json={"message": "m", "tag": world.news, "data": {"url": link}},
+        headers=world.staff.headers,
+    )
+    assert r.status_code == 201 and r.json()["data"]["url"] == link
 
 
 async def test_good_links_and_actions_publish(client, world: World):

@@ -361,6 +361,16 @@ def with_url(db_url: str, **parts: str) -> str:
     [
         (["user", "list"], {"CITELINK_PORT": "abc"}, ["CITELINK_PORT must be an integer"]),
         (["serve"], {"CITELINK_PORT": "70000"}, ["CITELINK_PORT must be from 0 to 65535"]),
+        (
+            ["serve"],
+            {"CITELINK_SECRET_KEY": "change-me-to-a-long-random-string"},
+            ["CITELINK_SECRET_KEY is the example's placeholder", "token_urlsafe"],
+        ),
+        (
+            ["serve"],
+            {"CITELINK_PLATFORM_TOKEN_SECRET": "pass-word"},
+            ["CITELINK_PLATFORM_TOKEN_SECRET must be at least 32 bytes long, got 9"],
+        ),
         (["user", "list"], {"CITELINK_LOG_FORMAT": "xml"}, ["must be one of text, json"]),
         (
             ["user", "list"],
@@ -393,6 +403,8 @@ def with_url(db_url: str, **parts: str) -> str:
     ids=[
         "port abc",
         "port out of range",
+        "secret key placeholder",
+        "short platform secret",
         "log format",
         "message limit above the database's",
         "unreachable: user list",

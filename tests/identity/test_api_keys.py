@@ -87,7 +87,7 @@ async def test_admin_scope_does_what_staff_do(client, world: World):
     assert (await client.get("/api/users/", headers=key)).status_code == 200
     assert (await client.get("/api/audit/", headers=key)).status_code == 200
     r = await client.post("/api/keys/", json={"name": "made by a key"}, headers=key)
-    assert (r.status_code, r.json()["created_by"]) == (201, None)
+    assert r.status_code == 201
     assert (await client.get("/api/inbox/", headers=key)).status_code == 403
 
 
@@ -149,6 +149,58 @@ async def test_writes_with_a_key_are_audited_with_the_key_as_actor(client, world
     await client.post("/api/tags/", json={"name": "by-staff"}, headers=world.staff.headers)
     latest = (await client.get("/api/audit/", headers=world.staff.headers)).json()["results"][0]
     assert (latest["actor"], latest["actor_key"]) == (world.staff.id, None)
+
+
+async def test_keys_and_users_made_with_a_key_are_audited_with_the_key(client, world: World):
+    admin = await make_key(client, world, "admin")
+    key = bearer(admin["key"])
+    r = await client.post("/api/keys/", json={"name": "made by a key"}, headers=key)
+    made = r.json()
+    assert (made["created_by"], made["created_by_key"]) == (None, admin["id"])
+    body = {"username": "ops", "password": "pw-of-ops", "is_staff": True}
+    staff = (await client.post("/api/users/", json=body, headers=key)).json()
+    # A publish key makes users of new external ids three ways.
+    publisher = bearer(made["key"])
+    r = await client.post(
+        "/api/users/external/", json={"external_ids": ["ext:7"]}, headers=publisher
+    )
+    by_route = r.json()["users"][0]["id"]
+    body = {"message": "m", "users": ["ext:8"]}
+    assert (await client.post("/api/notifications/", json=body, headers=publisher)).is_success
+    body = {"user": "ext:9", "tag": world.spare}
+    assert (await client.post("/api/subscriptions/", json=body, headers=publisher)).is_success
+    assert (await client.delete(f"/api/keys/{made['id']}/", headers=key)).status_code == 204
+
+    async def audited(**params) -> list[dict]:
+        r = await client.get("/api/audit/", params=params, headers=world.staff.headers)
+        assert r.status_code == 200, r.text
+        return r.json()["results"]
+
+    entries = await audited(actor_key=admin["id"])
+    assert [(e["resource"], e["action"], e["object_id"]) for e in entries] == [
+        ("api_key", "update", made["id"]),
+        ("users", "create", staff["id"]),
+        ("api_key", "create", made["id"]),
+    ]
+    assert {e["actor"] for e in entries} == {None}
+    created = entries[2]["changes"]
+    assert created["name"] == [None, "made by a key"]
+    assert created["created_by_key"] == [None, admin["id"]]
+    assert "hash" not in created and "password_hash" not in entries[1]["changes"]
+    assert entries[1]["changes"]["is_staff"] == [None, True]
+    assert entries[0]["changes"]["revoked_at"][0] is None
+    users = await audited(actor_key=made["id"], resource="users")
+    assert [e["action"] for e in users] == ["create"] * 3
+    assert users[-1]["object_id"] == by_route
+    assert sorted(e["changes"]["external_id"][1] for e in users) == ["7", "8", "9"]
+    # A staff user's key revocation names the user.
+    await client.delete(f"/api/keys/{admin['id']}/", headers=world.staff.headers)
+    latest = (await audited(resource="api_key", object_id=admin["id"]))[0]
+    assert (latest["action"], latest["actor"], latest["actor_key"]) == (
+        "update",
+        world.staff.id,
+        None,
+    )
 
 
 async def test_keys_are_refused_on_the_socket(client, server, world: World):

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import hmac
 import json
+import math
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -16,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from citelink.identity import tokens
+from citelink.identity.platform_tokens import TOO_LONG
 from citelink.problems import Problem
 from citelink.server.app import create_app
 from tests.support.data import SECRET_KEY, subscribe
@@ -171,6 +176,8 @@ def platform_attacks(rsa_key, ec_key) -> dict[str, str]:
         "expired": mint(PLATFORM_SECRET, exp=now - 10),
         "no exp": mint(PLATFORM_SECRET, exp=None),
         "no iat": mint(PLATFORM_SECRET, iat=None),
+        "lives 61 minutes": mint(PLATFORM_SECRET, exp=now + 61 * 60),
+        "issued long ago, valid a while": mint(rsa_key, "RS256", iat=now - 86400),
         "issued in the future (iat)": mint(PLATFORM_SECRET, iat=now + 600),
         "not yet valid (nbf)": mint(PLATFORM_SECRET, nbf=now + 600),
         "no sub": mint(PLATFORM_SECRET, sub=None),
@@ -238,6 +245,58 @@ async def test_deactivation_refuses_platform_tokens_and_closes_sockets(platform,
     async with open_socket(platform, token) as ws:
         assert await ws.close_code() == 4401
         assert ws.connection.close_reason == "user is inactive or deleted"
+    # Active again: the tokens of before stay revoked, as citelink's do.
+    await conn.execute("UPDATE users SET is_active = true WHERE external_id = '42'")
+    r = await me(platform, token)
+    assert (r.status_code, r.json()) == (401, {"detail": "token has been revoked"})
+    await past_revocation(conn)
+    assert (await me(platform, mint(PLATFORM_SECRET))).status_code == 200
+
+
+async def past_revocation(conn, external_id: str = "42") -> None:
+    """Wait until a token minted now is issued after the user's tokens were
+    last revoked (`iat` counts whole seconds)."""
+    cutoff = await conn.fetchval(
+        "SELECT extract(epoch FROM tokens_valid_after)::float8 FROM users WHERE external_id = $1",
+        external_id,
+    )
+    await asyncio.sleep(max(0.0, math.floor(cutoff) + 1 - time.time()))
+
+
+async def test_sign_out_everywhere_revokes_platform_tokens_and_closes_their_sockets(platform, conn):
+    token = mint(PLATFORM_SECRET)
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        assert (await http.get("/api/users/me/", headers=bearer(token))).status_code == 200
+        async with open_socket(platform, token) as ws, open_socket(platform, token) as other:
+            assert await ws.request("ping") == {"type": "pong"}
+            assert await other.request("ping") == {"type": "pong"}
+            r = await http.post("/api/token/revoke-all/", headers=bearer(token))
+            assert r.status_code == 204
+            for socket in (ws, other):
+                assert await socket.close_code() == 4401
+                assert socket.connection.close_reason == "token has been revoked"
+        r = await http.get("/api/users/me/", headers=bearer(token))
+        assert (r.status_code, r.json()) == (401, {"detail": "token has been revoked"})
+        # Minted again in the same second: refused too (the platform may not
+        # tell which of the two came first).
+        r = await http.get("/api/users/me/", headers=bearer(mint(PLATFORM_SECRET)))
+        assert r.status_code == 401
+    async with open_socket(platform, token) as ws:
+        assert await ws.close_code() == 4401
+        assert ws.connection.close_reason == "token has been revoked"
+    await past_revocation(conn)
+    fresh = mint(PLATFORM_SECRET)
+    assert (await me(platform, fresh)).status_code == 200
+    async with open_socket(platform, fresh) as ws:
+        assert await ws.request("ping") == {"type": "pong"}
+        # An auth frame with a token of before is refused; the socket stays.
+        answer = await ws.request("auth", token=token)
+        assert (answer["code"], answer["detail"]) == ("invalid_token", "the token has been revoked")
+        # A new password (plain SQL) revokes them as well.
+        await conn.execute("UPDATE users SET password_hash = 'new' WHERE external_id = '42'")
+        assert await ws.close_code() == 4401
+    r = await me(platform, fresh)
+    assert (r.status_code, r.json()) == (401, {"detail": "token has been revoked"})
 
 
 async def test_a_platform_token_opens_a_socket_and_renews_it(platform, conn):
@@ -276,7 +335,9 @@ async def test_publish_to_external_ids(platform, conn, make_user):
             assert r.status_code == 422 and "users" in r.json()["errors"], bad
 
 
-async def test_unknown_external_ids_are_named_when_provisioning_is_off(settings, make_user, conn):
+async def test_with_provisioning_off_no_route_makes_users_and_unknown_ids_are_named(
+    settings, make_user, conn
+):
     staff = await make_user("admin", staff=True)
     await conn.execute(
         "INSERT INTO users (username, password_hash, external_id) VALUES ('carol', '!', 'c')"
@@ -291,11 +352,29 @@ async def test_unknown_external_ids_are_named_when_provisioning_is_off(settings,
             422,
             {
                 "detail": "invalid request body",
-                "errors": {"users": "no such external ids: ext:nobody, ext:ghost"},
+                "errors": {
+                    "users": "no such external ids: ext:nobody, ext:ghost "
+                    "(CITELINK_PLATFORM_PROVISIONING is off: no user is made for them)"
+                },
             },
         )
         r = await http.post("/api/notifications/", json={"message": "hi", "users": ["ext:c"]})
         assert r.json()["recipients"] == 1
+        r = await http.post("/api/subscriptions/", json={"user": "ext:nobody", "tag": 1})
+        assert r.status_code == 422 and "ext:nobody" in r.json()["errors"]["user"]
+        # Nor does the route made for it: it finds the known ones only.
+        body = {"external_ids": ["ext:c", "ext:nobody"]}
+        r = await http.post("/api/users/external/", json=body)
+        assert (r.status_code, r.json()["errors"]) == (
+            422,
+            {
+                "external_ids": "no such external ids: ext:nobody "
+                "(CITELINK_PLATFORM_PROVISIONING is off: no user is made for them)"
+            },
+        )
+        r = await http.post("/api/users/external/", json={"external_ids": ["ext:c"]})
+        assert [u["username"] for u in r.json()["users"]] == ["carol"]
+        assert await conn.fetchval("SELECT count(*) FROM users") == 2
 
 
 def test_bad_platform_settings_stop_the_start(settings, tmp_path):
@@ -314,3 +393,136 @@ def test_bad_platform_settings_stop_the_start(settings, tmp_path):
     (tmp_path / "private.json").write_text(json.dumps({"keys": [jwk]}))
     with pytest.raises(Problem, match="private key"):
         start(platform_public_keys=tmp_path / "private.json")
+
+
+def _raw_token(header: bytes, payload: bytes, secret: str = PLATFORM_SECRET) -> str:
+    """A token of these exact header and payload bytes, HMAC-SHA256 signed with
+    `secret` whatever they say."""
+    signing_input = f"{_b64(header)}.{_b64(payload)}"
+    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def malformed_tokens() -> dict[str, str]:
+    """Tokens whose header or claims are of the wrong shape, each signed with
+    the platform's secret (or citelink's) so that every check is reached."""
+    now = int(time.time())
+    claims = json.dumps({"sub": "42", "iat": now, "exp": now + 600}).encode()
+    ours = json.dumps(
+        {"token_type": "access", "user_id": 1, "iat": now, "exp": now + 600, "jti": "0", "gen": 0}
+    ).encode()
+    headers = {
+        "alg a list": b'{"alg": ["HS256"]}',
+        "alg an object": b'{"alg": {"HS256": true}}',
+        "alg null": b'{"alg": null}',
+        "alg a number": b'{"alg": 256}',
+        "no alg": b'{"typ": "JWT"}',
+        "kid a list": b'{"alg": "HS256", "kid": ["a"]}',
+        "kid an object, RS256": b'{"alg": "RS256", "kid": {"a": 1}}',
+        "kid a number, ES256": b'{"alg": "ES256", "kid": 7}',
+        "crit": b'{"alg": "HS256", "crit": ["exp"]}',
+        "b64 false": b'{"alg": "HS256", "b64": false}',
+        "header a list": b'["HS256"]',
+        "header a string": b'"HS256"',
+        "header null": b"null",
+        "header a number": b"1",
+        "header cut short": b'{"alg": "HS256"',
+        "header NaN": b'{"alg": NaN}',
+        "header not UTF-8": b'{"alg": "HS256\xff"}',
+        "header deeply nested": b'{"alg": "HS256", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    }
+    tokens_ = {label: _raw_token(header, claims) for label, header in headers.items()}
+    tokens_["citelink claims, alg a list"] = _raw_token(b'{"alg": ["HS256"]}', ours, SECRET_KEY)
+    tokens_["citelink claims, alg an object"] = _raw_token(b'{"alg": {}}', ours, SECRET_KEY)
+    hs256 = b'{"alg": "HS256"}'
+    payloads = {
+        "claims a list": b"[1, 2]",
+        "claims a string": b'"sub"',
+        "claims null": b"null",
+        "iat a string": b'{"sub": "42", "iat": "%d", "exp": %d}' % (now, now + 600),
+        "exp a string": b'{"sub": "42", "iat": %d, "exp": "%d"}' % (now, now + 600),
+        "exp a list": b'{"sub": "42", "iat": %d, "exp": [%d]}' % (now, now + 600),
+        "exp true": b'{"sub": "42", "iat": %d, "exp": true}' % now,
+        "iat true": b'{"sub": "42", "iat": true, "exp": %d}' % (now + 600),
+        "exp NaN": b'{"sub": "42", "iat": %d, "exp": NaN}' % now,
+        "exp Infinity": b'{"sub": "42", "iat": %d, "exp": Infinity}' % now,
+        "exp 1e400": b'{"sub": "42", "iat": %d, "exp": 1e400}' % now,
+        # Valid times, but a lifetime past CITELINK_PLATFORM_TOKEN_MAX_MINUTES.
+        "exp 10^30": b'{"sub": "42", "iat": %d, "exp": 1%s}' % (now, b"0" * 30),
+        "exp 10^400": b'{"sub": "42", "iat": %d, "exp": 1%s}' % (now, b"0" * 400),
+        "iat -10^30": b'{"sub": "42", "iat": -1%s, "exp": %d}' % (b"0" * 30, now + 600),
+        "nbf a string": b'{"sub": "42", "iat": %d, "exp": %d, "nbf": "x"}' % (now, now + 600),
+        "sub a list": b'{"sub": ["42"], "iat": %d, "exp": %d}' % (now, now + 600),
+        "sub an object": b'{"sub": {"id": "42"}, "iat": %d, "exp": %d}' % (now, now + 600),
+    }
+    tokens_ |= {label: _raw_token(hs256, payload) for label, payload in payloads.items()}
+    signed = _raw_token(hs256, claims)
+    tokens_ |= {
+        "two segments": signed.rsplit(".", 1)[0],
+        "four segments": signed + ".x",
+        "empty segments": "..",
+        "a dot": ".",
+        "not base64": "@@@." + signed.split(".", 1)[1],
+        "signature not base64": signed.rsplit(".", 1)[0] + ".@@@",
+        "bytes past the end": signed + "%00",
+        "a space inside": signed[:10] + " " + signed[10:],
+    }
+    return tokens_
+
+
+@pytest.mark.parametrize("configured", ["platform", "no platform"])
+async def test_a_malformed_token_is_a_401_never_a_500(settings, keys_file, make_user, configured):
+    alice = await make_user("alice")
+    changes = {"platform_token_secret": PLATFORM_SECRET, "platform_public_keys": keys_file}
+    wrong = []
+    async with (
+        serving(settings, **(changes if configured == "platform" else {})) as server,
+        httpx.AsyncClient(base_url=server.http) as http,
+    ):
+        attacks = malformed_tokens()
+        for label, token in attacks.items():
+            r = await http.get("/api/users/me/", headers=bearer(token))
+            if r.status_code != 401 or not r.json().get("detail"):
+                wrong.append(f"REST {label}: {r.status_code} {r.text[:200]}")
+            r = await http.post("/api/token/verify/", json={"token": token})
+            if r.status_code not in (401, 422):
+                wrong.append(f"verify {label}: {r.status_code} {r.text[:200]}")
+        async with open_socket(server, alice.token) as ws:
+            for label, token in attacks.items():
+                answer = await ws.request("auth", token=token)
+                if answer.get("code") != "invalid_token":
+                    wrong.append(f"auth frame {label}: {answer}")
+            assert await ws.request("ping") == {"type": "pong"}
+        for label in ("alg a list", "header a list", "exp a string", "exp NaN", "iat true"):
+            async with open_socket(server, quote(attacks[label])) as ws:
+                if (code := await ws.close_code()) != 4401:
+                    wrong.append(f"socket {label}: {code}")
+    assert wrong == []
+
+
+async def test_platform_token_lifetime_is_capped(settings, make_user):
+    """exp - iat at most CITELINK_PLATFORM_TOKEN_MAX_MINUTES, whatever exp says."""
+    alice = await make_user("alice")
+    now = int(time.time())
+    too_long = {"detail": TOO_LONG}
+    async with (
+        serving(
+            settings, platform_token_secret=PLATFORM_SECRET, platform_token_max_minutes=5
+        ) as server,
+    ):
+        assert (await me(server, mint(PLATFORM_SECRET, exp=now + 300))).status_code == 200
+        # Issued a while ago, still within its five minutes: taken.
+        ok = mint(PLATFORM_SECRET, iat=now - 200, exp=now + 100)
+        assert (await me(server, ok)).status_code == 200
+        r = await me(server, mint(PLATFORM_SECRET, exp=now + 301))
+        assert (r.status_code, r.json()) == (401, too_long)
+        r = await me(server, mint(PLATFORM_SECRET, iat=now - 400, exp=now + 100))
+        assert (r.status_code, r.json()) == (401, too_long)
+        r = await me(server, mint(PLATFORM_SECRET, iat=None, exp=now + 60))
+        assert (r.status_code, r.json()) == (401, {"detail": "token is invalid or expired"})
+        async with open_socket(server, mint(PLATFORM_SECRET, exp=now + 3600)) as ws:
+            assert await ws.close_code() == 4401
+            assert ws.connection.close_reason == TOO_LONG
+        async with open_socket(server, alice.token) as ws:
+            answer = await ws.request("auth", token=mint(PLATFORM_SECRET, exp=now + 3600))
+            assert (answer["code"], answer["detail"]) == ("invalid_token", TOO_LONG)

@@ -1,6 +1,6 @@
 """Helpers for the attack tests: raw HTTP connections from chosen loopback
-addresses, another user's requests timed while an attack runs, and a
-server's memory."""
+addresses, another user's requests timed while an attack runs, a server's
+memory, and links that must never be opened."""
 
 from __future__ import annotations
 
@@ -18,6 +18,36 @@ from tests.support import ROOT
 # bind any of these as its source address and look like another host.
 ATTACKER = "127.0.0.2"
 BYSTANDER = "127.0.0.3"
+
+# Links a browser would open on another site, or not as http(s) at all:
+# "/\host" and "/<tab>/host" are "//host" to it. The API refuses each; the
+# page and the element, which also show what plain SQL wrote, link none.
+LINK_ATTACKS = [
+    "/\\evil.example/x",
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/\r/evil.example",
+    "/\x7f/x",
+    "/\u0085/x",
+    "\\\\evil.example/x",
+    "\\/evil.example",
+    "//evil.example/x",
+    "///evil.example",
+    "https:evil.example",
+    "https:/evil.example",
+    "https:///evil.example",
+    "https://good.example\\@evil.example/",
+    "http://[evil",
+    "http://evil.example:99999/",
+    "http://evil example/",
+    " /orders/1",
+    "/orders/1 ",
+    "\t/orders/1",
+    "javascript:alert(1)",
+    "JAVASCRIPT:alert(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "orders/1",
+]
 
 
 class Raw:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
+from tests.support.attack import LINK_ATTACKS
 from tests.support.browser import CHROMIUM, Chrome
 from tests.support.data import subscribe
 from tests.support.servers import start_server
@@ -200,6 +201,43 @@ async def test_token_provider_renews_and_headless_client(chrome: Chrome, server,
     async with httpx.AsyncClient(base_url=server.http) as http:
         r = await http.get("/api/inbox/counts/", headers=alice.headers)
     assert r.json()["unread"] == 22
+
+
+async def test_the_element_opens_no_link_to_another_site(chrome: Chrome, server, make_user, conn):
+    """The API's rule, for what plain SQL wrote: `/\\host`, `/<tab>/host` and
+    the like are neither an item's link nor opened by its action button."""
+    alice = await make_user("alice")
+    news = await subscribe(conn, alice.id, "news")
+    page = await chrome.new_page()
+    opened: list[str] = []
+    page.context.on("page", lambda popup: opened.append(popup.url))
+    await page.goto(f"{server.http}/embed/demo?token={quote(alice.token)}")
+    inbox = page.locator("citelink-inbox")
+    await expect(inbox.locator(".bell")).to_have_attribute("aria-label", "Notifications")
+    for n, link in enumerate(LINK_ATTACKS):
+        data = {"url": link, "actions": [{"id": "go", "label": f"Go {n}", "url": link}]}
+        await insert(conn, news, f"attack {n}", data)
+    safe = {
+        "url": "/healthz?safe",
+        "actions": [{"id": "go", "label": "Go safe", "url": "/healthz"}],
+    }
+    await insert(conn, news, "a safe one", safe)
+    await expect(inbox.locator(".badge")).to_have_text(str(len(LINK_ATTACKS) + 1))
+    await inbox.locator(".bell").click()
+    await expect(inbox.locator("li")).to_have_count(len(LINK_ATTACKS) + 1)
+    # The safe item's message is the only link.
+    await expect(inbox.locator("li a")).to_have_count(1)
+    await expect(inbox.locator("li a")).to_have_attribute("href", "/healthz?safe")
+    for n in range(len(LINK_ATTACKS)):
+        await inbox.get_by_role("button", name=f"Go {n}", exact=True).click()
+    taken = "SELECT count(*) = $2 FROM user_notification WHERE user_id = $1 AND action = 'go'"
+    await wait_until(lambda: conn.fetchval(taken, alice.id, len(LINK_ATTACKS)))
+    assert opened == []
+    # The safe action does open its link: what is above could have shown one.
+    async with page.context.expect_page() as popup:
+        await inbox.get_by_role("button", name="Go safe", exact=True).click()
+    await (await popup.value).wait_for_load_state()
+    assert opened == [f"{server.http}/healthz"]
 
 
 PHONE = {"width": 390, "height": 844}

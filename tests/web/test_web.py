@@ -24,6 +24,7 @@ from playwright.async_api import Page, expect
 from citelink.identity import tokens
 from citelink.settings import Settings
 from tests.support import ROOT
+from tests.support.attack import LINK_ATTACKS
 from tests.support.browser import CHROMIUM, sign_in
 from tests.support.data import SECRET_KEY, User, subscribe
 from tests.support.servers import RunningServer, start_server
@@ -580,6 +581,36 @@ async def test_links_inserted_by_sql_that_are_not_http_or_this_site_are_not_link
     assert page.url == server.http + "/"
 
 
+async def test_links_that_could_open_another_site_are_not_opened(chrome, server, people, conn):
+    """The API's rule, for what plain SQL wrote: `/\\host`, `/<tab>/host` and
+    the like are no links, and their action buttons open nothing."""
+    page = await chrome.open(server, people["alice"])
+    opened: list[Page] = []
+    page.context.on("page", lambda popup: opened.append(popup))
+    for n, link in enumerate(LINK_ATTACKS):
+        data = {"url": link, "actions": [{"id": "go", "label": f"Go {n}", "url": link}]}
+        await conn.execute(
+            "INSERT INTO notification (tag_id, message, data) VALUES ($1, $2, $3)",
+            people["news"],
+            f"attack {n}",
+            data,
+        )
+    await conn.execute(
+        "INSERT INTO notification (tag_id, message, data) VALUES ($1, 'a safe one', $2)",
+        people["news"],
+        {"url": "/healthz?safe", "actions": [{"id": "go", "label": "Go", "url": "/healthz"}]},
+    )
+    await expect(item(page, "a safe one").locator("a")).to_have_count(2)
+    await expect(items(page)).to_have_count(len(LINK_ATTACKS) + 1)
+    # The safe item's two links, and nothing else in the list.
+    await expect(page.locator("#inbox-list a")).to_have_count(2)
+    for n in range(len(LINK_ATTACKS)):
+        await expect(page.get_by_role("button", name=f"Go {n}", exact=True)).to_have_count(1)
+    await page.get_by_role("button", name="Go 0", exact=True).click()
+    await expect(item(page, "attack 0").locator(".status")).to_have_text("Read · Go 0")
+    assert opened == [] and page.url == server.http + "/"
+
+
 async def test_filter_by_several_tags(chrome, server, people, conn):
     alice, staff = people["alice"], people["staff"]
     tags = {name: await subscribe(conn, alice.id, name) for name in ("deploys", "reviews")}
@@ -863,6 +894,10 @@ async def test_the_audit_log_says_what_happened_and_who_did_it(chrome, server, p
         mine = await http.get("/api/inbox/", headers=alice.headers)
         item_id = mine.json()["results"][0]["id"]
         await http.patch(f"/api/inbox/{item_id}/", json={"is_read": True}, headers=alice.headers)
+        r = await http.post(
+            "/api/users/external/", json={"external_ids": ["ext:42"]}, headers=as_key
+        )
+        assert r.status_code == 200, r.text
     await conn.execute("INSERT INTO tag (name) VALUES ('by-sql')")
     page = await chrome.open(server, staff)
     audit = await open_section(page, "Audit log", "Audit log")
@@ -876,6 +911,15 @@ async def test_the_audit_log_says_what_happened_and_who_did_it(chrome, server, p
     made = rows.filter(has_text=f'Created tag "{tag["name"]}"')
     await expect(made.locator("td").nth(1)).to_have_text('API key "shop"')
     await expect(rows.filter(has_text='Subscribed alice to "news"')).to_have_count(1)
+    key_made = rows.filter(has_text='Made API key "shop" (publish)')
+    await expect(key_made.locator("td").nth(1)).to_have_text("admin")
+    user_made = rows.filter(has_text='Created user "ext.42"')
+    await expect(user_made.locator("td").nth(1)).to_have_text('API key "shop"')
+    # Users alone: the four made here, by plain SQL (the test's) and the key.
+    await audit.get_by_label("Resource").select_option("users")
+    await expect(rows).to_have_count(4)
+    await expect(rows.filter(has_text='Created staff user "admin"')).to_have_count(1)
+    await audit.get_by_label("Resource").select_option("")
     # The row as stored, one click away.
     await expect(read.locator("pre")).to_be_hidden()
     await read.get_by_text("Row").click()

@@ -10,7 +10,7 @@ from citelink.api.validation import PAGE, Choice, Integer, Query, page, page_bou
 from citelink.db.queries import Q
 
 # The tables sql/triggers.sql audits.
-RESOURCES = ("tag", "subscription", "notification", "user_notification")
+RESOURCES = ("tag", "subscription", "notification", "user_notification", "users", "api_key")
 FILTERS = Query(
     {
         **PAGE,

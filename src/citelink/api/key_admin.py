@@ -49,6 +49,7 @@ def _key(row: asyncpg.Record) -> ApiKey:
         "created_at": row["created_at"],
         "revoked_at": row["revoked_at"],
         "created_by": row["created_by"],
+        "created_by_key": row["created_by_key"],
     }
 
 
@@ -80,6 +81,7 @@ async def create_key(call: Call) -> ApiKey:
             made.digest,
             call.body.get("scopes", ["publish"]),
             call.me.id,
+            call.me.api_key,
         )
     assert row is not None  # INSERT ... RETURNING: the row made
     key = _key(row)
@@ -100,5 +102,7 @@ async def list_keys(call: Call) -> Page[ApiKey]:
 
 @endpoint("Revoke an API key: it fails from the next request on", access="staff", status=204)
 async def revoke_key(call: Call) -> None:
-    if await call.pool.fetchrow(Q.revoke_api_key, call.id, None) is None:
+    async with call.transaction() as conn:
+        revoked = await conn.fetchrow(Q.revoke_api_key, call.id, None)
+    if revoked is None:
         raise ApiError(404, "no such API key")

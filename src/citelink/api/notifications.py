@@ -9,6 +9,7 @@ recipients (kept on the notification row).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -53,17 +54,41 @@ MAX_LINK = 2000
 ACTION_FIELDS = {"id", "label", "url"}
 
 
+# What a browser drops from a URL or reads as a slash: `/\host` and
+# `/<tab>/host` are `//host`, another site. The same rule is in the web page
+# (citelink/web/page/app.js) and the element (citelink/web/element), which
+# check again what plain SQL wrote.
+_UNSAFE_IN_LINK = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+LINK_RULE = (
+    "must be an http(s) URL with a host, or a path starting with a single / "
+    "(no backslash, control character or surrounding space)"
+)
+
+
+def _is_link(value: str) -> bool:
+    """http(s) with a host, or a path of the platform's own that cannot become
+    another host; never javascript:, data: or the like."""
+    if _UNSAFE_IN_LINK.search(value) or value.startswith(" ") or value.endswith(" "):
+        return False
+    if value.startswith("/"):
+        return not value.startswith("//")
+    # The host right after the `//` (a browser reads `https:///host` as `https://host`).
+    if not re.match(r"https?://[^/]", value, re.IGNORECASE):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises for a port out of range, as browsers refuse it)
+    except ValueError:  # a bad IPv6 literal ("http://[x") or port
+        return False
+    # What a browser takes for a host: no space or <>^| in it.
+    return bool(parts.hostname) and not re.search(r"[ <>^|]", parts.hostname or "")
+
+
 def _link_problem(value: Any) -> str | None:
-    """Why `value` is no link an inbox may open: http(s), or a path of the
-    platform's own (`/...`); never javascript:, data: or the like."""
+    """Why `value` is no link an inbox may open (_is_link), or None."""
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_LINK:
         return f"must be a string of 1 to {MAX_LINK} characters"
-    if value.startswith("/") and not value.startswith("//"):
-        return None
-    parts = urlsplit(value)
-    if parts.scheme in ("http", "https") and parts.netloc and value == value.strip():
-        return None
-    return "must be an http(s) URL or a path starting with /"
+    return None if _is_link(value) else LINK_RULE
 
 
 def _label_problem(value: Any, field: str) -> str | None:
@@ -118,8 +143,9 @@ NEW_NOTIFICATION = Body(
         "data": NotificationData(
             required=False,
             description="any JSON object, nested 100 levels at most (default {}); its "
-            "`url` (http(s) or a /path) is the item's link, its `actions` (up to 3 "
-            "{id, label, url?}) the item's buttons",
+            "`url` (http(s) with a host, or a /path without a backslash, control "
+            "character or second / at the start) is the item's link, its `actions` "
+            "(up to 3 {id, label, url?}) the item's buttons",
         ),
         "priority": Choice(
             choices=("low", "normal", "high"),
@@ -197,7 +223,12 @@ async def _check(call: Call) -> list[int] | None:
         raise ApiError(422, "invalid request body", {"group_window": "needs a group_key"})
     if "users" not in body:
         return None
-    users = await user_ids(call.pool, call.settings, body["users"], "users")
+    if call.settings.platform_provisioning and any(isinstance(r, str) for r in body["users"]):
+        # Users made for new external ids are audited as made by the caller.
+        async with call.transaction() as conn:
+            users = await user_ids(conn, call.settings, body["users"], "users")
+    else:
+        users = await user_ids(call.pool, call.settings, body["users"], "users")
     unknown = await call.pool.fetchval(Q.unknown_users, users)
     if unknown:
         listed = ", ".join(map(str, unknown[:20])) + (" ..." if len(unknown) > 20 else "")

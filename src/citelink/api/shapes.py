@@ -74,7 +74,8 @@ class ApiKey(TypedDict):
     scopes: list[Literal["publish", "admin"]]
     created_at: Timestamp
     revoked_at: When
-    created_by: Annotated[Id | None, Meta(description="user id")]
+    created_by: Annotated[Id | None, Meta(description="the staff user who made it")]
+    created_by_key: Annotated[Id | None, Meta(description="the API key it was made with")]
     key: NotRequired[
         Annotated[str, Meta(description="the whole key: only in the answer that made it")]
     ]

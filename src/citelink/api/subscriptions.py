@@ -80,10 +80,12 @@ async def create_subscription(call: Call) -> Subscription:
         raise ApiError(422, "invalid request body", {"user": "an API key must name the user"})
     if given != call.me.id and not call.me.manages_others:
         raise ApiError(403, "only staff may subscribe another user")
-    [user] = await user_ids(call.pool, call.settings, [given], "user")
     limit = call.settings.max_subscriptions_per_user
     try:
         async with call.transaction() as conn:
+            # A user made for a new external id is audited as the caller's, and
+            # made only if the subscription is.
+            [user] = await user_ids(conn, call.settings, [given], "user")
             held = await conn.fetchval(Q.lock_subscriber, user)
             if held is None:
                 raise _unknown("user")

@@ -6,7 +6,7 @@ External ids are resolved to users before anything is written. One
 citelink has not seen is provisioned, as a platform token for it would be
 (CITELINK_PLATFORM_PROVISIONING, on by default), so a platform can notify its
 users before their first visit; with provisioning off it is a 422 that
-names every unknown one.
+names every unknown one, and no route makes a user of one.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from citelink.identity.platform_tokens import EXTERNAL_ID
 from citelink.settings import Settings
 
 EXTERNAL = "ext:"
+PROVISIONING_OFF = "CITELINK_PLATFORM_PROVISIONING is off: no user is made for them"
 Ref = int | str  # a user id, or an external id (without its `ext:`)
 _MEANING = "must be a user id or 'ext:<external id>'"
 
@@ -74,21 +75,14 @@ class UserRefs(Field):
         )
 
 
-async def user_ids(
-    pool: Queryable,
-    settings: Settings,
-    refs: list[Ref],
-    field: str,
-    *,
-    provision: bool | None = None,
-) -> list[int]:
+async def user_ids(pool: Queryable, settings: Settings, refs: list[Ref], field: str) -> list[int]:
     """The user ids of `refs`, in order, each once; external ids resolved (and
-    provisioned, by default when the setting says so). 422 on `field` naming
-    the external ids that name no user."""
+    provisioned, when the setting says so). 422 on `field` naming the
+    external ids that name no user."""
     externals = list(dict.fromkeys(r for r in refs if isinstance(r, str)))
     found: dict[str, int] = {}
     if externals:
-        if settings.platform_provisioning if provision is None else provision:
+        if settings.platform_provisioning:
             rows = await pool.fetch(Q.provision_users, externals)
         else:
             rows = await pool.fetch(Q.users_of_external_ids, externals)
@@ -96,7 +90,7 @@ async def user_ids(
         if unknown := [e for e in externals if e not in found]:
             listed = ", ".join(EXTERNAL + e for e in unknown[:20])
             more = " ..." if len(unknown) > 20 else ""
-            raise ApiError(
-                422, "invalid request body", {field: f"no such external ids: {listed}{more}"}
-            )
+            why = "" if settings.platform_provisioning else f" ({PROVISIONING_OFF})"
+            problem = f"no such external ids: {listed}{more}{why}"
+            raise ApiError(422, "invalid request body", {field: problem})
     return list(dict.fromkeys(found[r] if isinstance(r, str) else r for r in refs))

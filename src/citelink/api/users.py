@@ -71,15 +71,19 @@ async def create_user(call: Call) -> User:
 
 
 @endpoint(
-    "The users of external ids (the platform's user ids), made for those not seen before",
+    "The users of external ids (the platform's user ids), made for those not seen before "
+    "unless CITELINK_PLATFORM_PROVISIONING is off",
     access="staff",
     body=Body({"external_ids": UserRefs(max_items=1000, description="'ext:<external id>' each")}),
     key_scope="publish",
+    errors={422: "an external id names no user, and provisioning is off (the ids are named)"},
 )
 async def external_users(call: Call) -> Users:
     refs = call.body["external_ids"]
     if any(isinstance(r, int) for r in refs):
         raise ApiError(422, "invalid request body", {"external_ids": "give 'ext:<id>' each"})
-    await user_ids(call.pool, call.settings, refs, "external_ids", provision=True)
-    rows = await call.pool.fetch(Q.external_users, refs)
+    # The users made are audited as made by the caller (a staff user, a key).
+    async with call.transaction() as conn:
+        await user_ids(conn, call.settings, refs, "external_ids")
+        rows = await conn.fetch(Q.external_users, refs)
     return {"users": [_user(r) for r in rows]}

@@ -96,7 +96,9 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
     scopes = sorted(set(args.scope or ["publish"]))
 
     async def work(conn: asyncpg.Connection) -> int:
-        row = await conn.fetchrow(Q.create_api_key, name, made.prefix, made.digest, scopes, None)
+        row = await conn.fetchrow(
+            Q.create_api_key, name, made.prefix, made.digest, scopes, None, None
+        )
         assert row is not None  # INSERT ... RETURNING: the row made
         # The key alone on stdout (for a script to capture), the note apart.
         print(made.key)

@@ -19,7 +19,7 @@ from citelink.db.connection import BIGINT_MAX
 from citelink.db.queries import Q
 from citelink.errors import ApiError
 from citelink.identity import api_keys, tokens
-from citelink.identity.platform_tokens import PlatformTokens, is_platform_token
+from citelink.identity.platform_tokens import TOO_LONG, PlatformTokens, TooLong, is_platform_token
 from citelink.settings import Settings
 
 # Why a token of a user is refused (a 401 on REST, a 4401 close on a socket):
@@ -113,11 +113,19 @@ async def identity(
             raise ApiError(401, "token is invalid or expired")
         try:
             claims = platform.decode(token)
+        except TooLong:
+            raise ApiError(401, TOO_LONG) from None
         except tokens.InvalidToken:
             raise ApiError(401, "token is invalid or expired") from None
         row = await platform_user(pool, settings, claims["sub"])
-        # Platform tokens carry no generation: the user's current one, so a
-        # revocation while a socket is open still closes it.
+        # Platform tokens carry no generation: one issued before the user's
+        # tokens were last revoked is refused by its time (to the second, so
+        # one issued in that very second too), and one issued since stands
+        # for the current generation, so that the next revocation closes a
+        # socket opened with it.
+        cutoff = row["tokens_valid_after"]
+        if cutoff is not None and claims["iat"] <= cutoff:
+            raise ApiError(401, TOKENS_REVOKED)
         return _user(row), Identity(row["id"], claims["exp"], row["token_generation"])
     found = access_identity(settings, token)
     return await active_user(pool, found.user_id, found.generation), found

@@ -1,8 +1,9 @@
 """Access tokens minted by the platform citelink is embedded in.
 
 The platform's backend signs short-lived tokens for its own users: `sub` is
-the user's external id (users.external_id), `exp` and `iat` are required,
-`aud` and `iss` are checked when configured. HS256 with a shared secret
+the user's external id (users.external_id), `exp` and `iat` are required and
+at most CITELINK_PLATFORM_TOKEN_MAX_MINUTES apart, `aud` and `iss` are
+checked when configured. HS256 with a shared secret
 (CITELINK_PLATFORM_TOKEN_SECRET), or RS256 / ES256 (P-256) with public keys
 read once at start-up from a PEM or JWKS file (CITELINK_PLATFORM_PUBLIC_KEYS),
 never fetched from the network.
@@ -21,6 +22,7 @@ HS256 with a public key's PEM as the secret fails (key-type confusion), and
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,9 @@ EXTERNAL_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 _PEM = re.compile(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
 
 _SETTING = "CITELINK_PLATFORM_PUBLIC_KEYS"
+# Why a well-signed token is refused for its lifetime: said as it is, so that
+# the platform's developers learn what to change.
+TOO_LONG = "platform token lives longer than CITELINK_PLATFORM_TOKEN_MAX_MINUTES allows (exp - iat)"
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 # The key type each asymmetric algorithm is verified with.
 _KEY_TYPES: dict[str, type[rsa.RSAPublicKey] | type[ec.EllipticCurvePublicKey]] = {
@@ -99,6 +104,18 @@ def _load_keys(path: Path) -> list[_Key]:
     return keys
 
 
+def _is_time(value: object) -> bool:
+    """A NumericDate: seconds since the epoch, a JSON number (not a boolean);
+    an integer of any size (10**400 is no float: math.isfinite would raise)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+class TooLong(InvalidToken):
+    """A valid token that lives longer than the setting allows."""
+
+
 class PlatformTokens:
     """Verifies platform tokens with the configured secret and keys."""
 
@@ -108,9 +125,11 @@ class PlatformTokens:
         keys: list[_Key],
         audience: str | None = None,
         issuer: str | None = None,
+        max_seconds: float = 3600,
     ):
         self.secret, self.keys = secret, keys
         self.audience, self.issuer = audience, issuer
+        self.max_seconds = max_seconds
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformTokens | None:
@@ -124,7 +143,13 @@ class PlatformTokens:
         keys = _load_keys(settings.platform_public_keys) if settings.platform_public_keys else []
         if secret is None and not keys:
             return None
-        return cls(secret, keys, settings.platform_audience, settings.platform_issuer)
+        return cls(
+            secret,
+            keys,
+            settings.platform_audience,
+            settings.platform_issuer,
+            settings.platform_token_max_minutes * 60,
+        )
 
     def _candidates(self, header: dict[str, Any]) -> list[Any]:
         alg = header.get("alg")
@@ -168,6 +193,12 @@ class PlatformTokens:
                 continue  # another key of the set may have signed it
             except jwt.PyJWTError as exc:
                 raise InvalidToken(str(exc)) from None
+            # pyjwt takes any value int() takes ("1700000000", true): times
+            # are compared and scheduled as numbers from here on.
+            if any(not _is_time(claims[c]) for c in ("iat", "exp", "nbf") if c in claims):
+                raise InvalidToken("iat, exp and nbf must be numbers")
+            if claims["exp"] - claims["iat"] > self.max_seconds:
+                raise TooLong(TOO_LONG)
             if not isinstance(claims["sub"], str) or not EXTERNAL_ID.fullmatch(claims["sub"]):
                 raise InvalidToken("sub must be an external id: 1 to 255 characters")
             if "token_type" in claims:

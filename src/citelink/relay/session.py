@@ -26,6 +26,7 @@ from citelink.db.queries import Q
 from citelink.errors import ApiError
 from citelink.identity import api_keys
 from citelink.identity.callers import REVOKED, identity
+from citelink.identity.platform_tokens import TOO_LONG
 from citelink.relay import frames
 from citelink.relay.events import Counts
 from citelink.relay.hub import Hub
@@ -321,7 +322,10 @@ class Session:
                 if row is None or not row["is_active"]:
                     self.client.close(TOKEN_REFUSED, REVOKED)
                     return
-            detail = "the token has been revoked" if "revoked" in exc.detail else INVALID
+            if exc.detail == TOO_LONG:
+                detail = TOO_LONG
+            else:
+                detail = "the token has been revoked" if "revoked" in exc.detail else INVALID
             raise FrameError("invalid_token", detail) from None
         if found.user_id != self.client.user_id:
             raise FrameError("invalid_token", "the token belongs to another user")

@@ -41,7 +41,7 @@ from citelink.db.connection import ERRORS
 from citelink.errors import ApiError
 from citelink.identity import api_keys, cors
 from citelink.identity.callers import REVOKED, TOKENS_REVOKED, Identity, access_identity, identity
-from citelink.identity.platform_tokens import is_platform_token
+from citelink.identity.platform_tokens import TOO_LONG, is_platform_token
 from citelink.relay.hub import Hub, Refused
 from citelink.relay.peers import Peer
 from citelink.relay.protocol import EXTENDED, TOKEN_REFUSED
@@ -74,7 +74,7 @@ async def _token_owner(websocket: WebSocket, settings: Settings) -> Identity | t
         _, found = await identity(websocket.state.pool, settings, websocket.state.platform, token)
         return found
     except ApiError as exc:
-        known = exc.detail in (REVOKED, TOKENS_REVOKED)
+        known = exc.detail in (REVOKED, TOKENS_REVOKED, TOO_LONG)
         return TOKEN_REFUSED, exc.detail if known else "invalid or expired access token"
     except ERRORS:
         return 1013, "database unavailable, try again later"

@@ -5,12 +5,12 @@ SELECT id, name, prefix, hash, scopes, revoked_at IS NOT NULL AS revoked
 FROM api_key WHERE prefix = $1;
 
 -- name: create_api_key
-INSERT INTO api_key (name, prefix, hash, scopes, created_by)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING id, name, prefix, scopes, created_at, revoked_at, created_by;
+INSERT INTO api_key (name, prefix, hash, scopes, created_by, created_by_key)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, name, prefix, scopes, created_at, revoked_at, created_by, created_by_key;
 
 -- name: api_keys_page
-SELECT id, name, prefix, scopes, created_at, revoked_at, created_by
+SELECT id, name, prefix, scopes, created_at, revoked_at, created_by, created_by_key
 FROM api_key WHERE id < $1 ORDER BY id DESC LIMIT $2;
 
 -- name: list_api_keys
@@ -23,7 +23,10 @@ WHERE id = $1 OR prefix = $2
 RETURNING id, name, prefix, revoked_at;
 
 -- name: user_by_external_id
-SELECT id, username, is_staff, is_active, token_generation FROM users WHERE external_id = $1;
+-- tokens_valid_after in seconds since the epoch, as a token's `iat`.
+SELECT id, username, is_staff, is_active, token_generation,
+       extract(epoch FROM tokens_valid_after)::float8 AS tokens_valid_after
+FROM users WHERE external_id = $1;
 
 -- name: provision_users
 -- The users of these external ids, made for those not seen before.

@@ -34,13 +34,25 @@ function expiryOf(token) {
   }
 }
 
-/** A link an item may open: http(s), or a path of the host page's own. */
+/**
+ * A link an item may open, or null: http(s) with a host, or a path of the
+ * host page's own that cannot become another host: no "//" at the start, no
+ * backslash, no control character ("/\host" and "/<tab>/host" are "//host"
+ * to a browser). The API's rule (_link_problem in citelink/api/notifications.py),
+ * checked again for what plain SQL wrote.
+ */
 export function safeLink(value) {
-  if (typeof value !== "string" || value.length > 2000) return null;
-  if (value.startsWith("/") && !value.startsWith("//")) return value;
+  if (typeof value !== "string" || value.length < 1 || value.length > 2000) return null;
+  if (/[\u0000-\u001f\u007f-\u009f\\]/.test(value) || value.startsWith(" ") || value.endsWith(" ")) {
+    return null;
+  }
+  if (value.startsWith("/")) return value.startsWith("//") ? null : value;
+  // The host right after the two slashes: Chromium skips a third one (and takes its host).
+  if (!/^https?:\/\/[^/]/i.test(value)) return null;
   try {
     const url = new URL(value);
-    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+    // Chromium takes a space in a host, as "%20".
+    return url.hostname && !/[\s<>^|%]/.test(url.hostname) ? url.href : null;
   } catch {
     return null;
   }

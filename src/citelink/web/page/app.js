@@ -437,19 +437,27 @@ function toggleExpanded(event) {
 
 /**
  * An item's link as an href, or null. Rows inserted by plain SQL skip the
- * API's check, so the page checks again: http(s), or a path of this site
- * ("//host" and "/\host" are other sites), never javascript: or data:.
+ * API's check, so the page checks again, by the API's rule (_link_problem in
+ * citelink/api/notifications.py, and the element's safeLink): http(s) with a
+ * host, or a path of this site that cannot become another one: no "//" at
+ * the start, no backslash, no control character ("/\host" and "/<tab>/host"
+ * are "//host" to a browser). Never javascript: or data:.
  */
-function safeLink(raw) {
-  if (typeof raw !== "string") return null;
-  let url;
+function safeLink(value) {
+  if (typeof value !== "string" || value.length < 1 || value.length > 2000) return null;
+  if (/[\u0000-\u001f\u007f-\u009f\\]/.test(value) || value.startsWith(" ") || value.endsWith(" ")) {
+    return null;
+  }
+  if (value.startsWith("/")) return value.startsWith("//") ? null : new URL(value, location.origin).href;
+  // The host right after the two slashes: Chromium skips a third one (and takes its host).
+  if (!/^https?:\/\/[^/]/i.test(value)) return null;
   try {
-    url = new URL(raw, location.origin);
+    const url = new URL(value);
+    // Chromium takes a space in a host, as "%20".
+    return url.hostname && !/[\s<>^|%]/.test(url.hostname) ? url.href : null;
   } catch {
     return null;
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") return null;
-  return /^https?:\/\//i.test(raw) || url.origin === location.origin ? url.href : null;
 }
 
 /** The `{id, label, url?}` buttons of an item's data; anything else is left out. */
@@ -926,6 +934,13 @@ function describeEntry(entry) {
       return `Put notification ${value("notification_id")} in ${user(value("user_id"))}'s inbox`;
     case "user_notification delete":
       return `Removed inbox item ${id}`;
+    case "users create":
+      return `Created ${after("is_staff") ? "staff user" : "user"} ${quote(after("username"))}`;
+    case "api_key create":
+      return `Made API key ${quote(after("name"))} (${(after("scopes") ?? []).join(", ")})`;
+    case "api_key update":
+      if (after("revoked_at")) return `Revoked API key ${quote(state.keys.get(id) ?? id)}`;
+      break;
     case "user_notification update": {
       if (after("action")) return `Chose ${quote(after("action"))} on inbox item ${id}`;
       const found = ITEM_CHANGES.find(([field, to]) => after(field) === to);
