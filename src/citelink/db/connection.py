@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -15,6 +16,7 @@ import asyncpg
 from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 
 from citelink.db import decoding, embedded
+from citelink.db.queries import Q
 from citelink.problems import Problem
 from citelink.settings import Settings
 
@@ -83,6 +85,43 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         encoder=decoding.encode_timestamp,
         decoder=decoding.decode_timestamp,
     )
+
+
+async def _warm_up(conn: asyncpg.Connection) -> None:
+    """Plan, on a new pooled connection, what its first publish and its first
+    inbox write would plan otherwise: PostgreSQL plans a trigger function's
+    statements once per connection, at their first call, and a fresh server's
+    first fan-outs paid for it. In a transaction rolled back: a scheduled
+    notification to the first tag (nothing fanned out, nothing kept or told),
+    an update that changes no item, a write of no one's inbox."""
+    async with conn.transaction():
+        tag = await conn.fetchval("SELECT min(id) FROM tag")
+        if tag is not None:
+            await conn.fetch(
+                Q.publish, tag, None, "warm-up", {}, None, None, None, "infinity", None, None
+            )
+        await conn.execute("SELECT citelink_fan_out('{}')")
+        await conn.execute("UPDATE user_notification SET is_seen = is_seen WHERE false")
+        await conn.fetchval(Q.inbox_set_state, 0, 0, True, None, None)
+        raise _RolledBack
+
+
+class _RolledBack(Exception):
+    """Ends the warm-up's transaction."""
+
+
+async def _init_pooled(conn: asyncpg.Connection) -> None:
+    await _init_connection(conn)
+    # Only ever faster: a database the warm-up does not suit is served cold.
+    with contextlib.suppress(_RolledBack, asyncpg.PostgresError):
+        await _warm_up(conn)
+
+
+async def warm(pool: asyncpg.Pool, connections: int) -> None:
+    """Open (and warm up) `connections` of the pool before anyone needs them."""
+    held = [await pool.acquire() for _ in range(connections)]
+    for conn in held:
+        await pool.release(conn)
 
 
 # The longest one statement of the work at hand may run, in seconds: set per
@@ -213,7 +252,7 @@ async def create_pool(
         max_size=size,
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
-        init=_init_connection,
+        init=_init_pooled,
         reset=_keep_session,
         loop=None,
         connection_class=_Connection,

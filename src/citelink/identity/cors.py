@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
-from starlette.types import ASGIApp, Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from citelink.errors import error_response
 from citelink.settings import Settings
@@ -45,6 +45,14 @@ class Cors(CORSMiddleware):
             expose_headers=EXPOSED,
             max_age=600,
         )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Without an Origin header no browser page asks: nothing to check or
+        # add (Starlette's would wrap every answer to say Vary: Origin).
+        if scope["type"] == "http" and not any(k == b"origin" for k, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         answer = super().preflight_response(request_headers)

@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket
 
 from citelink import api
 from citelink.db.budget import WorkBudget
-from citelink.db.connection import create_pool
+from citelink.db.connection import create_pool, warm
 from citelink.db.pruning import Pruner
 from citelink.db.scheduler import Scheduler
 from citelink.errors import exception_handlers
@@ -34,6 +34,9 @@ from citelink.server.scrape import Sampler, metrics_endpoint
 from citelink.settings import Settings
 from citelink.web.element import routes as embed_routes
 from citelink.web.page import routes as web_routes
+
+# Pooled connections opened and warmed up at start (the others as needed).
+WARM_CONNECTIONS = 4
 
 
 class State(TypedDict):
@@ -66,6 +69,8 @@ def create_app(settings: Settings) -> App:
             connect_seconds=settings.db_connect_seconds,
             query_seconds=settings.db_query_seconds,
         )
+        # Warm before the first request: see citelink.db.connection._warm_up.
+        await warm(pool, min(settings.pool_size, WARM_CONNECTIONS))
         listener = Listener(settings.resolved_url, probe_seconds=settings.listener_probe_seconds)
         hub = Hub(pool, settings, barrier=listener.barrier, on_failure=listener.reconnect)
         sampler = Sampler(
