@@ -90,6 +90,13 @@ function request(method, path, body) {
 /** JSON of a REST call; one transparent token refresh on a 401. */
 async function api(method, path, body) {
   let res = await request(method, path, body);
+  // 429: too many of this user's requests at once (the server did not run
+  // it); wait as the server asks, a few times.
+  for (let tries = 0; res.status === 429 && tries < 3; tries++) {
+    const seconds = Number(res.headers.get("Retry-After")) || 1;
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    res = await request(method, path, body);
+  }
   if (res.status === 401 && state.tokens && (await refreshAccess())) {
     res = await request(method, path, body);
   }
@@ -786,9 +793,14 @@ async function deleteTag(tag) {
 
 const subscriptionOwner = () => (state.me.is_staff ? Number($("#sub-user").value) : state.me.id);
 
+let subscriptionsAsked = 0;
+
 async function loadSubscriptions() {
+  const asked = ++subscriptionsAsked;
   const owner = subscriptionOwner();
   const subs = await all(`/api/subscriptions/?user=${owner}`);
+  // Another user was picked meanwhile: theirs is the list to show.
+  if (asked !== subscriptionsAsked) return;
   const nameOf = (sub) => state.tags.get(sub.tag) ?? `tag ${sub.tag}`;
   subs.sort((a, b) => nameOf(a).localeCompare(nameOf(b)));
   const held = new Set(subs.map((s) => s.tag));
