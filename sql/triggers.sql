@@ -303,13 +303,92 @@ $$;
 
 -- New notifications: those due now are fanned out (grouped ones by
 -- citelink_group_notifications), then each gets one audit row that summarises
--- it: field -> [null, value], and its recipient count.
+-- it: field -> [null, value], and its recipient count. The trigger holds the
+-- common publish's whole path itself: a function call, and a statement
+-- sized for any number of notifications, were a fifth of it.
 CREATE FUNCTION citelink_fan_out_notification() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_nestloop = off
+AS $$
 DECLARE
     plain bigint[];
     grouped bigint[];
+    simple boolean;
+    sent bigint;
 BEGIN
+    SELECT count(*) = 1 AND bool_and(group_key IS NULL AND delivered_at IS NOT NULL
+                                      AND (users IS NULL OR tag_id IS NULL))
+    INTO simple FROM new_rows;
+    IF simple THEN
+        -- The common publish: one notification, due now, to a tag or to listed
+        -- users (not both), no group key. One statement: recipients, counter
+        -- rows (locked in user id order), inbox rows (each user gets one: their
+        -- position is their counter's new last one), the recipient count, the
+        -- audit row and the events. citelink_fan_out is the same for any
+        -- number of notifications and every feature.
+        PERFORM set_config('citelink.fan_out', 'on', true);
+        WITH subscribers AS MATERIALIZED (
+            SELECT s.user_id, n.id AS notification_id, n.priority,
+                   CASE WHEN (SELECT critical FROM tag WHERE id = n.tag_id) THEN 'live'
+                        ELSE s.mode END AS mode
+            FROM new_rows AS n
+            CROSS JOIN LATERAL (
+                SELECT user_id, mode FROM subscription WHERE tag_id = n.tag_id OFFSET 0
+            ) AS s
+            UNION ALL
+            SELECT u.user_id, n.id, n.priority, 'live'
+            FROM new_rows AS n
+            CROSS JOIN LATERAL (SELECT DISTINCT unnest(n.users) AS user_id) AS u
+            WHERE n.tag_id IS NULL AND EXISTS (SELECT FROM users WHERE id = u.user_id OFFSET 0)
+        ), numbered AS (
+            INSERT INTO inbox_count AS c (user_id, unseen, unread, total, last_position)
+            SELECT user_id, (mode <> 'muted')::int, (mode <> 'muted')::int, 1, 1
+            FROM subscribers ORDER BY user_id
+            ON CONFLICT (user_id) DO UPDATE
+                SET unseen = c.unseen + excluded.unseen, unread = c.unread + excluded.unread,
+                    total = c.total + 1, last_position = c.last_position + 1
+            RETURNING c.user_id, c.last_position, c.unseen, c.unread, c.total, c.archived
+        ), inserted AS (
+            INSERT INTO user_notification (user_id, notification_id, position, mode, priority)
+            SELECT s.user_id, s.notification_id, b.last_position, s.mode, s.priority
+            FROM subscribers AS s JOIN numbered AS b ON b.user_id = s.user_id
+            ORDER BY s.user_id
+            RETURNING id, user_id, notification_id, position, mode
+        ), counted AS (
+            INSERT INTO notification_recipients (notification_id, recipients)
+            SELECT notification_id, count(*) FROM inserted GROUP BY notification_id
+        ), audited AS (
+            INSERT INTO audit_log (resource, object_id, action, changes, actor_id)
+            SELECT 'notification', n.id, 'create',
+                   (SELECT jsonb_object_agg(key, jsonb_build_array(NULL, value))
+                    FROM jsonb_each(to_jsonb(n) - 'id'))
+                   || jsonb_build_object('recipients',
+                                         jsonb_build_array(NULL, (SELECT count(*) FROM inserted))),
+                   citelink_actor_id()
+            FROM new_rows AS n
+        )
+        SELECT count(pg_notify('citelink_events', e.payload)) INTO sent
+        FROM (
+            SELECT concat_ws(' ', 'new', i.user_id, i.id, i.notification_id, i.position,
+                             s.state, s.state, b.unseen, b.unread, b.total, b.archived) AS payload,
+                   i.id AS ord
+            FROM inserted AS i
+            JOIN numbered AS b ON b.user_id = i.user_id
+            CROSS JOIN LATERAL (SELECT CASE i.mode WHEN 'live' THEN 0 WHEN 'inbox' THEN 64
+                                                   ELSE 192 END AS state) AS s
+            WHERE (SELECT count(*) FROM inserted) <= citelink_events_per_item_limit()
+            UNION ALL
+            SELECT concat_ws(' ', 'fanout', notification_id, count(*)), min(id)
+            FROM inserted
+            WHERE (SELECT count(*) FROM inserted) > citelink_events_per_item_limit()
+            GROUP BY notification_id
+            ORDER BY ord OFFSET 0
+        ) AS e;
+        PERFORM set_config('citelink.fan_out', '', true);
+        RETURN NULL;
+    END IF;
     SELECT array_agg(id ORDER BY id) FILTER (WHERE group_key IS NULL),
            array_agg(id ORDER BY id) FILTER (WHERE group_key IS NOT NULL)
     INTO plain, grouped
@@ -333,7 +412,7 @@ BEGIN
 END
 $$;
 
--- The common path of a publish, in one statement: for the notifications
+-- A fan-out in one statement: for the notifications
 -- `ids` (due, not fanned out yet), every recipient -- the subscribers of the
 -- tag, with their mode (`live` whatever it is for a critical tag), and the
 -- listed users who are not subscribed, live, those deleted since left out --

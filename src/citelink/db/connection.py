@@ -95,6 +95,9 @@ async def _warm_up(conn: asyncpg.Connection) -> None:
     notification to the first tag (nothing fanned out, nothing kept or told),
     an update that changes no item, a write of no one's inbox."""
     async with conn.transaction():
+        # Never a wait: a table locked elsewhere (a migration, an operator)
+        # leaves this connection cold instead of holding up its first request.
+        await conn.execute("SET LOCAL lock_timeout = '50ms'; SET LOCAL statement_timeout = '2s'")
         tag = await conn.fetchval("SELECT min(id) FROM tag")
         if tag is not None:
             await conn.fetch(
