@@ -177,6 +177,8 @@ def metrics_dir_of(pid: int) -> str:
     return found.split(b"=", 1)[1].decode()
 
 
+# Slow (about 20 s): `pytest -m slow`.
+@pytest.mark.slow
 async def test_db_stop_under_two_workers_logs_each_change_once(own_postgres):
     """`citelink db-stop` under `serve --workers 2` on the embedded server: while
     it is down, each worker says so once (no traceback, no line per retry), and
