@@ -180,6 +180,30 @@ async def test_filters_select_the_same_items_in_pages_counts_and_bulk(client, co
     assert await recount(conn)
 
 
+async def test_unarchive_without_a_status_brings_back_the_archived_items(
+    client, conn, world: World
+):
+    """The default list holds no archived item: an unarchive with an empty
+    filter means the archived ones (it changed nothing before); with a
+    filter, the archived ones it selects."""
+    auth = world.alice.headers
+    r = await client.post("/api/inbox/bulk/", json={"action": "archive"}, headers=auth)
+    assert r.json() == {"updated": 2}
+    r = await client.post(
+        "/api/inbox/bulk/",
+        json={"action": "unarchive", "filter": {"tag": [world.private]}},
+        headers=auth,
+    )
+    assert r.json() == {"updated": 1}
+    r = await client.post(
+        "/api/inbox/bulk/", json={"action": "unarchive", "filter": {}}, headers=auth
+    )
+    assert r.json() == {"updated": 1}
+    r = await client.get("/api/inbox/counts/", headers=auth)
+    assert (r.json()["archived"], r.json()["total"]) == (0, 2)
+    assert await recount(conn)
+
+
 async def test_another_users_item_is_a_404_on_every_new_route(client, world: World):
     theirs = world.bob_item
     auth = world.alice.headers
