@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from citelink.db.connection import connect
-from tests.support.data import Partial
+from tests.support.data import Partial, recipients_of
 from tests.support.waiting import wait_until
 from tests.support.world import World
 from tests.support.wsclient import open_socket, serving
@@ -61,14 +61,7 @@ async def test_plain_sql_lists_users_too(conn, world: World):
         "INSERT INTO notification (users, message) VALUES ($1, 'by psql') RETURNING id",
         [world.bob.id],
     )
-    assert (
-        await conn.fetchval(
-            "SELECT coalesce(sum(recipients), 0) FROM notification_recipients "
-            "WHERE notification_id = $1",
-            note,
-        )
-        == 1
-    )
+    assert await recipients_of(conn, note) == 1
     with pytest.raises(Exception, match="notification_check"):
         await conn.execute("INSERT INTO notification (message) VALUES ('to nobody')")
 

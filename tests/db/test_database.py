@@ -9,7 +9,7 @@ import pytest
 
 from citelink.db.connection import connect
 from citelink.settings import MESSAGE_CHARS_BOUND
-from tests.support.data import Partial, add_users, publish, subscribe
+from tests.support.data import Partial, add_users, publish, recipients_of, subscribe
 
 
 class Events:
@@ -182,14 +182,7 @@ async def test_audit_with_and_without_actor(conn):
     assert created["object_id"] == note and created["actor_id"] == staff
     assert created["changes"]["message"] == [None, "audited"]
     assert created["changes"]["recipients"] == [None, 1]
-    assert (
-        await conn.fetchval(
-            "SELECT coalesce(sum(recipients), 0) FROM notification_recipients "
-            "WHERE notification_id = $1",
-            note,
-        )
-        == 1
-    )
+    assert await recipients_of(conn, note) == 1
     # The fan-out's own update of the count is not audited again.
     assert ("notification", "update") not in by_resource
     # The fan-out is summarised: no audit row per inbox row created.
@@ -215,14 +208,7 @@ async def test_inbox_row_inserted_directly_is_audited_and_delivered(conn, events
     )
     assert await events.take(1) == [f"new {alice} {item} {note} 1 0 0 1 1 1 0"]
     # Counted as a recipient, numbered in the user's order, audited.
-    assert (
-        await conn.fetchval(
-            "SELECT coalesce(sum(recipients), 0) FROM notification_recipients "
-            "WHERE notification_id = $1",
-            note,
-        )
-        == 1
-    )
+    assert await recipients_of(conn, note) == 1
     assert await conn.fetchval("SELECT position FROM user_notification WHERE id = $1", item) == 1
     actions = await conn.fetch(
         "SELECT action FROM audit_log WHERE resource = 'user_notification' AND object_id = $1",

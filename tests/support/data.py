@@ -88,6 +88,15 @@ async def publish_many(conn: asyncpg.Connection, tag_id: int, count: int, paddin
     )
 
 
+async def recipients_of(conn: asyncpg.Connection, note: int) -> int:
+    """The recipient count of notification `note` (0 when it reached no one)."""
+    return await conn.fetchval(
+        "SELECT coalesce(sum(recipients), 0) FROM notification_recipients "
+        "WHERE notification_id = $1",
+        note,
+    )
+
+
 async def subscribe(conn: asyncpg.Connection, user_id: int, tag: str) -> int:
     """Subscribe by plain SQL, creating the tag if needed; returns the tag id."""
     tag_id = await conn.fetchval(
