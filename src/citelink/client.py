@@ -16,13 +16,11 @@ Unavailable: try again later).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-if TYPE_CHECKING:
-    # The answers' types, for type checkers only: the client does not import the server.
-    from citelink.api.shapes import Notification, Page, Subscription, Tag, User, Users
+from citelink.shapes import Notification, Page, Subscription, Tag, User, Users
 
 DEFAULT_TIMEOUT = 10.0
 

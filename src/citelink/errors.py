@@ -7,17 +7,13 @@ Routes raise ApiError; the handlers here turn it, Starlette's HTTPException
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from citelink.responses import json_response
-
-if TYPE_CHECKING:
-    # Not at run time: citelink.api imports this module.
-    from citelink.api.shapes import Error
+from citelink.shapes import Error
 
 log = logging.getLogger("citelink")
 

@@ -9,7 +9,7 @@ import msgspec
 from starlette.routing import Route
 
 from citelink.api.endpoint import ApiRoute
-from citelink.api.shapes import Error
+from citelink.shapes import Error
 from citelink.server.app import create_app
 from tests.support.world import World
 

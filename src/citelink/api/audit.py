@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 
 from citelink.api.endpoint import Call, endpoint
-from citelink.api.shapes import AuditEntry, Page
 from citelink.api.validation import PAGE, Choice, Integer, Query, page, page_bounds
 from citelink.db.queries import Q
+from citelink.shapes import AuditEntry, Page
 
 # The tables sql/triggers.sql audits.
 RESOURCES = ("tag", "subscription", "notification", "user_notification", "users", "api_key")

@@ -8,7 +8,7 @@ check, path id, query and body validation before it, in that order (so an
 anonymous caller learns nothing about ids or bodies), and the declared
 status after it, with the handler's value as the JSON body (none when it
 returns None). The handler's return annotation, a type of
-citelink.api.shapes, is the answer's schema. The declaration is also what
+citelink.shapes, is the answer's schema. The declaration is also what
 /openapi.json describes, so the document and the behaviour cannot disagree.
 """
 
@@ -60,7 +60,7 @@ class Operation:
     body: Body | None
     query: Query
     status: int
-    # The answer's type (citelink.api.shapes), None when it has no body.
+    # The answer's type (citelink.shapes), None when it has no body.
     response: Any
     # Statuses beyond those the declaration implies (401, 403, 404, 400, 413, 422).
     errors: dict[int, str] = field(default_factory=dict)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from citelink.api.endpoint import Call, endpoint
-from citelink.api.shapes import InboxCounts, InboxItem, InboxPage, Updated
 from citelink.api.validation import (
     PAGE,
     Body,
@@ -24,6 +23,7 @@ from citelink.api.validation import (
 )
 from citelink.db import inbox_store
 from citelink.errors import ApiError
+from citelink.shapes import InboxCounts, InboxItem, InboxPage, Updated
 
 STATUS = Choice(
     choices=tuple(inbox_store.STATUS),

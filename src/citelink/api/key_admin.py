@@ -9,7 +9,6 @@ from typing import Any
 import asyncpg
 
 from citelink.api.endpoint import Call, endpoint
-from citelink.api.shapes import ApiKey, Page
 from citelink.api.validation import (
     PAGE,
     Body,
@@ -25,6 +24,7 @@ from citelink.db.queries import Q
 from citelink.errors import ApiError
 from citelink.identity import api_keys
 from citelink.settings import Settings
+from citelink.shapes import ApiKey, Page
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from citelink.api.endpoint import Call, endpoint
-from citelink.api.shapes import Notification, Page
 from citelink.api.user_refs import UserRefs, user_ids
 from citelink.api.validation import (
     PAGE,
@@ -37,6 +36,7 @@ from citelink.db.queries import Q
 from citelink.errors import ApiError
 from citelink.metrics import PUBLISH_SECONDS
 from citelink.settings import Settings
+from citelink.shapes import Notification, Page
 
 log = logging.getLogger("citelink.api")
 

@@ -19,9 +19,9 @@ from starlette.routing import BaseRoute, Route
 
 from citelink import __version__
 from citelink.api.endpoint import ApiRoute, Call, Operation, endpoint
-from citelink.api.shapes import Error, Health, OpenAPI
 from citelink.api.validation import Schema
 from citelink.settings import Settings
+from citelink.shapes import Error, Health, OpenAPI
 
 _INT = {"type": "integer", "format": "int64"}
 _TEXT = {"type": "string"}
@@ -172,7 +172,7 @@ def build(routes: list[BaseRoute], settings: Settings) -> Json:
             }
         elif r.path in _OUTSIDE:
             paths[path] = copy.deepcopy(_OUTSIDE[r.path])
-    # Every answer's schema is a type of citelink.api.shapes until here
+    # Every answer's schema is a type of citelink.shapes until here
     # (_json): generate them all at once, as references to shared components.
     types: list[Any] = []
     _walk(paths, lambda content: types.append(content["schema"]))

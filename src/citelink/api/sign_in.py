@@ -16,13 +16,13 @@ from __future__ import annotations
 import uuid
 
 from citelink.api.endpoint import Call, endpoint
-from citelink.api.shapes import Empty, TokenPair
 from citelink.api.validation import Body, String
 from citelink.db.queries import Q
 from citelink.errors import ApiError
 from citelink.identity import tokens
 from citelink.identity.callers import active_user, decode
 from citelink.identity.throttle import SignInThrottle
+from citelink.shapes import Empty, TokenPair
 
 # Long enough for any token we issue, short enough to refuse junk early.
 TOKEN = String(max_length=4096)

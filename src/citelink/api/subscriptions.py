@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncpg
 
 from citelink.api.endpoint import Call, endpoint
-from citelink.api.shapes import Page, Subscription
 from citelink.api.user_refs import UserRef, user_ids
 from citelink.api.validation import PAGE, Body, Choice, Integer, Query, page, page_bounds
 from citelink.db.queries import Q
 from citelink.errors import ApiError
+from citelink.shapes import Page, Subscription
 
 MODE = Choice(
     choices=("live", "inbox", "muted"),

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncpg
 
 from citelink.api.endpoint import Call, endpoint
-from citelink.api.shapes import Page, Tag
 from citelink.api.validation import PAGE, Body, Boolean, Query, String, page, page_bounds
 from citelink.db.queries import Q
 from citelink.errors import ApiError
+from citelink.shapes import Page, Tag
 
 NAME = String(max_length=100)
 CRITICAL = Boolean(required=False, description="ignores subscribers' mutes (default false)")

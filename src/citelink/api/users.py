@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncpg
 
 from citelink.api.endpoint import Call, endpoint
-from citelink.api.shapes import Me, Page, User, Users
 from citelink.api.user_refs import UserRefs, user_ids
 from citelink.api.validation import PAGE, Body, Boolean, Query, String, page, page_bounds
 from citelink.db.queries import Q
 from citelink.errors import ApiError
+from citelink.shapes import Me, Page, User, Users
 
 NEW_USER = Body(
     {

@@ -19,10 +19,10 @@ import orjson
 from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
 
-from citelink.api.shapes import Page
 from citelink.db.connection import BIGINT_MAX
 from citelink.errors import ApiError
 from citelink.settings import Settings
+from citelink.shapes import Page
 
 _DECIMAL = re.compile(r"-?[0-9]{1,20}")
 

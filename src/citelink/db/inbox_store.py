@@ -23,16 +23,13 @@ import asyncio
 import random
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import asyncpg
 
 from citelink.db.connection import Queryable
 from citelink.db.queries import Q
-
-if TYPE_CHECKING:
-    # Only for the checker: citelink.api imports this module.
-    from citelink.api.shapes import InboxCounts, InboxItem
+from citelink.shapes import InboxCounts, InboxItem
 
 Status = Literal["all", "unseen", "unread", "read", "archived"]
 # Each status's condition on an item (unseen items are unread ones too:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from citelink.api.shapes import InboxItem
+    from citelink.shapes import InboxItem
 
 CHANNEL = "citelink_events"
 ITEM_KINDS = frozenset({"new", "change", "update", "remove"})

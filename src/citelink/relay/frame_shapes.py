@@ -1,5 +1,5 @@
 """The frames the server sends on a socket, as types: one TypedDict per
-`type` (SERVER_FRAMES), the WebSocket counterpart of citelink.api.shapes.
+`type` (SERVER_FRAMES), the WebSocket counterpart of citelink.shapes.
 
 citelink.relay.frames builds them (as JSON text, for speed); the socket tests check
 every frame they receive against its type here (tests/wsclient.py), and
@@ -12,7 +12,7 @@ from typing import Any, Literal, NotRequired, TypedDict, get_args
 
 import msgspec
 
-from citelink.api.shapes import Id, InboxCounts, InboxItem
+from citelink.shapes import Id, InboxCounts, InboxItem
 
 ItemState = Literal["read", "unread", "seen", "unseen", "archive", "unarchive", "delete", "expire"]
 

@@ -13,7 +13,7 @@ from citelink.relay.events import ARCHIVED, DELETED, EXPIRED, INTERACTED, READ, 
 from citelink.responses import dumps
 
 if TYPE_CHECKING:
-    from citelink.api.shapes import InboxItem
+    from citelink.shapes import InboxItem
 
 # The state fields of an item nobody has touched yet.
 UNTOUCHED = {

@@ -42,7 +42,7 @@ from citelink.relay.rendering import QUERY_TIMEOUT, Renderer, current_items
 from citelink.settings import Settings
 
 if TYPE_CHECKING:
-    from citelink.api.shapes import InboxItem
+    from citelink.shapes import InboxItem
 
 log = logging.getLogger("citelink.relay.hub")
 

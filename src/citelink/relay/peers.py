@@ -20,15 +20,12 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from citelink.relay import frames
 from citelink.relay.events import DELETED, QUIET, Counts, state_of
 from citelink.relay.protocol import TOO_SLOW
 from citelink.settings import Settings
-
-if TYPE_CHECKING:
-    from citelink.api.shapes import InboxItem
+from citelink.shapes import InboxItem
 
 log = logging.getLogger("citelink.relay.peers")
 

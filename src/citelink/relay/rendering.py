@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -25,9 +24,7 @@ from citelink.db.queries import Q
 from citelink.relay import frames
 from citelink.relay.events import MUTED, QUIET, Counts, Event
 from citelink.relay.peers import Delivery
-
-if TYPE_CHECKING:
-    from citelink.api.shapes import InboxItem
+from citelink.shapes import InboxItem
 
 log = logging.getLogger("citelink.relay.hub")
 
