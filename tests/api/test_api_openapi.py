@@ -9,8 +9,8 @@ import msgspec
 from starlette.routing import Route
 
 from citelink.api.endpoint import ApiRoute
-from citelink.shapes import Error
 from citelink.server.app import create_app
+from citelink.shapes import Error
 from tests.support.world import World
 
 DATE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")

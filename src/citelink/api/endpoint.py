@@ -50,6 +50,10 @@ KeyScope = Literal["publish", "admin"] | None
 
 log = logging.getLogger("citelink.api")
 
+# The largest body of a route that is not staff's (CITELINK_MAX_BODY_BYTES
+# bounds staff routes): 413 past it.
+USER_BODY_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Operation:
@@ -152,26 +156,34 @@ class Endpoint:
         # The int convertor takes any digits; beyond bigint nothing can exist.
         if item_id is not None and item_id > BIGINT_MAX:
             raise ApiError(404, "not found")
-        settings: Settings = request.state.settings
-        query = op.query.parse(request.query_params, settings)
-        body = {}
-        if op.body is not None:
-            body = op.body.parse(await read_body(request, settings.max_body_bytes), settings)
-        call = Call(request, user, item_id, query, body)
-        read = request.method in ("GET", "HEAD")
         if user is None:
-            result = await _repeatable(pool, read, self.handler, call)
+            result = await self._handle(request, user, item_id)
         else:
-            result = await self._within_budget(request, user, call, read)
+            result = await self._within_budget(request, user, item_id)
         if op.response is None:
             return Response(status_code=op.status)
         return json_response(result, status=op.status)
 
-    async def _within_budget(
-        self, request: Request, user: CurrentUser, call: Call, read: bool
-    ) -> Any:
-        """The handler, within the caller's budget of database work (a user's
-        or an API key's, citelink.db.budget) and its class's statement timeout."""
+    async def _handle(self, request: Request, user: CurrentUser | None, item_id: int | None) -> Any:
+        """Read the query and body, then run the handler."""
+        op = self.operation
+        settings: Settings = request.state.settings
+        query = op.query.parse(request.query_params, settings)
+        body = {}
+        if op.body is not None:
+            # Only a publisher's body may be big (a message, its data); a user's
+            # is a few fields, and parsing a big one holds the event loop.
+            limit = settings.max_body_bytes if op.access == "staff" else USER_BODY_BYTES
+            body = op.body.parse(await read_body(request, limit), settings)
+        call = Call(request, user, item_id, query, body)
+        read = request.method in ("GET", "HEAD")
+        return await _repeatable(request.state.pool, read, self.handler, call)
+
+    async def _within_budget(self, request: Request, user: CurrentUser, item_id: int | None) -> Any:
+        """Reading the body and the handler, within the caller's budget of
+        database work (a user's or an API key's, citelink.db.budget: a body
+        is parsed in its slot, so one user's flood of big bodies is never
+        parsed at once) and its class's statement timeout."""
         settings: Settings = request.state.settings
         work: WorkBudget = request.state.work
         publisher = user.is_staff or user.api_key is not None
@@ -186,7 +198,7 @@ class Endpoint:
             async with work.claim(key, publisher=publisher):
                 token = statement_seconds.set(seconds)
                 try:
-                    return await _repeatable(request.state.pool, read, self.handler, call)
+                    return await self._handle(request, user, item_id)
                 finally:
                     statement_seconds.reset(token)
         except Busy:

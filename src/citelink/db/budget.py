@@ -58,7 +58,7 @@ class WorkBudget:
             except BaseException as exc:
                 if waiter.done() and not waiter.cancelled():
                     self._release(key, slots)  # handed a slot just as we gave up
-                else:
+                elif waiter in slots.waiting:  # (a release may have dropped it)
                     slots.waiting.remove(waiter)
                 if isinstance(exc, TimeoutError):
                     raise Busy from None
