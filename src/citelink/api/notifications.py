@@ -3,7 +3,7 @@
 Publishing is one call of citelink_publish() (sql/triggers.sql), a transaction
 of its own: the database fans the notification out to every subscriber's inbox
 in it, so the 201 comes after every inbox row is committed, with the number of
-recipients (kept on the notification row).
+recipients (kept in notification_recipients by the fan-out).
 """
 
 from __future__ import annotations
