@@ -24,9 +24,6 @@ UPDATE users SET password_hash = $2 WHERE lower(username) = lower($1) RETURNING 
 -- name: set_active
 UPDATE users SET is_active = $2 WHERE lower(username) = lower($1) RETURNING id;
 
--- name: set_staff
-UPDATE users SET is_staff = $2 WHERE lower(username) = lower($1) RETURNING id;
-
 -- name: tag_id_by_name
 SELECT id FROM tag WHERE name = $1;
 
