@@ -4,12 +4,13 @@
 -- This file is the one home of every function and trigger: migrating applies
 -- it again whenever it changed (citelink.db.migrations).
 --
--- The common publish (to a tag and/or listed users, due now, no group key)
--- takes one short path: the trigger on notification calls citelink_fan_out,
+-- The common publish (one notification, due now, to a tag or to listed
+-- users, no group key) takes one short path: the trigger on notification runs
 -- one statement that finds the recipients, locks and bumps their counter
--- rows, inserts their items, counts them on the notification and sends the
--- events. Grouping, schedules and expiry add work only to the notifications
--- that use them. tests/db/test_publish_work.py counts the work of one publish
+-- rows, inserts their items, counts them, writes the audit row and sends the
+-- events. Any other statement goes through citelink_fan_out, the same for
+-- any number of notifications; grouping, schedules and expiry add work only
+-- to the notifications that use them. tests/db/test_publish_work.py counts the work of one publish
 -- (statements, function calls, rows written): a change that adds to the
 -- common path fails it until the expected counts are changed with it.
 --
@@ -28,7 +29,7 @@
 --  * `SET enable_seqscan = off` (functions that probe other tables): a plan
 --    made while a table is empty (a fresh database) would scan it whole for
 --    every probe, quadratic once the table has grown.
---  * `SET enable_nestloop = off` (citelink_fan_out, citelink_item_changes,
+--  * `SET enable_nestloop = off` (the fan-outs, citelink_item_changes,
 --    citelink_items_removed): their joins of rows to the counter rows they
 --    lock stay hash joins, linear at any size. Lateral probes are nested
 --    loops still: nothing else can compute them.
