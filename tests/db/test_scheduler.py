@@ -390,8 +390,13 @@ async def test_staff_see_a_failed_delivery_while_the_others_are_delivered(
     assert failed["id"] == bad and failed["status"] == "failed"
     assert failed["delivered_at"] is None and failed["delivery_attempts"] == 1
     assert "test_refused" in failed["delivery_error"] and failed["retry_at"] is not None
-    delivered = await listed("delivered")
-    assert {first, last} <= {n["id"] for n in delivered}
+    # Each is settled in its own transaction once the batch failed, in id
+    # order: `last` comes after `bad` is marked.
+    async def both_delivered() -> list[dict]:
+        ones = await listed("delivered")
+        return ones if {first, last} <= {n["id"] for n in ones} else []
+
+    delivered = await wait_until(both_delivered, within=10)
     assert {n["status"] for n in delivered} == {"delivered"}
     assert await listed("scheduled") == []
     r = await client.get(f"/api/notifications/{bad}/", headers=staff)
