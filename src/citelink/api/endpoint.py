@@ -38,7 +38,7 @@ from citelink.db.connection import (
     transaction,
 )
 from citelink.errors import ApiError
-from citelink.identity.callers import CurrentUser, authenticate
+from citelink.identity.callers import CallerUnconfirmed, CurrentUser, authenticate, claimed_staff
 from citelink.identity.passwords import HashSlots
 from citelink.responses import json_response
 from citelink.settings import Settings
@@ -67,6 +67,11 @@ class Operation:
     key_scope: KeyScope = None
     # Changes every item a filter selects: the bulk statement timeout.
     bulk: bool = False
+    # A staff operation whose handler, for a caller known from an access token
+    # alone (CurrentUser.unconfirmed), checks in its own statement that the
+    # caller is still active staff at that token generation, or raises
+    # CallerUnconfirmed having done nothing: one round trip less.
+    confirms_caller: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,18 +141,45 @@ class Endpoint:
 
     async def _respond(self, request: Request) -> Response:
         op = self.operation
+        if op.confirms_caller and (claimed := claimed_staff(request)) is not None:
+            parsed = None
+            try:
+                parsed = await self._parse(request)
+                return await self._run(request, claimed, parsed)
+            except CallerUnconfirmed:
+                # Nothing was done: the caller is checked (a 401 or 403), or
+                # has become staff since, and is answered as usual.
+                assert parsed is not None  # raised by the handler
+                return await self._run(request, await self._caller(request), parsed)
+            except UNAVAILABLE:
+                raise  # a 503, as the authentication query would have met
+            except Exception:
+                # Refused before the caller was confirmed: who the caller is
+                # is answered first, as on the usual path.
+                await self._caller(request)
+                raise
+        user = await self._caller(request)
+        return await self._run(request, user, await self._parse(request))
+
+    async def _caller(self, request: Request) -> CurrentUser | None:
+        """The authenticated caller (None for `anyone`), or a 401 or 403."""
+        op = self.operation
+        if op.access == "anyone":
+            return None
         # Reading who the caller is may always be done again.
-        pool = request.state.pool
-        user = (
-            None if op.access == "anyone" else await _repeatable(pool, True, authenticate, request)
-        )
-        if user is not None and user.api_key is not None:
+        user: CurrentUser = await _repeatable(request.state.pool, True, authenticate, request)
+        if user.api_key is not None:
             if op.key_scope is None:
                 raise ApiError(403, "API keys may not use this route: it acts as a signed-in user")
             if op.key_scope not in user.scopes and "admin" not in user.scopes:
                 raise ApiError(403, f"this API key lacks the {op.key_scope!r} scope")
-        elif op.access == "staff" and not (user and user.is_staff):
+        elif op.access == "staff" and not user.is_staff:
             raise ApiError(403, "only staff may do this")
+        return user
+
+    async def _parse(self, request: Request) -> tuple[int | None, dict[str, Any], dict[str, Any]]:
+        """The path id, query and body, validated."""
+        op = self.operation
         item_id = request.path_params.get("id")
         # The int convertor takes any digits; beyond bigint nothing can exist.
         if item_id is not None and item_id > BIGINT_MAX:
@@ -157,10 +189,20 @@ class Endpoint:
         body = {}
         if op.body is not None:
             body = op.body.parse(await read_body(request, settings.max_body_bytes), settings)
-        call = Call(request, user, item_id, query, body)
+        return item_id, query, body
+
+    async def _run(
+        self,
+        request: Request,
+        user: CurrentUser | None,
+        parsed: tuple[int | None, dict[str, Any], dict[str, Any]],
+    ) -> Response:
+        """The handler's answer."""
+        op = self.operation
+        call = Call(request, user, *parsed)
         read = request.method in ("GET", "HEAD")
         if user is None:
-            result = await _repeatable(pool, read, self.handler, call)
+            result = await _repeatable(request.state.pool, read, self.handler, call)
         else:
             result = await self._within_budget(request, user, call, read)
         if op.response is None:
@@ -225,6 +267,7 @@ def endpoint(
     errors: dict[int, str] | None = None,
     key_scope: KeyScope | Literal["default"] = "default",
     bulk: bool = False,
+    confirms_caller: bool = False,
 ) -> Callable[[Handler], Endpoint]:
     """Declare a handler's operation (see the module docstring). By default a
     staff operation takes an `admin` key and others take no key."""
@@ -234,8 +277,18 @@ def endpoint(
     def declare(handler: Handler) -> Endpoint:
         response = typing.get_type_hints(handler, include_extras=True)["return"]
         response = None if response is type(None) else response
+        assert not confirms_caller or access == "staff", "only staff callers are claimed"
         operation = Operation(
-            summary, access, body, query, status, response, errors or {}, key_scope, bulk
+            summary,
+            access,
+            body,
+            query,
+            status,
+            response,
+            errors or {},
+            key_scope,
+            bulk,
+            confirms_caller,
         )
         return Endpoint(handler, operation)
 

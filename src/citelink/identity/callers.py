@@ -39,6 +39,11 @@ class CurrentUser:
     is_staff: bool
     api_key: int | None = None
     scopes: tuple[str, ...] = ()
+    # Set for a caller known from their token alone (`claimed_staff`): the
+    # token generation the handler's statement must find the user still at,
+    # active and staff, before it does anything (citelink.api.endpoint,
+    # `confirms_caller`). None: the caller was read from the database.
+    unconfirmed: int | None = None
 
     @property
     def manages_others(self) -> bool:
@@ -132,6 +137,30 @@ async def identity(
         return _user(row), Identity(row["id"], claims["exp"], row["token_generation"])
     found = access_identity(settings, token)
     return await active_user(pool, found.user_id, found.generation), found
+
+
+class CallerUnconfirmed(Exception):
+    """The statement that was to confirm a claimed caller (CurrentUser.unconfirmed)
+    found no active staff user at that token generation, and did nothing."""
+
+
+def claimed_staff(request: Request) -> CurrentUser | None:
+    """The caller as a citelink access token that verifies says, taken to be
+    active staff until the handler's statement confirms it; None for any other
+    credential or a bad one (`authenticate` then says what it is)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    settings: Settings = request.state.settings
+    assert settings.secret_key
+    if scheme.lower() != "bearer" or not token or api_keys.looks_like_key(token):
+        return None
+    if tokens.verified_access(settings.secret_key, token) is None and is_platform_token(token):
+        return None
+    try:
+        found = access_identity(settings, token)
+    except ApiError:
+        return None
+    return CurrentUser(found.user_id, "", True, unconfirmed=found.generation)
 
 
 async def key_caller(pool: asyncpg.Pool, key: str) -> CurrentUser:
