@@ -26,12 +26,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a live process so far, all its threads, to the nanosecond
+    (schedstat; /proc/PID/stat counts in ticks of 10 ms). 0 once it is gone."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError):
+        pass  # exited meanwhile
+    return total / 1e9
+
+
 class Server:
     """`citelink serve` in a process of its own (or a parent and its workers),
     on a fresh embedded database (or on `database_url` when given), removed
-    by `close()`."""
+    by `close()`. With `source`, the citelink package under that `src/`
+    directory runs instead of the installed one (another revision's code)."""
 
-    def __init__(self, database_url: str | None = None):
+    def __init__(self, database_url: str | None = None, source: Path | None = None):
         self.tmp = tempfile.mkdtemp(prefix="citelink-bench-")
         self.port = free_port()
         self.http = f"http://127.0.0.1:{self.port}"
@@ -49,6 +62,9 @@ class Server:
         }
         if database_url:
             self.env["CITELINK_DATABASE_URL"] = database_url
+        if source is not None:
+            # Ahead of the editable install on sys.path.
+            self.env["PYTHONPATH"] = str(source)
         self.database_url = subprocess.run(
             [sys.executable, "-m", "citelink.cli", "db-url"],
             env=self.env,
@@ -102,11 +118,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process and its workers so far."""
-        ticks = 0
-        for pid in self.pids():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return sum(cpu_seconds(pid) for pid in self.pids())
 
     def postgres_cpu_seconds(self) -> float:
         """CPU time of the embedded PostgreSQL (postmaster and its live children)."""
@@ -114,15 +126,15 @@ class Server:
         if not pidfile.exists():
             return float("nan")  # an external server: not measured
         postmaster = int(pidfile.read_text().split()[0])
-        ticks = 0
+        total = 0.0
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
                 continue
-            if int(stat.parent.name) == postmaster or int(fields[1]) == postmaster:
-                ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+            if int(stat.parent.name) == postmaster or parent == postmaster:
+                total += cpu_seconds(int(stat.parent.name))
+        return total
 
     def stop(self) -> None:
         """Stop `citelink serve` (the database stays)."""

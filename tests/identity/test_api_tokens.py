@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import httpx
 import jwt
 import pytest
@@ -84,6 +87,29 @@ async def test_refresh_and_verify_refuse_bad_tokens(client: httpx.AsyncClient, w
         if r.status_code != 401:
             wrong.append(f"verify, {label}: {r.status_code} {r.text}")
     assert wrong == []
+
+
+async def test_a_token_used_before_is_refused_once_it_expires(
+    client: httpx.AsyncClient, world: World
+):
+    # Checked tokens are remembered (citelink.identity.tokens): never past their expiry.
+    token = tokens.issue(SECRET_KEY, world.alice.id, "access", 1 / 60)
+    headers = {"Authorization": f"Bearer {token}"}
+    for _ in range(2):
+        assert (await client.get("/api/users/me/", headers=headers)).status_code == 200
+    expires = jwt.decode(token, SECRET_KEY, algorithms=["HS256"])["exp"]
+    await asyncio.sleep(max(0.0, expires - time.time()) + 0.05)
+    r = await client.get("/api/users/me/", headers=headers)
+    assert (r.status_code, r.json()) == (401, {"detail": "token is invalid or expired"})
+
+
+def test_a_remembered_token_is_remembered_for_its_key_only():
+    token = tokens.issue(SECRET_KEY, 1, "access", 5)
+    assert tokens.decode(SECRET_KEY, token, "access")["user_id"] == 1
+    with pytest.raises(tokens.InvalidToken):
+        tokens.decode(SECRET_KEY + "-another", token, "access")
+    with pytest.raises(tokens.InvalidToken):
+        tokens.decode(SECRET_KEY, token, "refresh")
 
 
 async def test_wrong_credentials(client: httpx.AsyncClient, world: World):

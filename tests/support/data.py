@@ -55,7 +55,8 @@ async def create_user(
         _hash(password),
         staff,
     )
-    return User(user_id, username, password, staff, tokens.issue(SECRET_KEY, user_id, "access", 60))
+    token = tokens.issue(SECRET_KEY, user_id, "access", 60, staff=staff)
+    return User(user_id, username, password, staff, token)
 
 
 async def add_users(conn: asyncpg.Connection, *names: str) -> list[int]:

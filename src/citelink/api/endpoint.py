@@ -38,7 +38,7 @@ from citelink.db.connection import (
     transaction,
 )
 from citelink.errors import ApiError
-from citelink.identity.callers import CurrentUser, authenticate
+from citelink.identity.callers import CallerUnconfirmed, CurrentUser, authenticate, claimed_staff
 from citelink.identity.passwords import HashSlots
 from citelink.responses import json_response
 from citelink.settings import Settings
@@ -71,6 +71,11 @@ class Operation:
     key_scope: KeyScope = None
     # Changes every item a filter selects: the bulk statement timeout.
     bulk: bool = False
+    # A staff operation whose handler, for a caller known from an access token
+    # alone (CurrentUser.unconfirmed), checks in its own statement that the
+    # caller is still active staff at that token generation, or raises
+    # CallerUnconfirmed having done nothing: one round trip less.
+    confirms_caller: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,15 @@ class Call:
 Handler = Callable[[Call], Awaitable[Any]]
 
 
+@dataclass
+class Input:
+    """A request's query and body once read and validated (None: not yet);
+    kept for a second run of the handler (Endpoint._as_claimed)."""
+
+    query: dict[str, Any] | None = None
+    body: dict[str, Any] | None = None
+
+
 @dataclass(frozen=True)
 class Endpoint:
     handler: Handler
@@ -139,47 +153,79 @@ class Endpoint:
             raise ApiError(503, "database unavailable, try again later") from exc
 
     async def _respond(self, request: Request) -> Response:
+        if self.operation.confirms_caller and (claimed := claimed_staff(request)) is not None:
+            return await self._as_claimed(request, claimed)
+        return await self._answer(request, await self._caller(request), Input())
+
+    async def _as_claimed(self, request: Request, claimed: CurrentUser) -> Response:
+        """Answer as the caller the token claims (CurrentUser.unconfirmed),
+        whom the handler's statement confirms; on any refusal the caller is
+        checked first, so that answers come in the usual order."""
+        read = Input()
+        try:
+            return await self._answer(request, claimed, read)
+        except CallerUnconfirmed:
+            # Nothing was done: the caller is refused (a 401 or 403), or has
+            # become staff since and is answered as usual.
+            return await self._answer(request, await self._caller(request), read)
+        except UNAVAILABLE:
+            raise  # a 503, as the authentication query would have met
+        except Exception:
+            await self._caller(request)
+            raise
+
+    async def _caller(self, request: Request) -> CurrentUser | None:
+        """The authenticated caller (None for `anyone`), or a 401 or 403."""
         op = self.operation
+        if op.access == "anyone":
+            return None
         # Reading who the caller is may always be done again.
-        pool = request.state.pool
-        user = (
-            None if op.access == "anyone" else await _repeatable(pool, True, authenticate, request)
-        )
-        if user is not None and user.api_key is not None:
+        user: CurrentUser = await _repeatable(request.state.pool, True, authenticate, request)
+        if user.api_key is not None:
             if op.key_scope is None:
                 raise ApiError(403, "API keys may not use this route: it acts as a signed-in user")
             if op.key_scope not in user.scopes and "admin" not in user.scopes:
                 raise ApiError(403, f"this API key lacks the {op.key_scope!r} scope")
-        elif op.access == "staff" and not (user and user.is_staff):
+        elif op.access == "staff" and not user.is_staff:
             raise ApiError(403, "only staff may do this")
+        return user
+
+    async def _answer(self, request: Request, user: CurrentUser | None, read: Input) -> Response:
+        op = self.operation
         item_id = request.path_params.get("id")
         # The int convertor takes any digits; beyond bigint nothing can exist.
         if item_id is not None and item_id > BIGINT_MAX:
             raise ApiError(404, "not found")
         if user is None:
-            result = await self._handle(request, user, item_id)
+            result = await self._handle(request, user, item_id, read)
         else:
-            result = await self._within_budget(request, user, item_id)
+            result = await self._within_budget(request, user, item_id, read)
         if op.response is None:
             return Response(status_code=op.status)
         return json_response(result, status=op.status)
 
-    async def _handle(self, request: Request, user: CurrentUser | None, item_id: int | None) -> Any:
-        """Read the query and body, then run the handler."""
+    async def _handle(
+        self, request: Request, user: CurrentUser | None, item_id: int | None, read: Input
+    ) -> Any:
+        """Read the query and body (once: `read` keeps them), then run the handler."""
         op = self.operation
         settings: Settings = request.state.settings
-        query = op.query.parse(request.query_params, settings)
-        body = {}
-        if op.body is not None:
-            # Only a publisher's body may be big (a message, its data); a user's
-            # is a few fields, and parsing a big one holds the event loop.
-            limit = settings.max_body_bytes if op.access == "staff" else USER_BODY_BYTES
-            body = op.body.parse(await read_body(request, limit), settings)
-        call = Call(request, user, item_id, query, body)
-        read = request.method in ("GET", "HEAD")
-        return await _repeatable(request.state.pool, read, self.handler, call)
+        if read.body is None:
+            read.query = op.query.parse(request.query_params, settings)
+            read.body = {}
+            if op.body is not None:
+                # Only a publisher's body may be big (a message, its data); a
+                # user's is a few fields, and parsing a big one holds the loop.
+                limit = settings.max_body_bytes if op.access == "staff" else USER_BODY_BYTES
+                read.body = op.body.parse(await read_body(request, limit), settings)
+        assert read.query is not None
+        call = Call(request, user, item_id, read.query, read.body)
+        is_read = request.method in ("GET", "HEAD")
+        return await _repeatable(request.state.pool, is_read, self.handler, call)
 
-    async def _within_budget(self, request: Request, user: CurrentUser, item_id: int | None) -> Any:
+    async def _within_budget(
+        self, request: Request, user: CurrentUser, item_id: int | None, read: Input
+    ) -> Any:
         """Reading the body and the handler, within the caller's budget of
         database work (a user's or an API key's, citelink.db.budget: a body
         is parsed in its slot, so one user's flood of big bodies is never
@@ -198,7 +244,7 @@ class Endpoint:
             async with work.claim(key, publisher=publisher):
                 token = statement_seconds.set(seconds)
                 try:
-                    return await self._handle(request, user, item_id)
+                    return await self._handle(request, user, item_id, read)
                 finally:
                     statement_seconds.reset(token)
         except Busy:
@@ -237,6 +283,7 @@ def endpoint(
     errors: dict[int, str] | None = None,
     key_scope: KeyScope | Literal["default"] = "default",
     bulk: bool = False,
+    confirms_caller: bool = False,
 ) -> Callable[[Handler], Endpoint]:
     """Declare a handler's operation (see the module docstring). By default a
     staff operation takes an `admin` key and others take no key."""
@@ -246,8 +293,18 @@ def endpoint(
     def declare(handler: Handler) -> Endpoint:
         response = typing.get_type_hints(handler, include_extras=True)["return"]
         response = None if response is type(None) else response
+        assert not confirms_caller or access == "staff", "only staff callers are claimed"
         operation = Operation(
-            summary, access, body, query, status, response, errors or {}, key_scope, bulk
+            summary,
+            access,
+            body,
+            query,
+            status,
+            response,
+            errors or {},
+            key_scope,
+            bulk,
+            confirms_caller,
         )
         return Endpoint(handler, operation)
 

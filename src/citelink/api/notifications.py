@@ -34,6 +34,7 @@ from citelink.api.validation import (
 )
 from citelink.db.queries import Q
 from citelink.errors import ApiError
+from citelink.identity.callers import CallerUnconfirmed
 from citelink.metrics import PUBLISH_SECONDS
 from citelink.settings import Settings
 from citelink.shapes import Notification, Page
@@ -242,8 +243,12 @@ async def _check(call: Call) -> list[int] | None:
     body=NEW_NOTIFICATION,
     status=201,
     key_scope="publish",
+    confirms_caller=True,
 )
 async def publish(call: Call) -> Notification:
+    if call.me.unconfirmed is not None and "users" in call.body:
+        # Listed users take statements of their own: the caller comes first.
+        raise CallerUnconfirmed
     users = await _check(call)
     body = call.body
     window = body.get("group_window")
@@ -278,7 +283,13 @@ async def publish(call: Call) -> Notification:
 
 
 async def _publish_once(call: Call, args: tuple[Any, ...]) -> asyncpg.Record:
-    if call.me.api_key is None:
+    if call.me.unconfirmed is not None:
+        # The caller's check and the publish in one statement (no row: neither);
+        # the last of `args`, the actor, is the caller's id.
+        row = await call.pool.fetchrow(Q.publish_confirming, *args, call.me.unconfirmed)
+        if row is None:
+            raise CallerUnconfirmed
+    elif call.me.api_key is None:
         # One statement, committed as it returns (citelink_publish sets the actor).
         row = await call.pool.fetchrow(Q.publish, *args)
     else:

@@ -39,7 +39,7 @@ REUSED = "refresh token already used: every token of its sign-in is revoked"
 
 
 def _pair(
-    call: Call, user_id: int, generation: int, family: uuid.UUID | str, jti: str
+    call: Call, user_id: int, generation: int, family: uuid.UUID | str, jti: str, staff: bool
 ) -> TokenPair:
     settings = call.settings
     assert settings.secret_key
@@ -59,6 +59,7 @@ def _pair(
             "access",
             settings.access_token_minutes,
             generation=generation,
+            staff=staff,
         ),
     }
 
@@ -95,7 +96,7 @@ async def obtain(call: Call) -> TokenPair:
     family = await call.pool.fetchval(
         Q.start_refresh_family, row["id"], jti, _refresh_seconds(call)
     )
-    return _pair(call, row["id"], row["token_generation"], family, jti)
+    return _pair(call, row["id"], row["token_generation"], family, jti, row["is_staff"])
 
 
 @endpoint(
@@ -126,7 +127,7 @@ async def refresh(call: Call) -> TokenPair:
     # Outside the transaction: a reuse's revocation is committed.
     if refused:
         raise ApiError(401, refused)
-    return _pair(call, claims["user_id"], claims["gen"], claims["family"], jti)
+    return _pair(call, claims["user_id"], claims["gen"], claims["family"], jti, row["is_staff"])
 
 
 @endpoint(

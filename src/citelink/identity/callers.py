@@ -39,6 +39,11 @@ class CurrentUser:
     is_staff: bool
     api_key: int | None = None
     scopes: tuple[str, ...] = ()
+    # Set for a caller known from their token alone (`claimed_staff`): the
+    # token generation the handler's statement must find the user still at,
+    # active and staff, before it does anything (citelink.api.endpoint,
+    # `confirms_caller`). None: the caller was read from the database.
+    unconfirmed: int | None = None
 
     @property
     def manages_others(self) -> bool:
@@ -108,7 +113,10 @@ async def identity(
     pool: asyncpg.Pool, settings: Settings, platform: PlatformTokens | None, token: str
 ) -> tuple[CurrentUser, Identity]:
     """The active user of a citelink access token or a platform token; a 401 otherwise."""
-    if is_platform_token(token):
+    assert settings.secret_key
+    # A token verified before is ours: no need to look inside it again.
+    ours = tokens.verified_access(settings.secret_key, token) is not None
+    if not ours and is_platform_token(token):
         if platform is None:
             raise ApiError(401, "token is invalid or expired")
         try:
@@ -129,6 +137,32 @@ async def identity(
         return _user(row), Identity(row["id"], claims["exp"], row["token_generation"])
     found = access_identity(settings, token)
     return await active_user(pool, found.user_id, found.generation), found
+
+
+class CallerUnconfirmed(Exception):
+    """The statement that was to confirm a claimed caller (CurrentUser.unconfirmed)
+    found no active staff user at that token generation, and did nothing."""
+
+
+def claimed_staff(request: Request) -> CurrentUser | None:
+    """The caller as a citelink access token that verifies says, taken to be
+    active staff until the handler's statement confirms it; None for any other
+    credential or a bad one (`authenticate` then says what it is)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    settings: Settings = request.state.settings
+    assert settings.secret_key
+    if scheme.lower() != "bearer" or not token or api_keys.looks_like_key(token):
+        return None
+    if tokens.verified_access(settings.secret_key, token) is None and is_platform_token(token):
+        return None
+    try:
+        claims = decode(settings, token, "access")
+    except ApiError:
+        return None
+    if claims.get("staff") is not True:
+        return None  # an ordinary user's token: refused as usual, body unread
+    return CurrentUser(claims["user_id"], "", True, unconfirmed=claims["gen"])
 
 
 async def key_caller(pool: asyncpg.Pool, key: str) -> CurrentUser:

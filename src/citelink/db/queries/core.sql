@@ -32,6 +32,16 @@ SELECT id FROM tag WHERE name = $1;
 SELECT (p.note).*, p.recipients
 FROM citelink_publish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) AS p;
 
+-- name: publish_confirming
+-- publish by user $10 (the actor) if they are still active staff with tokens
+-- of generation $11: authentication and publishing in one round trip. No row
+-- and nothing published otherwise (the function is called only for the row
+-- of users that qualifies).
+SELECT (p.note).*, p.recipients
+FROM users AS u
+CROSS JOIN LATERAL citelink_publish($1, $2, $3, $4, $5, $6, $7, $8, $9, u.id) AS p
+WHERE u.id = $10 AND u.is_active AND u.is_staff AND u.token_generation = $11;
+
 -- name: scheduler_due_deliveries
 -- Scheduled notifications due now (send_at, or the next try after a
 -- failure), oldest first, up to $1, with how many recipients each would have

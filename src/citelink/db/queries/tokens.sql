@@ -9,7 +9,7 @@ RETURNING id;
 -- name: lock_refresh_family
 -- The family of a refresh token, locked until commit: of two uses of one
 -- token at once, the second sees the first one's rotation.
-SELECT f.jti, f.revoked_at IS NOT NULL AS revoked, u.is_active, u.token_generation
+SELECT f.jti, f.revoked_at IS NOT NULL AS revoked, u.is_active, u.is_staff, u.token_generation
 FROM refresh_token_family AS f
 JOIN users AS u ON u.id = f.user_id
 WHERE f.id = $1 AND f.user_id = $2
