@@ -29,14 +29,22 @@ def free_port() -> int:
 class Server:
     """`citelink serve` in a process of its own (or a parent and its workers),
     on a fresh embedded database (or on `database_url` when given), removed
-    by `close()`."""
+    by `close()`. `src`: another checkout's source tree to serve (an older
+    commit, for before-and-after figures), put first on PYTHONPATH; `env`:
+    settings of the run (CITELINK_*)."""
 
-    def __init__(self, database_url: str | None = None):
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        src: Path | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.tmp = tempfile.mkdtemp(prefix="citelink-bench-")
         self.port = free_port()
         self.http = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}"
-        self.secret_key = secrets.token_urlsafe(32)
+        self.secret_key = secrets.token_hex(32)
         self.env = {
             **os.environ,
             "CITELINK_DATA_DIR": self.tmp,
@@ -46,7 +54,10 @@ class Server:
             "CITELINK_WS_MAX_SOCKETS_PER_USER": "1000",
             "CITELINK_WS_FRAMES_PER_SECOND": "100000",
             "CITELINK_LOGIN_ATTEMPTS_PER_CLIENT": "0",
+            **(env or {}),
         }
+        if src is not None:
+            self.env["PYTHONPATH"] = str(src)
         if database_url:
             self.env["CITELINK_DATABASE_URL"] = database_url
         self.database_url = subprocess.run(
@@ -176,19 +187,24 @@ class Seed:
         )
         return tag_id
 
-    async def history(self, tag_ids: list[int], start: int, count: int) -> None:
+    async def history(
+        self, tag_ids: list[int], start: int, count: int, data: dict | None = None
+    ) -> None:
         """Notifications `start` .. `start + count - 1`, round robin over `tag_ids`,
-        `data` {"n": number % 10}; 100,000 per statement (each fans out)."""
+        `data` {"n": number % 10} (or `data` for all); 100,000 per statement
+        (each fans out)."""
         done = 0
         while done < count:
             batch = min(100_000, count - done)
             await self.conn.execute(
                 "INSERT INTO notification (tag_id, message, data) "
                 "SELECT ($1::bigint[])[1 + g % cardinality($1::bigint[])], 'history ' || g, "
-                "jsonb_build_object('n', g % 10) FROM generate_series($2::int, $3::int) g",
+                "coalesce($4::jsonb, jsonb_build_object('n', g % 10)) "
+                "FROM generate_series($2::int, $3::int) g",
                 tag_ids,
                 start + done,
                 start + done + batch - 1,
+                data,
             )
             done += batch
 
