@@ -73,7 +73,7 @@ async def post_json(http: aiohttp.ClientSession, path: str, body: dict) -> tuple
 
 class Publisher:
     def __init__(self, server: Server, staff_id: int):
-        self.http = http_client(server.http, server.token(staff_id))
+        self.http = http_client(server.http, server.token(staff_id, staff=True))
 
     async def post(self, tag: int, message: str) -> tuple[int, int, dict]:
         """Send and answer times (ns) and the response body of one publish."""
@@ -116,7 +116,7 @@ async def fan_out(fleet: Fleet, publisher: Publisher, tag: int, n: int, repeats:
 
 async def sockets_per_worker(server: Server, staff_id: int) -> list[int]:
     """Open sockets of each worker, from GET /metrics (one series per worker)."""
-    headers = {"Authorization": f"Bearer {server.token(staff_id)}"}
+    headers = {"Authorization": f"Bearer {server.token(staff_id, staff=True)}"}
     async with (
         aiohttp.ClientSession(server.http) as http,
         http.get("/metrics", headers=headers) as response,
@@ -266,7 +266,7 @@ async def publish_throughput(
     parent, child = ctx.Pipe()
     proc = ctx.Process(
         target=_publish_loop,
-        args=(server.http, server.token(staff_id), tag, concurrency, seconds, child),
+        args=(server.http, server.token(staff_id, staff=True), tag, concurrency, seconds, child),
     )
     cpu0, pg0 = server.cpu_seconds(), server.postgres_cpu_seconds()
     proc.start()
@@ -596,7 +596,8 @@ async def parallel_publishers(
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(
-        target=_parallel_loop, args=(server.http, server.token(staff_id), tags, seconds, child)
+        target=_parallel_loop,
+        args=(server.http, server.token(staff_id, staff=True), tags, seconds, child),
     )
     cpu0, pg0 = server.cpu_seconds(), server.postgres_cpu_seconds()
     proc.start()

@@ -41,15 +41,22 @@ def cpu_seconds(pid: int) -> float:
 class Server:
     """`citelink serve` in a process of its own (or a parent and its workers),
     on a fresh embedded database (or on `database_url` when given), removed
-    by `close()`. With `source`, the citelink package under that `src/`
-    directory runs instead of the installed one (another revision's code)."""
+    by `close()`. `src`: another checkout's source tree to serve (an older
+    commit, for before-and-after figures), put first on PYTHONPATH; `env`:
+    settings of the run (CITELINK_*)."""
 
-    def __init__(self, database_url: str | None = None, source: Path | None = None):
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        src: Path | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.tmp = tempfile.mkdtemp(prefix="citelink-bench-")
         self.port = free_port()
         self.http = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}"
-        self.secret_key = secrets.token_urlsafe(32)
+        self.secret_key = secrets.token_hex(32)
         self.env = {
             **os.environ,
             "CITELINK_DATA_DIR": self.tmp,
@@ -59,12 +66,12 @@ class Server:
             "CITELINK_WS_MAX_SOCKETS_PER_USER": "1000",
             "CITELINK_WS_FRAMES_PER_SECOND": "100000",
             "CITELINK_LOGIN_ATTEMPTS_PER_CLIENT": "0",
+            **(env or {}),
         }
+        if src is not None:
+            self.env["PYTHONPATH"] = str(src)
         if database_url:
             self.env["CITELINK_DATABASE_URL"] = database_url
-        if source is not None:
-            # Ahead of the editable install on sys.path.
-            self.env["PYTHONPATH"] = str(source)
         self.database_url = subprocess.run(
             [sys.executable, "-m", "citelink.cli", "db-url"],
             env=self.env,
@@ -150,8 +157,9 @@ class Server:
             stop_embedded(Path(self.tmp))
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def token(self, user_id: int) -> str:
-        return tokens.issue(self.secret_key, user_id, "access", 24 * 60)
+    def token(self, user_id: int, *, staff: bool = False) -> str:
+        """An access token, as signing in gives (a staff user's says so)."""
+        return tokens.issue(self.secret_key, user_id, "access", 24 * 60, staff=staff)
 
 
 class Seed:
@@ -188,19 +196,24 @@ class Seed:
         )
         return tag_id
 
-    async def history(self, tag_ids: list[int], start: int, count: int) -> None:
+    async def history(
+        self, tag_ids: list[int], start: int, count: int, data: dict | None = None
+    ) -> None:
         """Notifications `start` .. `start + count - 1`, round robin over `tag_ids`,
-        `data` {"n": number % 10}; 100,000 per statement (each fans out)."""
+        `data` {"n": number % 10} (or `data` for all); 100,000 per statement
+        (each fans out)."""
         done = 0
         while done < count:
             batch = min(100_000, count - done)
             await self.conn.execute(
                 "INSERT INTO notification (tag_id, message, data) "
                 "SELECT ($1::bigint[])[1 + g % cardinality($1::bigint[])], 'history ' || g, "
-                "jsonb_build_object('n', g % 10) FROM generate_series($2::int, $3::int) g",
+                "coalesce($4::jsonb, jsonb_build_object('n', g % 10)) "
+                "FROM generate_series($2::int, $3::int) g",
                 tag_ids,
                 start + done,
                 start + done + batch - 1,
+                data,
             )
             done += batch
 

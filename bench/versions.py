@@ -108,7 +108,7 @@ class Version:
 
 
 async def prepare(name: str, source: Path | None, sizes: Sizes) -> Version:
-    server = Server(source=source)
+    server = Server(src=source)
     where = package_of(server)
     log(f"{name}: citelink from {where}")
     if source is not None and not where.startswith(str(source)):
@@ -188,7 +188,7 @@ REQUESTS = ["healthz", "me", "post_0", "post_10"]
 async def requests_turn(versions: list[Version], sizes: Sizes) -> None:
     """Each kind of request, `sizes.requests` of them, on each version in
     turn, so that the versions alternate every few hundred milliseconds."""
-    sessions = [http_client(v.server.http, v.server.token(v.staff)) for v in versions]
+    sessions = [http_client(v.server.http, v.server.token(v.staff, staff=True)) for v in versions]
     try:
         for kind in REQUESTS:
             for version, http in zip(versions, sessions, strict=True):

@@ -390,6 +390,7 @@ async def test_staff_see_a_failed_delivery_while_the_others_are_delivered(
     assert failed["id"] == bad and failed["status"] == "failed"
     assert failed["delivered_at"] is None and failed["delivery_attempts"] == 1
     assert "test_refused" in failed["delivery_error"] and failed["retry_at"] is not None
+
     # Each is settled in its own transaction once the batch failed, in id
     # order: `last` comes after `bad` is marked.
     async def both_delivered() -> list[dict]:

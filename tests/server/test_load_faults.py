@@ -51,7 +51,9 @@ async def staff_user(conn: asyncpg.Connection) -> User:
         "INSERT INTO users (username, password_hash, is_staff) VALUES ('admin', 'x', true) "
         "RETURNING id"
     )
-    return User(user_id, "admin", "x", True, tokens.issue(SECRET_KEY, user_id, "access", 60, staff=True))
+    return User(
+        user_id, "admin", "x", True, tokens.issue(SECRET_KEY, user_id, "access", 60, staff=True)
+    )
 
 
 async def subscribe_all(conn: asyncpg.Connection, users: list[User], tag: str) -> int:

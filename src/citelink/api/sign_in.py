@@ -127,6 +127,7 @@ async def refresh(call: Call) -> TokenPair:
     # Outside the transaction: a reuse's revocation is committed.
     if refused:
         raise ApiError(401, refused)
+    assert row is not None
     return _pair(call, claims["user_id"], claims["gen"], claims["family"], jti, row["is_staff"])
 
 
