@@ -90,7 +90,8 @@ class Server:
                     "citelink.cli",
                     "serve",
                     *("--port", str(self.port)),
-                    *("--workers", str(workers)),
+                    # Older versions serve one process and know no --workers.
+                    *(("--workers", str(workers)) if workers != 1 else ()),
                 ],
                 env=self.env,
                 stdout=subprocess.DEVNULL,
