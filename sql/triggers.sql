@@ -707,6 +707,40 @@ BEGIN
 END
 $$;
 
+-- Many notifications of one publisher in one statement, each as
+-- citelink_publish would publish it alone (no listed users, no group key):
+-- the API's group commit (citelink.db.group_commit). They come back in the
+-- order given: their ids are drawn in that order.
+CREATE FUNCTION citelink_publish_many(tags bigint[], bodies text[], extras jsonb[],
+                                      priorities text[], send_ats timestamptz[],
+                                      expires_ats timestamptz[], actor bigint)
+RETURNS TABLE (note notification, recipients bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    made bigint[];
+BEGIN
+    PERFORM set_config('citelink.actor_id', coalesce(actor::text, ''), true);
+    WITH inserted AS (
+        INSERT INTO notification AS n (tag_id, message, data, priority, send_at, expires_at,
+                                       created_by)
+        SELECT g.tag, g.body, g.extra, coalesce(g.priority, 'normal'), g.send_at,
+               g.expires_at, actor
+        FROM unnest(tags, bodies, extras, priorities, send_ats, expires_ats)
+             WITH ORDINALITY AS g(tag, body, extra, priority, send_at, expires_at, k)
+        ORDER BY g.k
+        RETURNING n.id
+    )
+    SELECT array_agg(id ORDER BY id) INTO made FROM inserted;
+    -- The fan-out ran at the end of that statement and counted the recipients.
+    RETURN QUERY
+    SELECT n, coalesce(r.recipients, 0)
+    FROM notification AS n
+    LEFT JOIN notification_recipients AS r ON r.notification_id = n.id
+    WHERE n.id = ANY (made)
+    ORDER BY n.id;
+END
+$$;
+
 -- An inbox row inserted by plain SQL (not by the fan-out, which does all of
 -- this set-based): its states imply one another as on an update; its
 -- notification counts it as a recipient, which also fails the insert when

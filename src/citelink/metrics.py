@@ -104,6 +104,18 @@ PUBLISH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+PUBLISHES_WAITING = Gauge(
+    "citelink_publishes_waiting",
+    "publishes waiting to share a statement with others of their publisher (group commit)",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+PUBLISHES_SHARED = Gauge(
+    "citelink_publishes_shared",
+    "publishes committed in a statement shared with others, since the process started",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 POOL_IN_USE = Gauge(
     "citelink_pool_connections_in_use",
     "pooled database connections lent out",

@@ -32,6 +32,7 @@ from citelink.api.validation import (
     page,
     page_bounds,
 )
+from citelink.db.group_commit import GroupCommit
 from citelink.db.queries import Q
 from citelink.errors import ApiError
 from citelink.identity.callers import CallerUnconfirmed
@@ -45,6 +46,7 @@ log = logging.getLogger("citelink.api")
 # recipients (sql/triggers.sql, "Inbox keys"): nothing was committed, so it is
 # simply made again, against the subscribers as they are now.
 PUBLISH_ATTEMPTS = 3
+Publishes = GroupCommit[asyncpg.Record]
 
 # What `data` may say about links: `url` (the item's own link) and `actions`,
 # up to 3 buttons {id, label, url?}; the inbox renders them (citelink/web/page).
@@ -283,6 +285,17 @@ async def publish(call: Call) -> Notification:
 
 
 async def _publish_once(call: Call, args: tuple[Any, ...]) -> asyncpg.Record:
+    users, group_key = args[1], args[5]
+    if users is None and group_key is None:
+        # Shares a statement with other publishes of this caller waiting then.
+        publishes: Publishes = call.request.state.publishes
+        key = (call.me.id, call.me.api_key, call.me.unconfirmed)
+        return await publishes.run(key, (call, args))
+    return await _publish_alone((call, args))
+
+
+async def _publish_alone(job: tuple[Call, tuple[Any, ...]]) -> asyncpg.Record:
+    call, args = job
     if call.me.unconfirmed is not None:
         # The caller's check and the publish in one statement (no row: neither);
         # the last of `args`, the actor, is the caller's id.
@@ -298,6 +311,39 @@ async def _publish_once(call: Call, args: tuple[Any, ...]) -> asyncpg.Record:
             row = await conn.fetchrow(Q.publish, *args)
     assert row is not None  # citelink_publish answers the notification it made
     return row
+
+
+async def _publish_together(jobs: list[tuple[Call, tuple[Any, ...]]]) -> list[asyncpg.Record]:
+    """Publishes of one caller (no listed users, no group key) in one statement."""
+    call = jobs[0][0]
+    columns = [list(c) for c in zip(*(args for _, args in jobs), strict=True)]
+    tags, _, messages, data, priorities, _, _, send_ats, expires_ats, _ = columns
+    arrays = (tags, messages, data, priorities, send_ats, expires_ats)
+    if call.me.unconfirmed is not None:
+        rows = await call.pool.fetch(
+            Q.publish_many_confirming, *arrays, call.me.id, call.me.unconfirmed
+        )
+        if not rows:
+            raise CallerUnconfirmed
+    elif call.me.api_key is None:
+        rows = await call.pool.fetch(Q.publish_many, *arrays, call.me.id)
+    else:
+        async with call.transaction() as conn:
+            rows = await conn.fetch(Q.publish_many, *arrays, None)
+    return rows
+
+
+def _one_of_them(exc: Exception) -> bool:
+    """Whether a failed shared statement may have failed for one publish of
+    it (then each runs alone): rolled back, and not cut by a timeout."""
+    return isinstance(exc, CallerUnconfirmed) or (
+        isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, asyncpg.QueryCanceledError)
+    )
+
+
+def group_commit() -> Publishes:
+    """The app's group commit of publishes (citelink.db.group_commit)."""
+    return GroupCommit(_publish_alone, _publish_together, _one_of_them)
 
 
 @endpoint(

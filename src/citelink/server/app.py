@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from citelink import api
+from citelink.api.notifications import Publishes, group_commit
 from citelink.db.budget import WorkBudget
 from citelink.db.connection import create_pool, warm
 from citelink.db.pruning import Pruner
@@ -50,6 +51,8 @@ class State(TypedDict):
     sign_ins: SignInThrottle
     # Each user's budget of database work (REST and sockets alike).
     work: WorkBudget
+    # Concurrent publishes of one caller share statements (citelink.db.group_commit).
+    publishes: Publishes
     # None when no platform is configured: platform tokens are then refused.
     platform: PlatformTokens | None
     sampler: Sampler
@@ -73,10 +76,12 @@ def create_app(settings: Settings) -> App:
         await warm(pool, min(settings.pool_size, WARM_CONNECTIONS))
         listener = Listener(settings.resolved_url, probe_seconds=settings.listener_probe_seconds)
         hub = Hub(pool, settings, barrier=listener.barrier, on_failure=listener.reconnect)
+        publishes = group_commit()
         sampler = Sampler(
             lambda: (peer.queue.qsize() for peer in hub.peers()),
             lambda: listener.alive,
             pool,
+            lambda: (publishes.waiting, publishes.shared),
         )
         scheduler = Scheduler(pool, statement_seconds=settings.db_query_seconds)
         pruner = Pruner(pool, settings)
@@ -99,6 +104,7 @@ def create_app(settings: Settings) -> App:
                 "passwords": HashSlots(settings.password_hash_slots or hash_slots()),
                 "sign_ins": SignInThrottle(settings),
                 "work": WorkBudget(settings.concurrency(False), settings.concurrency(True)),
+                "publishes": publishes,
                 "platform": platform,
                 "sampler": sampler,
             }

@@ -51,10 +51,12 @@ class Sampler:
         queue_depths: Callable[[], Iterable[int]],
         listening: Callable[[], bool],
         pool: asyncpg.Pool,
+        publishes: Callable[[], tuple[int, int]] = lambda: (0, 0),
     ):
         self._queue_depths = queue_depths
         self._listening = listening
         self._pool = pool
+        self._publishes = publishes
         self._task: asyncio.Task[None] | None = None
 
     def sample(self) -> None:
@@ -69,6 +71,9 @@ class Sampler:
         metrics.POOL_OPEN.set(size)
         metrics.POOL_IN_USE.set(size - idle)
         metrics.POOL_MAX.set(self._pool.get_max_size())
+        waiting, shared = self._publishes()
+        metrics.PUBLISHES_WAITING.set(waiting)
+        metrics.PUBLISHES_SHARED.set(shared)
 
     async def sample_notify_queue(self) -> None:
         """The NOTIFY queue usage of the database server (NaN when it does not answer)."""

@@ -42,6 +42,20 @@ FROM users AS u
 CROSS JOIN LATERAL citelink_publish($1, $2, $3, $4, $5, $6, $7, $8, $9, u.id) AS p
 WHERE u.id = $10 AND u.is_active AND u.is_staff AND u.token_generation = $11;
 
+-- name: publish_many
+-- Notifications of one publisher ($7, the actor) in one statement
+-- (citelink.db.group_commit), in the order of the arrays.
+SELECT (p.note).*, p.recipients
+FROM citelink_publish_many($1, $2, $3, $4, $5, $6, $7) AS p;
+
+-- name: publish_many_confirming
+-- The same by user $7 if they are still active staff with tokens of
+-- generation $8 (as publish_confirming); no rows and nothing published otherwise.
+SELECT (p.note).*, p.recipients
+FROM users AS u
+CROSS JOIN LATERAL citelink_publish_many($1, $2, $3, $4, $5, $6, u.id) AS p
+WHERE u.id = $7 AND u.is_active AND u.is_staff AND u.token_generation = $8;
+
 -- name: scheduler_due_deliveries
 -- Scheduled notifications due now (send_at, or the next try after a
 -- failure), oldest first, up to $1, with how many recipients each would have
