@@ -503,6 +503,8 @@ async def test_a_malformed_token_is_a_401_never_a_500(settings, keys_file, make_
 async def test_platform_token_lifetime_is_capped(settings, make_user):
     """exp - iat at most CITELINK_PLATFORM_TOKEN_MAX_MINUTES, whatever exp says."""
     alice = await make_user("alice")
+    # Every token's iat is this `now`: the seconds the server takes to start
+    # must not shorten a lifetime meant to be one second too long.
     now = int(time.time())
     too_long = {"detail": TOO_LONG}
     async with (
@@ -510,19 +512,19 @@ async def test_platform_token_lifetime_is_capped(settings, make_user):
             settings, platform_token_secret=PLATFORM_SECRET, platform_token_max_minutes=5
         ) as server,
     ):
-        assert (await me(server, mint(PLATFORM_SECRET, exp=now + 300))).status_code == 200
+        assert (await me(server, mint(PLATFORM_SECRET, iat=now, exp=now + 300))).status_code == 200
         # Issued a while ago, still within its five minutes: taken.
         ok = mint(PLATFORM_SECRET, iat=now - 200, exp=now + 100)
         assert (await me(server, ok)).status_code == 200
-        r = await me(server, mint(PLATFORM_SECRET, exp=now + 301))
+        r = await me(server, mint(PLATFORM_SECRET, iat=now, exp=now + 301))
         assert (r.status_code, r.json()) == (401, too_long)
         r = await me(server, mint(PLATFORM_SECRET, iat=now - 400, exp=now + 100))
         assert (r.status_code, r.json()) == (401, too_long)
         r = await me(server, mint(PLATFORM_SECRET, iat=None, exp=now + 60))
         assert (r.status_code, r.json()) == (401, {"detail": "token is invalid or expired"})
-        async with open_socket(server, mint(PLATFORM_SECRET, exp=now + 3600)) as ws:
+        async with open_socket(server, mint(PLATFORM_SECRET, iat=now, exp=now + 3600)) as ws:
             assert await ws.close_code() == 4401
             assert ws.connection.close_reason == TOO_LONG
         async with open_socket(server, alice.token) as ws:
-            answer = await ws.request("auth", token=mint(PLATFORM_SECRET, exp=now + 3600))
+            answer = await ws.request("auth", token=mint(PLATFORM_SECRET, iat=now, exp=now + 3600))
             assert (answer["code"], answer["detail"]) == ("invalid_token", TOO_LONG)
