@@ -210,15 +210,15 @@ class Endpoint:
         """Read the query and body (once: `read` keeps them), then run the handler."""
         op = self.operation
         settings: Settings = request.state.settings
-        if read.body is None:
-            read.query = op.query.parse(request.query_params, settings)
-            read.body = {}
+        if read.query is None or read.body is None:
+            query = op.query.parse(request.query_params, settings)
+            body = {}
             if op.body is not None:
                 # Only a publisher's body may be big (a message, its data); a
                 # user's is a few fields, and parsing a big one holds the loop.
                 limit = settings.max_body_bytes if op.access == "staff" else USER_BODY_BYTES
-                read.body = op.body.parse(await read_body(request, limit), settings)
-        assert read.query is not None
+                body = op.body.parse(await read_body(request, limit), settings)
+            read.query, read.body = query, body
         call = Call(request, user, item_id, read.query, read.body)
         is_read = request.method in ("GET", "HEAD")
         return await _repeatable(request.state.pool, is_read, self.handler, call)
