@@ -6,12 +6,14 @@ their items in order."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.data import create_user, subscribe
 from tests.support.waiting import wait_until
 from tests.support.world import World
 
@@ -32,10 +34,11 @@ async def publish_while_held(
     world: World,
     headers: dict[str, str],
     tags: list[int],
+    meanwhile: Callable[[], Awaitable[None]] | None = None,
 ) -> list[httpx.Response]:
     """Two publishes to `news` that wait for bob's counter row, held by
-    `holder`; then one to each of `tags`, which wait for them; then the
-    row is let go. The answers, in that order."""
+    `holder`; then one to each of `tags`, which wait for them; then
+    `meanwhile()`; then the row is let go. The answers, in that order."""
 
     async def post(tag: int, message: str) -> httpx.Response:
         body = {"tag": tag, "message": message, "data": {"said": message}}
@@ -57,6 +60,8 @@ async def publish_while_held(
     await wait_until(held)
     then = [asyncio.create_task(post(tag, f"then {k}")) for k, tag in enumerate(tags)]
     await wait_until(lambda: _equal(waiting_publishes(client, world), len(tags)))
+    if meanwhile is not None:
+        await meanwhile()
     await tx.rollback()
     return [await t for t in (*first, *then)]
 
@@ -137,3 +142,25 @@ async def test_an_api_keys_publishes_share_statements_audited_as_the_key(
         shared,
     )
     assert [tuple(r) for r in rows] == [(None, key["id"])] * 3
+
+
+async def test_another_publisher_is_not_held_by_ones_waiting_publishes(
+    client: httpx.AsyncClient, conn, holder, world: World
+):
+    other = await create_user(conn, "other-publisher", staff=True)
+    carol = await create_user(conn, "carol")
+    # Carol's alone: none of her rows is held (the first two publishes hold
+    # alice's counter row while they wait for bob's).
+    tag = await subscribe(conn, carol.id, "carol's")
+    answered: list[httpx.Response] = []
+
+    async def other_publishes() -> None:
+        # Answered while the staff's publishes wait.
+        body = {"tag": tag, "message": "from another publisher"}
+        answered.append(await client.post("/api/notifications/", json=body, headers=other.headers))
+
+    answers = await publish_while_held(
+        client, conn, holder, world, world.staff.headers, [world.news] * 4, other_publishes
+    )
+    assert answered[0].status_code == 201 and answered[0].json()["recipients"] == 1
+    assert [r.status_code for r in answers] == [201] * 6
