@@ -13,6 +13,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from citelink.api.notifications import _one_of_them
+from citelink.identity.callers import CallerUnconfirmed
 from tests.support.data import create_user, subscribe
 from tests.support.waiting import wait_until
 from tests.support.world import World
@@ -164,3 +166,22 @@ async def test_another_publisher_is_not_held_by_ones_waiting_publishes(
     )
     assert answered[0].status_code == 201 and answered[0].json()["recipients"] == 1
     assert [r.status_code for r in answers] == [201] * 6
+
+
+@pytest.mark.parametrize(
+    ("error", "alone"),
+    [
+        (asyncpg.ForeignKeyViolationError("no such tag"), True),
+        (asyncpg.CheckViolationError("refused"), True),
+        (asyncpg.DeadlockDetectedError("lost a race"), True),
+        (CallerUnconfirmed(), True),
+        # It may have committed, or it is everyone's: never run again.
+        (asyncpg.AdminShutdownError("terminating"), False),
+        (asyncpg.ConnectionFailureError("gone"), False),
+        (asyncpg.QueryCanceledError("timeout"), False),
+        (ConnectionResetError(), False),
+        (TimeoutError(), False),
+    ],
+)
+def test_only_a_refusal_that_rolled_back_runs_each_publish_again(error, alone):
+    assert _one_of_them(error) is alone

@@ -6,6 +6,8 @@ and publishes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import jwt
 import pytest
@@ -85,6 +87,28 @@ async def test_only_a_staff_token_is_taken_at_its_word_and_no_ordinary_body_is_r
     assert (r.status_code, r.json()) == NOT_STAFF
     r = await client.post("/api/notifications/", json=big, headers=world.staff.headers)
     assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("change", ["demoted", "deactivated", "tokens revoked"])
+async def test_a_staff_token_refused_since_gets_its_answer_before_its_big_body_is_read(
+    server, world: World, conn, change: str
+):
+    """A 900 KB body, of which only the first bytes are sent: the answer must
+    come without the server waiting for the rest."""
+    statement, refused = CHANGES[change]
+    await conn.execute(statement, world.staff.id)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"POST /api/notifications/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + f"Authorization: Bearer {world.staff.token}\r\n".encode()
+        + b"Content-Type: application/json\r\nContent-Length: 900000\r\n\r\n"
+        + b'{"tag": 1, "message": "'
+    )
+    await writer.drain()
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    assert head.split(b" ", 2)[1] == str(refused[0]).encode(), head
 
 
 async def test_a_user_made_staff_publishes_with_the_token_they_had(

@@ -136,3 +136,4 @@ async def test_a_cancelled_waiter_does_not_stop_the_others():
     assert await asyncio.gather(*first, stays) == ["done a", "done b", "done d"]
     with pytest.raises(asyncio.CancelledError):
         await gone
+    assert all("c" not in call for call in s.calls)  # not published for nobody

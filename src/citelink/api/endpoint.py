@@ -153,7 +153,10 @@ class Endpoint:
             raise ApiError(503, "database unavailable, try again later") from exc
 
     async def _respond(self, request: Request) -> Response:
-        if self.operation.confirms_caller and (claimed := claimed_staff(request)) is not None:
+        claimed = None
+        if self.operation.confirms_caller:
+            claimed = claimed_staff(request, USER_BODY_BYTES)
+        if claimed is not None:
             return await self._as_claimed(request, claimed)
         return await self._answer(request, await self._caller(request), Input())
 

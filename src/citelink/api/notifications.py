@@ -32,6 +32,7 @@ from citelink.api.validation import (
     page,
     page_bounds,
 )
+from citelink.db.connection import CONNECTION_LOST, UNAVAILABLE
 from citelink.db.group_commit import GroupCommit
 from citelink.db.queries import Q
 from citelink.errors import ApiError
@@ -335,9 +336,12 @@ async def _publish_together(jobs: list[tuple[Call, tuple[Any, ...]]]) -> list[as
 
 def _one_of_them(exc: Exception) -> bool:
     """Whether a failed shared statement may have failed for one publish of
-    it (then each runs alone): rolled back, and not cut by a timeout."""
+    it (then each runs alone): the database refused it and rolled it back.
+    Not when the connection was lost (it may have committed), nor when the
+    database was unavailable or cut it by a timeout: that is everyone's."""
     return isinstance(exc, CallerUnconfirmed) or (
-        isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, asyncpg.QueryCanceledError)
+        isinstance(exc, asyncpg.PostgresError)
+        and not isinstance(exc, (*UNAVAILABLE, *CONNECTION_LOST))
     )
 
 

@@ -88,6 +88,8 @@ class GroupCommit(Generic[T]):
         self, key: Hashable, lane: _Lane[T], batch: list[tuple[Any, asyncio.Future[T]]]
     ) -> None:
         try:
+            # One whose request was cancelled meanwhile is not published.
+            batch = [(args, done) for args, done in batch if not done.done()]
             if len(batch) > 1:
                 try:
                     results = await self._many([args for args, _ in batch])

@@ -144,10 +144,16 @@ class CallerUnconfirmed(Exception):
     found no active staff user at that token generation, and did nothing."""
 
 
-def claimed_staff(request: Request) -> CurrentUser | None:
+def claimed_staff(request: Request, body_bytes: int) -> CurrentUser | None:
     """The caller as a citelink access token that verifies says, taken to be
     active staff until the handler's statement confirms it; None for any other
-    credential or a bad one (`authenticate` then says what it is)."""
+    credential or a bad one (`authenticate` then says what it is), and for a
+    body that does not say it is at most `body_bytes` long: a token refused
+    since it was issued (demoted, deactivated, revoked) must not get a big
+    body read before its 401 or 403."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit() or int(declared) > body_bytes:
+        return None
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
     settings: Settings = request.state.settings
