@@ -19,6 +19,8 @@ shifts all of them alike. Groups (all by default):
   4,000 and 10,000; latency (50 sockets, 200 POSTs 20 ms apart); 8 HTTP
   publishers on one tag of 10 and on a tag of 10 each; a 100,000-subscriber
   broadcast (1,000 connected) and head-of-line behind it.
+- latency: the latency row of `sockets` alone, on a freshly started server
+  with every online user holding a socket (nothing published before it).
 - workers: 8 HTTP publishers on one tag of 10 with `serve --workers 1`, then
   `--workers 2` (each turn in the other order), for versions that have it.
 
@@ -50,7 +52,7 @@ from .scenarios import Fleet, Publisher, http_client, post_json
 from .server import Seed, Server
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = ["sql", "requests", "sockets", "workers"]
+GROUPS = ["sql", "requests", "sockets", "latency", "workers"]
 INSERT = "INSERT INTO notification (tag_id, message) VALUES ($1, 'x')"
 
 
@@ -277,6 +279,30 @@ async def sockets_turn(version: Version, sizes: Sizes, clients: int) -> None:
             client.close()
 
 
+async def latency_turn(version: Version, clients: int) -> None:
+    server = version.server
+    server.stop()
+    server.start()
+    log(f"{version.name}: connecting {len(version.online):,} sockets")
+    fleet = Fleet(
+        [
+            ClientProcess(server.ws, [server.token(u) for u in version.online[k::clients]])
+            for k in range(clients)
+        ]
+    )
+    publisher = Publisher(server, version.staff)
+    try:
+        for client in fleet.clients:
+            client.wait_ready()
+        latency = await scenarios.latency(fleet, publisher, version.tags["latency"], 50, 200, 0.02)
+        version.extend("alone_latency_samples_ms", latency["samples_ms"])
+        version.add("alone_latency_p99_ms", latency["p99_ms"])
+    finally:
+        await publisher.close()
+        for client in fleet.clients:
+            client.close()
+
+
 # workers ---------------------------------------------------------------------
 
 
@@ -344,6 +370,9 @@ ROWS: list[tuple[str, str, Summary]] = [
     ("100,000 subscribers: commit, ms", "big_commit_ms", median),
     ("latency p50 (50 sockets, 200 POSTs 20 ms apart), ms", "latency_samples_ms", p50),
     ("latency p99, ms", "latency_samples_ms", p99),
+    ("latency alone: p50 of all samples, ms", "alone_latency_samples_ms", p50),
+    ("latency alone: p99 of all samples, ms", "alone_latency_samples_ms", p99),
+    ("latency alone: each turn's p99, median, ms", "alone_latency_p99_ms", median),
     ("head-of-line behind a 100,000 broadcast, p50 ms", "head_of_line_ms", median),
     ("head-of-line, worst, ms", "head_of_line_ms", max),
     ("GET /healthz p50 ms", "healthz_ms", median),
@@ -401,7 +430,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[Version]:
                 for version in rotation(versions, turn):
                     log(f"turn {turn + 1}, sql: {version.name}")
                     await sql_turn(version, sizes)
-        if only & {"requests", "sockets"}:
+        if only & {"requests", "sockets", "latency"}:
             for version in versions:
                 version.server.start()
         for turn in range(args.turns):
@@ -413,6 +442,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[Version]:
                 for version in rotation(versions, turn):
                     log(f"turn {turn + 1}, sockets: {version.name}")
                     await sockets_turn(version, sizes, args.clients)
+        for turn in range(args.turns):
+            if "latency" in only:
+                for version in rotation(versions, turn):
+                    log(f"turn {turn + 1}, latency: {version.name}")
+                    await latency_turn(version, args.clients)
         for version in versions:
             version.server.stop()
         if "workers" in only:
