@@ -14,8 +14,11 @@ slot, and the publishes waiting when one frees go together as one statement
 (at most `most`). When that statement fails with an error that rolled it
 back and may be one publish's own (`alone` says so: a missing tag, a
 constraint, a lost race), each of them runs alone, so each gets its own
-answer or its own error; any other failure is theirs all. Two slots: a big fan-out holds
-one, and the small publishes behind it go through the other.
+answer or its own error; any other failure is theirs all, a statement
+timeout too (a shared statement holds at most CITELINK_PUBLISHER_CONCURRENCY
+- 2 publishes, 6 by default, as the caller's budget lets no more wait). Two
+slots: a big fan-out holds one, and the small publishes behind it go
+through the other.
 """
 
 from __future__ import annotations
