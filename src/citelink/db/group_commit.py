@@ -4,9 +4,9 @@ PostgreSQL commits one transaction that called pg_notify at a time: the
 notification queue's lock is held until the commit is flushed. So
 publishes committed one by one queue at that lock, and batching them pays:
 measured on 2 cores with `python -m bench.group_commit`, 8 connections
-inserting one notification each made 697 per second at 1.45 ms of
-PostgreSQL CPU each; one connection inserting 8 per statement made 2,023
-per second at 0.42 ms each.
+inserting one notification each made 1,087 per second at 1.21 ms of
+PostgreSQL CPU each (fewer than one connection alone); one connection
+inserting 8 per statement made 2,891 per second at 0.28 ms each.
 
 A publish runs at once, alone, while fewer than `slots` statements of its
 publisher run (a lone publish waits for nothing). Otherwise it waits for a
