@@ -100,7 +100,8 @@ NOTIFY_QUEUE_USAGE = Gauge(
 )
 PUBLISH_SECONDS = Histogram(
     "citelink_publish_seconds",
-    "POST /api/notifications/ in the database: insert, fan-out and commit",
+    "POST /api/notifications/ in the database: insert, fan-out and commit (and a wait to "
+    "share a statement, group commit)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
