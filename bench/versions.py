@@ -39,7 +39,8 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,8 +229,11 @@ def request(http: Any, tags: dict[str, int], kind: str) -> Callable[[], Awaitabl
 # sockets ---------------------------------------------------------------------
 
 
-async def sockets_turn(version: Version, sizes: Sizes, clients: int) -> None:
-    server, tags = version.server, version.tags
+@asynccontextmanager
+async def connected(version: Version, clients: int) -> AsyncIterator[tuple[Fleet, Publisher]]:
+    """The version's server freshly started, every online user holding a
+    socket (`clients` processes), and a publisher."""
+    server = version.server
     server.stop()
     server.start()
     log(f"{version.name}: connecting {len(version.online):,} sockets")
@@ -243,6 +247,16 @@ async def sockets_turn(version: Version, sizes: Sizes, clients: int) -> None:
     try:
         for client in fleet.clients:
             client.wait_ready()
+        yield fleet, publisher
+    finally:
+        await publisher.close()
+        for client in fleet.clients:
+            client.close()
+
+
+async def sockets_turn(version: Version, sizes: Sizes, clients: int) -> None:
+    server, tags = version.server, version.tags
+    async with connected(version, clients) as (fleet, publisher):
         fresh = await scenarios.fan_out(fleet, publisher, tags["fan-out-1000"], 1_000)
         version.add("fresh_1000_runs_ms", fresh["runs_last_socket_ms"])
         for _ in range(20):  # every pooled connection in use has published by now
@@ -273,34 +287,13 @@ async def sockets_turn(version: Version, sizes: Sizes, clients: int) -> None:
         version.add("big_last_socket_ms", big["last_socket_ms"])
         hol = await scenarios.head_of_line(fleet, publisher, tags["big"], tags["single"], 1_000, 3)
         version.extend("head_of_line_ms", hol["single_push_runs_ms"])
-    finally:
-        await publisher.close()
-        for client in fleet.clients:
-            client.close()
 
 
 async def latency_turn(version: Version, clients: int) -> None:
-    server = version.server
-    server.stop()
-    server.start()
-    log(f"{version.name}: connecting {len(version.online):,} sockets")
-    fleet = Fleet(
-        [
-            ClientProcess(server.ws, [server.token(u) for u in version.online[k::clients]])
-            for k in range(clients)
-        ]
-    )
-    publisher = Publisher(server, version.staff)
-    try:
-        for client in fleet.clients:
-            client.wait_ready()
+    async with connected(version, clients) as (fleet, publisher):
         latency = await scenarios.latency(fleet, publisher, version.tags["latency"], 50, 200, 0.02)
         version.extend("alone_latency_samples_ms", latency["samples_ms"])
         version.add("alone_latency_p99_ms", latency["p99_ms"])
-    finally:
-        await publisher.close()
-        for client in fleet.clients:
-            client.close()
 
 
 # workers ---------------------------------------------------------------------
