@@ -87,19 +87,17 @@ async def list_items(call: Call) -> InboxPage:
     _, limit = page_bounds(call.query)
     where, before = filter_of(call.query), call.query.get("before")
     # High-priority unread items are pinned: listed apart, on the first page.
-    apart = where.status in inbox_store.PINNING
-    results, after = await inbox_store.page(
+    found = await inbox_store.listing(
         call.pool,
         call.user_id,
         before=before,
         limit=limit,
         where=where,
-        pinned_apart=apart,
         window=call.settings.filter_window,
     )
-    answer: InboxPage = {"results": results, "next": after}
-    if apart and before is None:
-        answer["pinned"] = await inbox_store.pinned(call.pool, call.user_id, where, limit)
+    answer: InboxPage = {"results": found.items, "next": found.next}
+    if found.pinned is not None:
+        answer["pinned"] = found.pinned
     return answer
 
 

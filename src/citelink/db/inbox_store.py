@@ -23,7 +23,7 @@ import asyncio
 import random
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import asyncpg
 
@@ -128,23 +128,37 @@ def action_ids(item: InboxItem) -> list[object]:
     return [a.get("id") for a in actions if isinstance(a, dict)]
 
 
-async def page(
+class Listing(NamedTuple):
+    """A page of a listing: its items, the `before` of the next page (None on
+    the last), and the pinned items shown above it (the first page of a
+    status that pins them; None otherwise)."""
+
+    items: list[InboxItem]
+    next: int | None
+    pinned: list[InboxItem] | None
+
+
+# The statuses whose listing pins the high-priority unread items above the rest.
+PINNING = frozenset({"all", "unread", "unseen"})
+
+
+async def listing(
     conn: Queryable,
     user_id: int,
     *,
     before: int | None = None,
     limit: int = 20,
     where: Filter = EVERYTHING,
-    pinned_apart: bool = False,
     window: int | None = None,
-) -> tuple[list[InboxItem], int | None]:
+) -> Listing:
     """Newest first, up to `limit` items before item `before` (keyset
-    pagination; None: from the newest), and the `before` of the next page
-    (None on the last). With `pinned_apart`, the pinned items are left out (a
-    listing shows them above, `pinned`). A filter that narrows by tags, data
-    or time looks at no more than `window` items of the status's list: a page
-    may then hold fewer items, and the next one goes on below the last item
-    looked at. Without the bound a rare filter walks the whole inbox."""
+    pagination; None: from the newest). A status that pins leaves the pinned
+    items out of its pages and lists them apart, with the first. A filter
+    that narrows by tags, data or time looks at no more than `window` items
+    of the status's list: a page may then hold fewer items, and the next one
+    goes on below the last item looked at. Without the bound a rare filter
+    walks the whole inbox."""
+    apart = where.status in PINNING
     floor = None
     if window is not None and where.narrowed:
         floor = await conn.fetchrow(_WINDOW[where.status], user_id, before, window)
@@ -154,23 +168,18 @@ async def page(
         before,
         *where.args,
         limit + 1,
-        pinned_apart,
+        apart,
         floor["position"] if floor else None,
     )
     items = [item(r) for r in rows[:limit]]
-    if len(rows) > limit:
-        return items, items[-1]["id"]
-    return items, floor["id"] if floor else None
-
-
-# The statuses whose listing pins the high-priority unread items above the rest.
-PINNING = frozenset({"all", "unread", "unseen"})
-
-
-async def pinned(conn: Queryable, user_id: int, where: Filter, limit: int) -> list[InboxItem]:
-    """The pinned items (high priority, unread) `where` selects, newest first."""
-    rows = await conn.fetch(Q.inbox_pinned, user_id, *where.args, limit)
-    return [item(r) for r in rows]
+    after: int | None = items[-1]["id"] if len(rows) > limit else None
+    if after is None and floor:
+        after = floor["id"]
+    shown = None
+    if apart and before is None:
+        rows = await conn.fetch(Q.inbox_pinned, user_id, *where.args, limit)
+        shown = [item(r) for r in rows]
+    return Listing(items, after, shown)
 
 
 async def page_by_number(

@@ -231,24 +231,20 @@ class Hub:
         """Answer a cursor-form `notifications_list`: `limit` items `where`
         selects, before item `before` (None: the newest), newest first, and the
         `next` cursor."""
-        apart = where.status in inbox_store.PINNING
         async with self.snapshot(client):
-            items, after = await inbox_store.page(
+            found = await inbox_store.listing(
                 self._pool,
                 client.user_id,
                 before=before,
                 limit=limit,
                 where=where,
-                pinned_apart=apart,
                 window=self._settings.filter_window,
             )
-            answer: dict[str, Any] = {"data": items, "next": after}
-            if apart and before is None:
-                answer["pinned"] = await inbox_store.pinned(
-                    self._pool, client.user_id, where, limit
-                )
-                client.remember_items(answer["pinned"])
-            client.remember_items(items)
+            answer: dict[str, Any] = {"data": found.items, "next": found.next}
+            if found.pinned is not None:
+                answer["pinned"] = found.pinned
+                client.remember_items(found.pinned)
+            client.remember_items(found.items)
             client.send([frames.frame("notifications_list", **answer)])
 
     async def list_numbered(self, client: Peer, page: int, page_size: int) -> None:
