@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from citelink.db.connection import connect
-from tests.support.data import Partial, recipients_of
+from tests.support.data import Partial, recipients_and_items, recipients_of
 from tests.support.waiting import wait_until
 from tests.support.world import World
 from tests.support.wsclient import open_socket, serving
@@ -163,13 +163,8 @@ async def test_scheduled_notifications_come_once_with_two_processes_and_a_restar
                 )
 
             await wait_until(all_delivered, within=20)
-    rows = await conn.fetch(
-        "SELECT r.recipients, (SELECT count(*) FROM user_notification i "
-        "WHERE i.notification_id = n.id) AS items FROM notification n "
-        "JOIN notification_recipients r ON r.notification_id = n.id "
-        "WHERE message LIKE 'scheduled %'"
-    )
-    assert len(rows) == 300 and {tuple(r) for r in rows} == {(2, 2)}
+    rows = await recipients_and_items(conn, "scheduled %")
+    assert len(rows) == 300 and set(rows) == {(2, 2)}
 
 
 async def test_expired_items_leave_lists_and_counts_and_sockets_hear_of_it(

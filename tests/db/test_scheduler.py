@@ -24,7 +24,7 @@ import pytest
 
 from citelink.db.connection import connect, create_pool
 from citelink.db.scheduler import Scheduler
-from tests.support.data import add_users
+from tests.support.data import add_users, recipients_and_items
 from tests.support.waiting import wait_until
 from tests.support.world import World
 from tests.support.wsclient import logged
@@ -341,13 +341,8 @@ async def test_two_schedulers_deliver_each_notification_once(db_url, pool, conn,
         for scheduler in schedulers:
             await scheduler.stop()
         await other_pool.close()
-    rows = await conn.fetch(
-        "SELECT r.recipients, (SELECT count(*) FROM user_notification AS i "
-        "WHERE i.notification_id = n.id) AS items FROM notification AS n "
-        "JOIN notification_recipients AS r ON r.notification_id = n.id "
-        "WHERE message LIKE 'race %'"
-    )
-    assert len(rows) == 1500 and {tuple(r) for r in rows} == {(2, 2)}
+    rows = await recipients_and_items(conn, "race %")
+    assert len(rows) == 1500 and set(rows) == {(2, 2)}
     gaps = await conn.fetch(
         "SELECT c.user_id FROM inbox_count AS c JOIN user_notification AS i USING (user_id) "
         "GROUP BY c.user_id, c.last_position "

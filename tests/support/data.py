@@ -143,3 +143,17 @@ async def assert_counters_match(conn: asyncpg.Connection) -> None:
         "IS DISTINCT FROM (r.r_unseen, r.r_unread, r.r_total, r.r_archived)"
     )
     assert not wrong, [dict(r) for r in wrong]
+
+
+async def recipients_and_items(
+    conn: asyncpg.Connection, message_like: str
+) -> list[tuple[int, int]]:
+    """(recipient count, inbox rows) of each notification whose message is LIKE `message_like`."""
+    rows = await conn.fetch(
+        "SELECT r.recipients, (SELECT count(*) FROM user_notification AS i "
+        "WHERE i.notification_id = n.id) AS items FROM notification AS n "
+        "JOIN notification_recipients AS r ON r.notification_id = n.id "
+        "WHERE message LIKE $1",
+        message_like,
+    )
+    return [tuple(r) for r in rows]
