@@ -47,7 +47,8 @@ LOST = (
 
 class Scheduler:
     """The loops of one process; `start` and `stop` them with the app.
-    `statement_seconds` bounds each statement (the batch is halved past it)."""
+    `statement_seconds` bounds each statement (a batch past it is settled
+    again one notification per transaction)."""
 
     def __init__(
         self, pool: asyncpg.Pool, *, idle_seconds: float = 1.0, statement_seconds: float = 60.0
